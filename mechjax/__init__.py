@@ -1,0 +1,46 @@
+"""mechjax: mechanistic interpretability as JAX function transforms.
+
+    import mechjax as mj
+    model = mj.load("smollm2-135m")
+    tokens = model.tokenizer.encode_batch(["The Eiffel Tower is in"]).tokens
+    out = mj.run(model, tokens, hooks={"blocks.3.hook_resid_pre": mj.add(delta)},
+                 capture=["blocks.5.hook_resid_post"])
+    out.logits, out.cache["blocks.5.hook_resid_post"]
+"""
+
+from mechjax.errors import (
+    CheckpointError,
+    FetchError,
+    InputError,
+    InterventionError,
+    MechjaxError,
+    SiteError,
+)
+from mechjax.interventions import (
+    Add,
+    Apply,
+    Intervention,
+    MeanAblate,
+    Patch,
+    Project,
+    Resample,
+    Scale,
+    ablate,
+    add,
+    apply_fn,
+    patch,
+    project,
+    scale,
+)
+from mechjax.loading import load
+from mechjax.model import Family, Model, Output, run, run_with_cache
+from mechjax.sites import act_name
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Add", "Apply", "CheckpointError", "Family", "FetchError", "InputError", "Intervention",
+    "InterventionError", "MeanAblate", "MechjaxError", "Model", "Output", "Patch", "Project",
+    "Resample", "Scale", "SiteError", "ablate", "act_name", "add", "apply_fn", "load",
+    "patch", "project", "run", "run_with_cache", "scale",
+]

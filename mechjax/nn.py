@@ -1,0 +1,148 @@
+"""Shared neural-network primitives with their sites: norms, RoPE, attention, MLPs.
+
+Each primitive that holds TransformerLens sites takes the `hook` and a site prefix, so a
+family's forward stays one readable line per sublayer while every site is still one
+explicit `hook(name, x)` call.
+
+Numerics follow HF transformers (the reference every family is tested against):
+RMSNorm in float32 as `x / sqrt(mean(x^2) + eps) * w`, LayerNorm with biased variance,
+RoPE in the rotate-half layout HF uses (llama.cpp's interleaved layout is undone when a
+GGUF file is read), softmax in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from mechjax.hooks import Hook
+
+Array = jax.Array
+
+
+def rms_norm(x: Array, w: Array | None, eps: float, hook: Hook, prefix: str, *, offset=0.0):
+    """RMSNorm with sites `{prefix}.hook_scale` ([..., 1]) and `{prefix}.hook_normalized`."""
+    scale = jnp.sqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+    scale = hook(f"{prefix}.hook_scale", scale)
+    x = hook(f"{prefix}.hook_normalized", x / scale)
+    return x if w is None else x * (w + offset)
+
+
+def layer_norm(x: Array, w: Array, b: Array, eps: float, hook: Hook, prefix: str):
+    """LayerNorm with sites `{prefix}.hook_scale` and `{prefix}.hook_normalized`."""
+    x = x - jnp.mean(x, axis=-1, keepdims=True)
+    scale = jnp.sqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+    scale = hook(f"{prefix}.hook_scale", scale)
+    x = hook(f"{prefix}.hook_normalized", x / scale)
+    return x * w + b
+
+
+# ---------------------------------------------------------------------------- RoPE
+
+
+def rope_inv_freq(rotary_dim: int, theta: float, scaling: dict | None = None) -> Array:
+    """Inverse frequencies of RoPE, with HF's `rope_scaling` types linear and llama3."""
+    inv = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    if not scaling:
+        return inv
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind in (None, "default"):
+        return inv
+    if kind == "linear":
+        return inv / scaling["factor"]
+    if kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_ctx = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        low_wl, high_wl = old_ctx / low, old_ctx / high
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        scaled = jnp.where(wavelen > low_wl, inv / factor, inv)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = (wavelen >= high_wl) & (wavelen <= low_wl)
+        return jnp.where(is_mid, mid, scaled)
+    raise ValueError(f"unsupported rope_scaling type {kind!r}; supported: default, linear, llama3")
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+    """Rotate `x` [batch, pos, heads, d_head] by `positions` [batch, pos] (rotate-half).
+
+    Only the first `2 * len(inv_freq)` dimensions rotate (partial rotary, GPT-NeoX).
+    """
+    rot = 2 * inv_freq.shape[0]
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [batch, pos, rot/2]
+    cos = jnp.concatenate([jnp.cos(angles)] * 2, -1)[:, :, None, :]
+    sin = jnp.concatenate([jnp.sin(angles)] * 2, -1)[:, :, None, :]
+    xr, xp = x[..., :rot], x[..., rot:]
+    half = rot // 2
+    rotated = jnp.concatenate([-xr[..., half:], xr[..., :half]], -1)
+    out = (xr * cos + rotated * sin).astype(x.dtype)
+    return jnp.concatenate([out, xp], -1) if xp.shape[-1] else out
+
+
+# ---------------------------------------------------------------------------- attention
+
+
+def attention_mask(
+    q_positions: Array, k_positions: Array, key_mask: Array | None, window: int | None
+) -> Array:
+    """Boolean [batch, 1, q, k]: causal, padding and (optional) sliding-window mask.
+
+    Positions are the model's position ids, so left-padded prompts line up.
+    """
+    causal = k_positions[:, None, :] <= q_positions[:, :, None]
+    if window is not None:
+        causal &= k_positions[:, None, :] > q_positions[:, :, None] - window
+    if key_mask is not None:
+        causal &= key_mask[:, None, :]
+    return causal[:, None]
+
+
+def attend(
+    q: Array, k: Array, v: Array, mask: Array, hook: Hook, prefix: str,
+    *, scale: float, softcap: float | None = None,
+) -> Array:
+    """Scaled dot-product attention with GQA, sites `attn_scores`, `pattern`, `z`.
+
+    q: [batch, q_pos, n_heads, d_head]; k, v: [batch, k_pos, n_kv_heads, d_head].
+    Query head h reads key/value head h // (n_heads // n_kv_heads), as in HF's repeat_kv.
+    Returns z [batch, q_pos, n_heads, d_head].
+    """
+    b, qp, h, dh = q.shape
+    kvh = k.shape[2]
+    g = h // kvh
+    qg = q.reshape(b, qp, kvh, g, dh)
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", qg, k).reshape(b, h, qp, k.shape[1]) * scale
+    if softcap is not None:
+        scores = jnp.tanh(scores / softcap) * softcap
+    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    scores = hook(f"{prefix}.hook_attn_scores", scores)
+    pattern = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+    pattern = hook(f"{prefix}.hook_pattern", pattern)
+    z = jnp.einsum("bkgqs,bskd->bqkgd", pattern.reshape(b, kvh, g, qp, -1), v)
+    return hook(f"{prefix}.hook_z", z.reshape(b, qp, h, dh))
+
+
+def attn_output(z: Array, W_O: Array, b_O: Array | None, hook: Hook, prefix: str) -> Array:
+    """Per-head result (only if asked) and the summed attention output."""
+    result_site = f"{prefix}.hook_result"
+    if hook.wants(result_site):
+        result = hook(result_site, jnp.einsum("bphd,hdm->bphm", z, W_O))
+        out = result.sum(axis=2)
+    else:
+        out = jnp.einsum("bphd,hdm->bpm", z, W_O)
+    return out if b_O is None else out + b_O
+
+
+def positions_from_mask(attention_mask: Array | None, shape) -> Array:
+    """Position ids: 0..n-1, or counted over real tokens when a padding mask is given."""
+    if attention_mask is None:
+        return jnp.broadcast_to(jnp.arange(shape[1]), shape)
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def embed(W_E: Array, tokens: Array) -> Array:
+    """Token embedding; an out-of-vocabulary id gives NaN (never a silent wrong row)."""
+    return W_E.at[tokens].get(mode="fill", fill_value=jnp.nan)
