@@ -58,13 +58,30 @@ def _selection_mask(x: Array, site: str, positions, heads) -> Array | None:
     return mask
 
 
-def _check_value(value: Array, x: Array, site: str, what: str) -> None:
+def _fit(value: Array, x: Array, site: str, what: str, heads=None) -> Array:
+    """Check `value` against the activation `x` and return it broadcastable to `x`.
+
+    The value must have x's shape or a suffix of it. With `heads=`, it may also omit the
+    head axis (`[pos, d_head]` for `[batch, pos, n_heads, d_head]`): it then applies to
+    each selected head.
+    """
     vs, xs = tuple(value.shape), tuple(x.shape)
-    if len(vs) > len(xs) or (len(vs) and xs[len(xs) - len(vs):] != vs):
-        raise InterventionError(
-            f"{what} at site {site!r} has shape {vs}, but the activation there has shape {xs}; "
-            f"the value must have that shape or a suffix of it"
-        )
+
+    def is_suffix(v, full):
+        return len(v) <= len(full) and (not v or full[len(full) - len(v):] == v)
+
+    if is_suffix(vs, xs):
+        return value
+    head_axis = sites.axes(site)[1]
+    if heads is not None and head_axis is not None:
+        inner = len(xs) - head_axis - 1  # axes after the head axis
+        if len(vs) >= inner and is_suffix(vs, xs[:head_axis] + xs[head_axis + 1:]):
+            return jnp.expand_dims(value, len(vs) - inner)
+    raise InterventionError(
+        f"{what} at site {site!r} has shape {vs}, but the activation there has shape {xs}; "
+        "the value must have that shape or a suffix of it"
+        + (" (with heads=, the head axis may be left out)" if head_axis is not None else "")
+    )
 
 
 def _select(x: Array, new: Array, site: str, positions, heads) -> Array:
@@ -89,8 +106,8 @@ class Patch(Intervention):
     heads: Array | None = None
 
     def apply(self, x, site):
-        _check_value(self.value, x, site, "patch value")
-        return _select(x, self.value, site, self.positions, self.heads)
+        value = _fit(self.value, x, site, "patch value", self.heads)
+        return _select(x, value, site, self.positions, self.heads)
 
 
 @struct.dataclass
@@ -102,9 +119,8 @@ class Add(Intervention):
     heads: Array | None = None
 
     def apply(self, x, site):
-        _check_value(self.delta, x, site, "delta")
+        delta = _fit(self.delta, x, site, "delta", self.heads).astype(x.dtype)
         mask = _selection_mask(x, site, self.positions, self.heads)
-        delta = self.delta.astype(x.dtype)
         return x + (delta if mask is None else jnp.where(mask, delta, 0))
 
 
@@ -117,8 +133,8 @@ class Scale(Intervention):
     heads: Array | None = None
 
     def apply(self, x, site):
-        _check_value(self.factor, x, site, "scale factor")
-        return _select(x, x * self.factor, site, self.positions, self.heads)
+        factor = _fit(self.factor, x, site, "scale factor", self.heads)
+        return _select(x, x * factor, site, self.positions, self.heads)
 
 
 @struct.dataclass

@@ -83,7 +83,8 @@ def check_tokens(tokens, d_vocab: int) -> Array:
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise InputError(f"tokens must be integers, got dtype {tokens.dtype}")
     if not isinstance(tokens, jax.core.Tracer) and tokens.size:
-        lo, hi = int(np.min(tokens)), int(np.max(tokens))
+        host = np.asarray(tokens)  # concrete: checked on the host, even inside a trace
+        lo, hi = int(host.min()), int(host.max())
         if lo < 0 or hi >= d_vocab:
             bad = lo if lo < 0 else hi
             raise InputError(f"token id {bad} is outside the vocabulary [0, {d_vocab})")

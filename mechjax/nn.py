@@ -44,7 +44,7 @@ def layer_norm(x: Array, w: Array, b: Array, eps: float, hook: Hook, prefix: str
 
 def rope_inv_freq(rotary_dim: int, theta: float, scaling: dict | None = None) -> Array:
     """Inverse frequencies of RoPE, with HF's `rope_scaling` types linear and llama3."""
-    inv = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    inv = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=float) / rotary_dim))
     if not scaling:
         return inv
     kind = scaling.get("rope_type", scaling.get("type"))
@@ -72,7 +72,8 @@ def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
     Only the first `2 * len(inv_freq)` dimensions rotate (partial rotary, GPT-NeoX).
     """
     rot = 2 * inv_freq.shape[0]
-    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [batch, pos, rot/2]
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    angles = positions[..., None].astype(wide) * inv_freq.astype(wide)  # [batch, pos, rot/2]
     cos = jnp.concatenate([jnp.cos(angles)] * 2, -1)[:, :, None, :]
     sin = jnp.concatenate([jnp.sin(angles)] * 2, -1)[:, :, None, :]
     xr, xp = x[..., :rot], x[..., rot:]
@@ -119,7 +120,8 @@ def attend(
         scores = jnp.tanh(scores / softcap) * softcap
     scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
     scores = hook(f"{prefix}.hook_attn_scores", scores)
-    pattern = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+    wide = jnp.promote_types(scores.dtype, jnp.float32)  # bf16 scores: softmax in f32
+    pattern = jax.nn.softmax(scores.astype(wide), axis=-1).astype(q.dtype)
     pattern = hook(f"{prefix}.hook_pattern", pattern)
     z = jnp.einsum("bkgqs,bskd->bqkgd", pattern.reshape(b, kvh, g, qp, -1), v)
     return hook(f"{prefix}.hook_z", z.reshape(b, qp, h, dh))

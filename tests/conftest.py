@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random models of each family, built without any download."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mechjax as mj
+from mechjax.families import family_of_module
+from mechjax.models.llama import Config as LlamaConfig
+
+jax.config.update("jax_enable_x64", False)
+
+
+def max_diff(a, b) -> str:
+    d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return f"max |diff| = {d.max():.3g}, mean |diff| = {d.mean():.3g}"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> mj.Model:
+    """2-layer GQA Llama with weights large enough that a wrong op shows up."""
+    llama = family_of_module("llama")
+    cfg = LlamaConfig(
+        d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50,
+        n_ctx=64, rope_theta=10000.0,
+    )
+    params = llama.init(jax.random.PRNGKey(0), cfg, scale=0.3)
+    return mj.Model(params, cfg, llama)
+
+
+@pytest.fixture(scope="session")
+def tokens() -> jnp.ndarray:
+    return jnp.asarray(np.random.RandomState(0).randint(0, 50, (3, 7)), jnp.int32)
