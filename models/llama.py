@@ -134,7 +134,7 @@ def site_names(cfg: Config) -> list[str]:
             f"{b}.attn.hook_rot_q", f"{b}.attn.hook_rot_k",
             f"{b}.attn.hook_attn_scores", f"{b}.attn.hook_pattern", f"{b}.attn.hook_z",
             f"{b}.attn.hook_result", f"{b}.hook_attn_out", f"{b}.hook_resid_mid",
-            f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized", f"{b}.hook_mlp_in",
+            f"{b}.hook_mlp_in", f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized",
             f"{b}.mlp.hook_pre", f"{b}.mlp.hook_pre_linear", f"{b}.mlp.hook_post",
             f"{b}.hook_mlp_out", f"{b}.hook_resid_post",
         ]

@@ -1,0 +1,34 @@
+# mechjax: `make demo` runs the main job on SmolLM2-135M; `make test` runs the suite.
+# Both set everything up on a fresh machine: virtual environment, install, model fetch.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+OUT    ?= out/demo
+
+.PHONY: setup fetch demo test test-fast lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.13.0 (CPU) and transformers are test-time references only, never imported by the library
+	$(PY) -m pip install -q -e ".[test,reference]"
+	touch $(STAMP)
+
+fetch: setup
+	$(PY) -m mechjax.cli fetch smollm2-135m
+
+demo: fetch
+	$(PY) scripts/demo.py --out $(OUT)
+
+test: fetch
+	$(PY) -m pytest -q -ra --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info out

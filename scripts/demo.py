@@ -1,0 +1,120 @@
+"""The main job on the offline default model (SmolLM2-135M-Instruct, GGUF Q4_1).
+
+1. An IOI prompt and its top next tokens.
+2. Residual-stream activation patching (denoising): the clean activation of
+   `blocks.{l}.hook_resid_pre` at one position is patched into the corrupted run, for
+   every layer and position, as ONE compiled program (the grid is a `vmap` in chunks).
+3. The grid is written as a PNG heatmap and an .npz file.
+
+    python scripts/demo.py --out out/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import mechjax as mj
+
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+
+
+def interpolate(params, x):
+    """x + w * (source - x): w is a per-position weight (1 at the patched position)."""
+    source, weight = params
+    return x + weight[None, :, None] * (source - x)
+
+
+def patch_grid(model, clean, corrupt, answer, wrong, chunk=16):
+    """Logit difference after patching clean resid_pre[l, p] into the corrupted run."""
+    n_layers, n_pos = model.config.n_layers, clean.shape[1]
+    sites = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
+    clean_cache = mj.run(model, clean, capture=sites).cache
+
+    def metric(logits):
+        return logits[0, -1, answer] - logits[0, -1, wrong]
+
+    def one_cell(onehot):  # onehot [n_layers, n_pos]: the cell to patch
+        hooks = {s: mj.apply_fn(interpolate, (clean_cache[s], onehot[l]))
+                 for l, s in enumerate(sites)}
+        return metric(mj.run(model, corrupt, hooks=hooks).logits)
+
+    cells = jnp.eye(n_layers * n_pos).reshape(-1, n_layers, n_pos)
+    grid = jax.jit(lambda c: jax.lax.map(one_cell, c, batch_size=chunk))(cells)
+    return np.asarray(grid).reshape(n_layers, n_pos)
+
+
+def heatmap(grid, labels, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(labels)), 8))
+    lim = np.abs(grid).max()
+    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="normalised logit difference (1 = clean, 0 = corrupted)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--out", default="out/demo")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    model = mj.load(args.model)
+    tok = model.tokenizer
+    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f}s "
+          f"({model.config.n_layers} layers, d_model {model.config.d_model})")
+
+    clean = jnp.asarray([tok.encode(CLEAN)], jnp.int32)
+    corrupt = jnp.asarray([tok.encode(CORRUPT)], jnp.int32)
+    if clean.shape != corrupt.shape:
+        raise SystemExit(f"clean and corrupted prompts tokenize to {clean.shape} vs {corrupt.shape}")
+    answer, wrong = tok.to_single_token(" Mary"), tok.to_single_token(" John")
+
+    run = jax.jit(mj.run)
+    logits = run(model, clean).logits[0, -1]
+    probs = np.asarray(jax.nn.softmax(logits))
+    print(f"\nprompt: {CLEAN!r}")
+    for t in np.argsort(-probs)[:8]:
+        print(f"  {probs[t]:.4f}  {tok.decode([int(t)])!r}")
+
+    clean_ld = float(logits[answer] - logits[wrong])
+    c_logits = run(model, corrupt).logits[0, -1]
+    corrupt_ld = float(c_logits[answer] - c_logits[wrong])
+    print(f"\nlogit diff ' Mary' - ' John': clean {clean_ld:.3f}, corrupted {corrupt_ld:.3f}")
+
+    t0 = time.perf_counter()
+    grid = patch_grid(model, clean, corrupt, answer, wrong)
+    secs = time.perf_counter() - t0
+    norm = (grid - corrupt_ld) / (clean_ld - corrupt_ld)
+    labels = [tok.decode([int(t)]) for t in clean[0]]
+    print(f"patched {grid.size} (layer, position) cells in {secs:.1f}s (one compiled program)")
+    best = np.unravel_index(np.argmax(norm), norm.shape)
+    print(f"largest recovery {norm[best]:.2f} at layer {best[0]}, token {labels[best[1]]!r}")
+
+    np.savez(out / "ioi_resid_pre_patching.npz", grid=grid, normalized=norm,
+             clean_metric=clean_ld, corrupted_metric=corrupt_ld, tokens=np.asarray(clean[0]))
+    png = out / "ioi_resid_pre_patching.png"
+    heatmap(norm, labels, png, "IOI denoising: clean resid_pre patched into corrupted run")
+    print(f"wrote {png} and {out / 'ioi_resid_pre_patching.npz'}")
+
+
+if __name__ == "__main__":
+    main()
