@@ -53,7 +53,9 @@ class HookContext:
     Args:
       interventions: site name -> sequence of interventions, applied in order.
       capture: site names whose (post-intervention) value is recorded in `cache`.
-      valid_sites: if given, every visited site must be in it (sanity check).
+
+    `visited` lists the sites the forward reached, so a caller can refuse a request for a
+    site that was never computed.
     """
 
     def __init__(

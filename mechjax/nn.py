@@ -148,3 +148,23 @@ def positions_from_mask(attention_mask: Array | None, shape) -> Array:
 def embed(W_E: Array, tokens: Array) -> Array:
     """Token embedding; an out-of-vocabulary id gives NaN (never a silent wrong row)."""
     return W_E.at[tokens].get(mode="fill", fill_value=jnp.nan)
+
+
+def init_from_shapes(key: Array, shapes, scale: float, dtype=jnp.float32):
+    """Random params for a pytree of shape tuples: normal(0, scale), norm gains `w` near 1.
+
+    One normal draw cut into pieces: a draw per shape would compile once per shape.
+    """
+    import numpy as np
+
+    def is_shape(x):
+        return isinstance(x, tuple)
+
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=is_shape)
+    sizes = [int(np.prod(shape)) for _, shape in flat]
+    noise = np.asarray(scale * jax.random.normal(key, (sum(sizes),), dtype))
+    out = []
+    for (path, shape), piece in zip(flat, np.split(noise, np.cumsum(sizes)[:-1])):
+        x = piece.reshape(shape)
+        out.append(jnp.asarray(x + 1 if jax.tree_util.keystr(path).endswith("['w']") else x))
+    return jax.tree.unflatten(treedef, out)

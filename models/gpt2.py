@@ -286,19 +286,8 @@ def _check_shapes(params: Params, cfg: Config) -> None:
 
 
 def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Params:
-    """Random params (normal, std `scale`; LayerNorm gains near 1), for tests and training.
-
-    One normal draw cut into pieces: a draw per shape would compile once per shape.
-    """
-    shapes = param_shapes(cfg)
-    flat = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=_is_shape)[0]
-    sizes = [int(np.prod(shape)) for _, shape in flat]
-    noise = np.asarray(scale * jax.random.normal(key, (sum(sizes),), dtype))
-    out = []
-    for (path, shape), piece in zip(flat, np.split(noise, np.cumsum(sizes)[:-1])):
-        x = piece.reshape(shape)
-        out.append(jnp.asarray(x + 1 if jax.tree_util.keystr(path).endswith("['w']") else x))
-    params = jax.tree.unflatten(jax.tree.structure(shapes, is_leaf=_is_shape), out)
+    """Random params (normal, std `scale`; LayerNorm gains near 1), for tests and training."""
+    params = nn.init_from_shapes(key, param_shapes(cfg), scale, dtype)
     if cfg.tie_embeddings:
         params["unembed"]["W_U"] = params["embed"]["W_E"].T
     return params

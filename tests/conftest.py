@@ -32,3 +32,11 @@ def tiny_llama() -> mj.Model:
 @pytest.fixture(scope="session")
 def tokens() -> jnp.ndarray:
     return jnp.asarray(np.random.RandomState(0).randint(0, 50, (3, 7)), jnp.int32)
+
+
+_jit_run = jax.jit(mj.run, static_argnames=("capture",))
+
+
+def jrun(model, tokens, hooks=None, capture=(), **kw):
+    """`mj.run` under jit (eager JAX compiles op by op: slow on small CPUs)."""
+    return _jit_run(model, tokens, hooks, capture=tuple(capture), **kw)
