@@ -153,7 +153,8 @@ def embed(W_E: Array, tokens: Array) -> Array:
 def init_from_shapes(key: Array, shapes, scale: float, dtype=jnp.float32):
     """Random params for a pytree of shape tuples: normal(0, scale), norm gains `w` near 1.
 
-    One normal draw cut into pieces: a draw per shape would compile once per shape.
+    One normal draw cut into pieces: a draw per shape would compile once per shape when
+    run eagerly. Traceable too (`jax.eval_shape`, `jit`): then the pieces are jnp slices.
     """
     import numpy as np
 
@@ -162,9 +163,11 @@ def init_from_shapes(key: Array, shapes, scale: float, dtype=jnp.float32):
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=is_shape)
     sizes = [int(np.prod(shape)) for _, shape in flat]
-    noise = np.asarray(scale * jax.random.normal(key, (sum(sizes),), dtype))
+    noise = scale * jax.random.normal(key, (sum(sizes),), dtype)
+    xp = jnp if isinstance(noise, jax.core.Tracer) else np
+    pieces = xp.split(noise if xp is jnp else np.asarray(noise), np.cumsum(sizes)[:-1])
     out = []
-    for (path, shape), piece in zip(flat, np.split(noise, np.cumsum(sizes)[:-1])):
+    for (path, shape), piece in zip(flat, pieces):
         x = piece.reshape(shape)
         out.append(jnp.asarray(x + 1 if jax.tree_util.keystr(path).endswith("['w']") else x))
     return jax.tree.unflatten(treedef, out)
