@@ -25,10 +25,14 @@ def _cmd_fetch(args) -> int:
     return 0
 
 
-def _param_count(params) -> int:
+def _param_count(model) -> int:
+    """Distinct parameters: a tied W_U (stored as W_E.T, as TransformerLens does) counts once."""
     import jax
 
-    return sum(int(x.size) for x in jax.tree.leaves(params))
+    total = sum(int(x.size) for x in jax.tree.leaves(model.params))
+    if getattr(model.config, "tie_embeddings", False):
+        total -= int(model.params["unembed"]["W_U"].size)
+    return total
 
 
 def _site_summary(sites: list[str]) -> list[str]:
@@ -62,7 +66,8 @@ def _cmd_info(args) -> int:
     print(f"model: {args.model}  (family: {model.family.name})")
     for k, v in cfg.items():
         print(f"  {k:16s} {v}")
-    print(f"parameters: {_param_count(model.params):,}")
+    tied = " (W_U tied to W_E, counted once)" if getattr(model.config, "tie_embeddings", False) else ""
+    print(f"parameters: {_param_count(model):,}{tied}")
     sites = model.sites
     print(f"sites: {len(sites)}")
     for line in (sites if args.all_sites else _site_summary(sites)):

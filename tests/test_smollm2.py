@@ -1,0 +1,115 @@
+"""SmolLM2-135M real weights (GGUF Q4_1) against HF transformers on the same file.
+
+Stored reference: scripts/make_smollm2_reference.py (HF dequantizes the GGUF itself).
+Live reference: the same computation when torch + transformers are installed.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mechjax as mj
+from conftest import max_diff
+
+pytestmark = pytest.mark.slow
+REF = Path(__file__).parent / "fixtures" / "smollm2" / "reference.npz"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return mj.load("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    data = np.load(REF)
+    meta = json.loads(REF.with_suffix(".json").read_text())
+    return data, meta
+
+
+_logits = jax.jit(lambda m, t: mj.run(m, t).logits[0])
+
+
+def greedy(model, ids, n):
+    """Greedy continuation with one compile: a fixed-length buffer, read position t.
+
+    Causal attention means the logits at t ignore the placeholder tokens after t.
+    """
+    buf = np.zeros((1, len(ids) + n), np.int32)
+    buf[0, : len(ids)] = ids
+    for t in range(len(ids), len(ids) + n):
+        buf[0, t] = int(jnp.argmax(_logits(model, jnp.asarray(buf))[t - 1]))
+    return buf[0, len(ids):]
+
+
+def test_config(smollm2):
+    c = smollm2.config
+    assert (c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.d_vocab) == (
+        30, 576, 9, 3, 64, 1536, 49152)
+    assert c.rope_theta == 100000.0 and c.tie_embeddings
+
+
+def test_tokenizer_matches_hf_ids(smollm2, reference):
+    data, meta = reference
+    for i, prompt in enumerate(meta["prompts"]):
+        assert smollm2.tokenizer.encode(prompt) == data[f"tokens_{i}"].tolist(), prompt
+    assert max(meta["lengths"]) > 100
+
+
+def test_logits_match_hf_reference(smollm2, reference):
+    data, meta = reference
+    for i in range(len(meta["prompts"])):
+        toks = data[f"tokens_{i}"]
+        logits = np.asarray(_logits(smollm2, jnp.asarray(toks[None])))
+        top = np.take_along_axis(logits, data[f"top_ids_{i}"], -1)
+        assert np.abs(top - data[f"top_logits_{i}"]).max() <= 1e-3, f"prompt {i}: {max_diff(top, data[f'top_logits_{i}'])}"
+        last = data[f"last_logits_{i}"]
+        assert np.abs(logits[-1] - last).max() <= 1e-3, f"prompt {i}: {max_diff(logits[-1], last)}"
+
+
+def test_greedy_continuations_match_hf(smollm2, reference):
+    data, meta = reference
+    for i in range(len(meta["prompts"])):
+        got = greedy(smollm2, data[f"tokens_{i}"].tolist(), meta["new_tokens"])
+        assert got.tolist() == data[f"greedy_{i}"].tolist(), (
+            f"prompt {i}: {smollm2.tokenizer.decode(got.tolist())!r} vs "
+            f"{smollm2.tokenizer.decode(data[f'greedy_{i}'].tolist())!r}")
+
+
+def test_live_hf_full_logits(smollm2):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from mechjax import registry
+
+    path = registry.resolve("smollm2-135m")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    ids = smollm2.tokenizer.encode("Interpretability research asks what a network computes and")
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].numpy()
+    got = np.asarray(_logits(smollm2, jnp.asarray([ids])))
+    assert np.abs(got - ref).max() <= 1e-3, max_diff(got, ref)
+
+
+def test_cli_info_and_run():
+    info = subprocess.run([sys.executable, "-m", "mechjax.cli", "info", "smollm2-135m"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "n_layers" in info and "30" in info and "blocks.{0..29}.hook_resid_pre" in info
+    assert "parameters: 134,515,008" in info  # SmolLM2-135M's published size, W_U tied
+    out = subprocess.run([sys.executable, "-m", "mechjax.cli", "run", "smollm2-135m",
+                          "The capital of France is", "--top-k", "3", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out)
+    assert len(rows) == 3 and rows[0]["token"] == " Paris" and rows[0]["prob"] > 0.3
+
+
+def test_cli_unknown_model_is_a_clear_error():
+    r = subprocess.run([sys.executable, "-m", "mechjax.cli", "info", "smollm2-136m"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "smollm2-135m" in r.stderr
