@@ -29,8 +29,9 @@ import csv
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,7 +75,9 @@ class TrainResult(NamedTuple):
     evals: list[dict]
 
 
-def init_train_state(params: Any, optimizer: optax.GradientTransformation, key: Array) -> TrainState:
+def init_train_state(
+    params: Any, optimizer: optax.GradientTransformation, key: Array
+) -> TrainState:
     """A fresh `TrainState` at step 0."""
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), _raw_key(key))
 
@@ -164,15 +167,7 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     manager = None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        _check_run_file(out, seed)
-        manager = _manager(out / "checkpoints", max_to_keep)
-        if resume and manager.latest_step() is not None:
-            state = _restore(manager, manager.latest_step(), state)
-        elif not resume:
-            for name in (METRICS_FILE, EVAL_FILE, CSV_FILE):
-                (out / name).unlink(missing_ok=True)
-        _truncate_logs(out, int(state.step))
+        manager, state = _open_run(out, seed, state, resume, max_to_keep)
     logger = _Logger(out, csv_log)
     start = int(state.step)
     history: list[dict] = []
@@ -198,7 +193,7 @@ def train(
             evaluate(0)
         last = steps if stop_after is None else min(steps, stop_after)
         for s in range(start, last):
-            batch = batch_fn(jax.random.fold_in(data_key, s), s)
+            batch = batch_fn(_fold_in(data_key, s), s)
             state, metrics = step_fn(state, batch)
             done = s + 1
             pending.append((done, metrics))
@@ -222,6 +217,32 @@ def train(
             manager.wait_until_finished()
             manager.close()
     return TrainResult(state, history, evals)
+
+
+def _open_run(out: Path, seed: int, state: TrainState, resume: bool, max_to_keep):
+    """Checkpoint manager of `out` and the state to start from (restored or fresh)."""
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run_file(out, seed)
+    manager = _manager(out / "checkpoints", max_to_keep)
+    latest = manager.latest_step()
+    if resume and latest is not None:
+        try:
+            state = _restore(manager, latest, state)
+        except Exception:
+            manager.close()
+            raise
+    elif not resume:
+        if latest is not None:
+            saved = list(manager.all_steps())
+            manager.close()
+            raise CheckpointError(
+                f"{out} already holds checkpoints (steps {saved}) and resume=False; "
+                "use a new out_dir or delete them"
+            )
+        for name in (METRICS_FILE, EVAL_FILE, CSV_FILE):
+            (out / name).unlink(missing_ok=True)
+    _truncate_logs(out, int(state.step))
+    return manager, state
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -273,7 +294,9 @@ def load_checkpoint_stack(
     steps = all_steps if steps is None else list(steps)
     missing = sorted(set(steps) - set(all_steps))
     if missing:
-        raise CheckpointError(f"steps {missing} are not saved under {directory}; saved: {all_steps}")
+        raise CheckpointError(
+            f"steps {missing} are not saved under {directory}; saved: {all_steps}"
+        )
     trees = []
     for s in steps:
         _check_item(manager, s, "params", like)
@@ -298,6 +321,9 @@ def map_over_checkpoints(fn: Callable, stacked_params: Any, *args: Any) -> Any:
 # ------------------------------------------------------------------------------ internals
 
 
+_fold_in = jax.jit(jax.random.fold_in)  # one dispatch per step instead of an eager op chain
+
+
 def _raw_key(key: Array) -> Array:
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(key)
@@ -311,7 +337,7 @@ def _ckpt_dir(directory) -> Path:
 
 def _manager(directory: Path, max_to_keep: int | None, create: bool = True):
     if not create and not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+        raise CheckpointError(f"no checkpoint under {directory}: the directory does not exist")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False
     )
@@ -384,7 +410,8 @@ def _check_item(manager, step: int, item: str, like) -> None:
         raise CheckpointError(f"step {step} under {manager.directory} has no item {item!r}")
     tree = getattr(saved, "tree", saved)
     got = _paths(tree)
-    want = _paths(jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), _dtype(x)), like))
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), _dtype(x)), like)
+    want = _paths(abstract)
     if item == "train":  # optax states are namedtuples, saved as lists: compare in order
         got, want = list(got.values()), list(want.values())
         if got != want:
