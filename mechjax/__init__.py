@@ -32,6 +32,8 @@ from mechjax.interventions import (
     project,
     scale,
 )
+from mechjax import cache_analysis, weights
+from mechjax.generation import Generation, generate, iter_generate
 from mechjax.loading import load
 from mechjax.model import Family, Model, Output, run, run_with_cache
 from mechjax.sites import act_name
@@ -39,7 +41,7 @@ from mechjax.sites import act_name
 __version__ = "0.1.0"
 
 __all__ = [
-    "Add", "Apply", "CheckpointError", "Family", "FetchError", "InputError", "Intervention",
+    "Add", "Apply", "Generation", "cache_analysis", "generate", "iter_generate", "weights", "CheckpointError", "Family", "FetchError", "InputError", "Intervention",
     "InterventionError", "MeanAblate", "MechjaxError", "Model", "Output", "Patch", "Project",
     "Resample", "Scale", "SiteError", "ablate", "act_name", "add", "apply_fn", "load",
     "patch", "project", "run", "run_with_cache", "scale",

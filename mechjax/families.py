@@ -13,6 +13,7 @@ _MODULES = {
     "mistral": "llama",
     "qwen2": "llama",
     "gpt2": "gpt2",
+    "gpt_neox": "neox",
 }
 
 
@@ -34,4 +35,5 @@ def family_of_module(module_name: str) -> Family:
         config_from_hf=getattr(mod, "config_from_hf", None),
         params_from_hf=getattr(mod, "params_from_hf", None),
         init=getattr(mod, "init", None),
+        decode=getattr(mod, "decode", None),
     )

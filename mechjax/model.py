@@ -32,6 +32,7 @@ class Family(NamedTuple):
     config_from_hf: Callable | None = None
     params_from_hf: Callable | None = None
     init: Callable | None = None
+    decode: Callable | None = None  # KV-cache step (generation), where the family has one
 
 
 @struct.dataclass

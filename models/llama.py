@@ -7,7 +7,9 @@ Architectural features, each with its source:
 - grouped-query attention, GQA (Ainslie et al. 2023): query head h reads kv head
   h // (n_heads / n_kv_heads);
 - optional q/k/v biases (Qwen2), sliding-window attention (Mistral; Jiang et al. 2023),
-  tied or untied embeddings.
+  tied or untied embeddings;
+- incremental decoding with a KV cache (`decode`, `mechjax.kv_cache`), with every site
+  firing at every step so interventions apply during generation.
 
 Reference: HF transformers `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`;
 tests check max |logit diff| <= 1e-4 (float32, tiny random configs) and <= 1e-3 on
@@ -28,9 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechjax import nn
+from mechjax import kv_cache, nn
 from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
+from mechjax.kv_cache import DecodeOutput, KVCache
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -151,7 +154,8 @@ def _proj(x, W, b):
     return y if b is None else y + b
 
 
-def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positions, mask):
+def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positions, mask,
+               cache: KVCache | None = None, start=None):
     b = f"blocks.{l}"
     a = p["attn"]
     split = any(hook.wants(f"{b}.hook_{s}_input") for s in "qkv")
@@ -172,8 +176,10 @@ def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positio
     inv_freq = nn.rope_inv_freq(cfg.d_head, cfg.rope_theta, dict(cfg.rope_scaling or ()))
     q = hook(f"{b}.attn.hook_rot_q", nn.apply_rope(q, positions, inv_freq))
     k = hook(f"{b}.attn.hook_rot_k", nn.apply_rope(k, positions, inv_freq))
+    if cache is not None:  # decoding: attend over every cached token plus the new ones
+        k, v, cache = kv_cache.write(cache, l, k, v, start)
     z = nn.attend(q, k, v, mask, hook, f"{b}.attn", scale=cfg.d_head**-0.5)
-    return nn.attn_output(z, a["W_O"], a.get("b_O"), hook, f"{b}.attn")
+    return nn.attn_output(z, a["W_O"], a.get("b_O"), hook, f"{b}.attn"), cache
 
 
 def _mlp(p: Params, x: Array, cfg: Config, hook: Hook, l: int) -> Array:
@@ -201,19 +207,54 @@ def forward(
     """
     positions = nn.positions_from_mask(attention_mask, tokens.shape)
     mask = nn.attention_mask(positions, positions, attention_mask, cfg.sliding_window)
+    return _transformer(params, tokens, cfg, hook, positions, mask)[0]
+
+
+def decode(
+    params: Params,
+    tokens: Array,
+    cfg: Config,
+    cache: KVCache,
+    *,
+    hook: Hook = NULL_HOOK,
+    attention_mask: Array | None = None,
+    last_only: bool = False,
+) -> DecodeOutput:
+    """Run new tokens [batch, n_new] against a KV cache; logits and the updated cache.
+
+    The same sites fire as in `forward`, with the new tokens' positions on the `pos` axis
+    (`attn_scores`/`pattern` are `[batch, n_heads, n_new, max_len]` over the cache slots),
+    so interventions apply during generation. A prompt is one call with a fresh cache
+    (`kv_cache.init`); each generated token is one more call with `n_new = 1`.
+    `attention_mask` marks the real tokens among the new ones (left padding of a prompt).
+    With `last_only`, logits are computed for the last new token only ([batch, 1, d_vocab]).
+    """
+    positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
+    mask = nn.attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window)
+    logits, cache = _transformer(params, tokens, cfg, hook, positions, mask, cache, start, last_only)
+    return DecodeOutput(logits, cache)
+
+
+def _transformer(params, tokens, cfg, hook, positions, mask, cache=None, start=None,
+                 last_only=False):
     resid = hook("hook_embed", nn.embed(params["embed"]["W_E"], tokens))
     for l, p in enumerate(params["blocks"]):
         b = f"blocks.{l}"
         resid = hook(f"{b}.hook_resid_pre", resid)
-        attn_out = hook(f"{b}.hook_attn_out", _attention(p, resid, cfg, hook, l, positions, mask))
+        attn_out, cache = _attention(p, resid, cfg, hook, l, positions, mask, cache, start)
+        attn_out = hook(f"{b}.hook_attn_out", attn_out)
         resid = hook(f"{b}.hook_resid_mid", resid + attn_out)
         mlp_in = hook(f"{b}.hook_mlp_in", resid) if hook.wants(f"{b}.hook_mlp_in") else resid
         x = nn.rms_norm(mlp_in, p["ln2"]["w"], cfg.eps, hook, f"{b}.ln2")
         mlp_out = hook(f"{b}.hook_mlp_out", _mlp(p, x, cfg, hook, l))
         resid = hook(f"{b}.hook_resid_post", resid + mlp_out)
     x = nn.rms_norm(resid, params["ln_final"]["w"], cfg.eps, hook, "ln_final")
+    if last_only:
+        x = x[:, -1:]
     logits = x @ params["unembed"]["W_U"]
-    return logits + params["unembed"]["b_U"] if "b_U" in params["unembed"] else logits
+    if "b_U" in params["unembed"]:
+        logits = logits + params["unembed"]["b_U"]
+    return logits, cache
 
 
 # ------------------------------------------------------------------------ conversion
@@ -307,20 +348,8 @@ def _check_shapes(params: Params, cfg: Config) -> None:
 
 
 def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Params:
-    """Random params (normal, std `scale`; norms at 1), for tests and training studies."""
-    shapes = param_shapes(cfg)
-    leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
-    keys = jax.random.split(key, len(leaves))
-    paths = [jax.tree_util.keystr(p) for p, _ in
-             jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]]
-    out = []
-    for k, shape, path in zip(keys, leaves, paths):
-        if "'w'" in path:
-            out.append(jnp.ones(shape, dtype) + scale * jax.random.normal(k, shape, dtype))
-        else:
-            out.append(scale * jax.random.normal(k, shape, dtype))
-    params = jax.tree.unflatten(treedef, out)
-    params["blocks"] = [dict(b) for b in params["blocks"]]
+    """Random params (normal, std `scale`; norm gains near 1), for tests and training studies."""
+    params = nn.init_from_shapes(key, param_shapes(cfg), scale, dtype)
     if cfg.tie_embeddings:
         params["unembed"]["W_U"] = params["embed"]["W_E"].T
     return params

@@ -36,18 +36,6 @@ def reference():
 _logits = jax.jit(lambda m, t: mj.run(m, t).logits[0])
 
 
-def greedy(model, ids, n):
-    """Greedy continuation with one compile: a fixed-length buffer, read position t.
-
-    Causal attention means the logits at t ignore the placeholder tokens after t.
-    """
-    buf = np.zeros((1, len(ids) + n), np.int32)
-    buf[0, : len(ids)] = ids
-    for t in range(len(ids), len(ids) + n):
-        buf[0, t] = int(jnp.argmax(_logits(model, jnp.asarray(buf))[t - 1]))
-    return buf[0, len(ids):]
-
-
 def test_config(smollm2):
     c = smollm2.config
     assert (c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.d_vocab) == (
@@ -74,12 +62,16 @@ def test_logits_match_hf_reference(smollm2, reference):
 
 
 def test_greedy_continuations_match_hf(smollm2, reference):
+    # all prompts in one left-padded batch through the KV-cache loop (the cache itself is
+    # checked against full recomputation in test_generation.py)
     data, meta = reference
-    for i in range(len(meta["prompts"])):
-        got = greedy(smollm2, data[f"tokens_{i}"].tolist(), meta["new_tokens"])
-        assert got.tolist() == data[f"greedy_{i}"].tolist(), (
-            f"prompt {i}: {smollm2.tokenizer.decode(got.tolist())!r} vs "
-            f"{smollm2.tokenizer.decode(data[f'greedy_{i}'].tolist())!r}")
+    n = len(meta["prompts"])
+    prompts = [data[f"tokens_{i}"].tolist() for i in range(n)]
+    gen = mj.generate(smollm2, prompts, meta["new_tokens"], stop_tokens=())
+    for i in range(n):
+        got, want = np.asarray(gen.tokens[i]).tolist(), data[f"greedy_{i}"].tolist()
+        assert got == want, (
+            f"prompt {i}: {smollm2.tokenizer.decode(got)!r} vs {smollm2.tokenizer.decode(want)!r}")
 
 
 def test_live_hf_full_logits(smollm2):

@@ -1,0 +1,127 @@
+"""The key/value cache of incremental decoding, shared by every family with attention.
+
+A `KVCache` holds, for each layer, the keys (after RoPE, as the attention reads them) and
+values of every token seen so far, in fixed-size slot arrays `[batch, max_len, n_kv_heads,
+d_head]`, plus the position id and validity of each slot. Slots are written left to right:
+a call that adds `n` tokens writes slots `[index, index + n)`. Because the buffers never
+change shape, one compiled decode step serves every step of a generation loop.
+
+Position ids are counted per row over real tokens (`next_position`), so a left-padded
+prompt gets the positions it would get alone, and masks are built from position ids and
+slot validity (never slot order). A family adopts the cache in its attention with three
+calls (see `models/llama.py`):
+
+    positions, cache, start = kv_cache.begin(cache, attention_mask, n_new)   # once per call
+    k_all, v_all, cache = kv_cache.write(cache, layer, k, v, start)         # once per layer
+    mask = nn.attention_mask(positions, cache.positions, cache.valid, window)
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from mechjax.errors import InputError
+
+Array = jax.Array
+
+
+@struct.dataclass
+class KVCache:
+    """Keys and values of the tokens seen so far, for every layer.
+
+    Attributes:
+      k, v: per layer `[batch, max_len, n_kv_heads, d_head]` (keys after RoPE).
+      positions: `[batch, max_len]` int32 position id of each filled slot.
+      valid: `[batch, max_len]` bool, True for a slot holding a real (non-padding) token.
+      index: int32 scalar, the number of slots filled (the next slot to write).
+      next_position: `[batch]` int32, the position id the next real token of each row gets.
+    """
+
+    k: tuple[Array, ...]
+    v: tuple[Array, ...]
+    positions: Array
+    valid: Array
+    index: Array
+    next_position: Array
+
+    @property
+    def max_len(self) -> int:
+        return self.positions.shape[1]
+
+    @property
+    def batch(self) -> int:
+        return self.positions.shape[0]
+
+
+def init(cfg: Any, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
+    """An empty cache for `cfg` (needs `n_layers`, `n_kv_heads`, `d_head`)."""
+    if batch < 1 or max_len < 1:
+        raise InputError(f"a KV cache needs batch >= 1 and max_len >= 1, got {batch}, {max_len}")
+    shape = (batch, max_len, cfg.n_kv_heads, cfg.d_head)
+    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
+    return KVCache(
+        k=zeros,
+        v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers)),
+        positions=jnp.zeros((batch, max_len), jnp.int32),
+        valid=jnp.zeros((batch, max_len), bool),
+        index=jnp.zeros((), jnp.int32),
+        next_position=jnp.zeros((batch,), jnp.int32),
+    )
+
+
+def begin(cache: KVCache, attention_mask: Array | None, n_new: int) -> tuple[Array, KVCache, Array]:
+    """Reserve slots for `n_new` tokens: their position ids, and the cache with them marked.
+
+    Args:
+      cache: the cache before this call.
+      attention_mask: `[batch, n_new]` bool (True = real token) or None (all real).
+      n_new: number of tokens added by this call.
+
+    Returns:
+      positions `[batch, n_new]` of the new tokens, the cache with their slots' positions
+      and validity written (index and next_position advanced), and the first slot written.
+    """
+    concrete = not isinstance(cache.index, jax.core.Tracer)  # then checked on the host
+    if concrete and int(cache.index) + n_new > cache.max_len:
+        raise InputError(
+            f"the KV cache holds {cache.max_len} tokens; {int(cache.index)} are filled and "
+            f"{n_new} more do not fit (create it with a larger max_len)"
+        )
+    b = cache.batch
+    real = jnp.ones((b, n_new), bool) if attention_mask is None else attention_mask.astype(bool)
+    counts = jnp.cumsum(real.astype(jnp.int32), axis=1)
+    positions = cache.next_position[:, None] + jnp.maximum(counts - 1, 0)
+    start = cache.index
+    cache = cache.replace(
+        positions=jax.lax.dynamic_update_slice(cache.positions, positions, (0, start)),
+        valid=jax.lax.dynamic_update_slice(cache.valid, real, (0, start)),
+        index=start + n_new,
+        next_position=cache.next_position + counts[:, -1],
+    )
+    return positions, cache, start
+
+
+def write(cache: KVCache, layer: int, k: Array, v: Array, start: Array) -> tuple[Array, Array, KVCache]:
+    """Write layer `layer`'s new keys/values at slot `start`; return all keys, values, cache."""
+    k_all = jax.lax.dynamic_update_slice(cache.k[layer], k.astype(cache.k[layer].dtype), (0, start, 0, 0))
+    v_all = jax.lax.dynamic_update_slice(cache.v[layer], v.astype(cache.v[layer].dtype), (0, start, 0, 0))
+    ks, vs = list(cache.k), list(cache.v)
+    ks[layer], vs[layer] = k_all, v_all
+    return k_all, v_all, cache.replace(k=tuple(ks), v=tuple(vs))
+
+
+def nbytes(cache: KVCache) -> int:
+    """Memory held by the cache's buffers, in bytes."""
+    return int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(cache)))
+
+
+class DecodeOutput(NamedTuple):
+    """What a family's `decode` returns: logits of the new tokens and the updated cache."""
+
+    logits: Array
+    cache: KVCache
