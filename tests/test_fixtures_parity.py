@@ -38,7 +38,9 @@ def load_fixture(name: str):
 
 
 def test_fixture_set_is_complete():
-    assert sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()) == sorted(NAMES)
+    # tiny random models only; real-model references (smollm2/, ...) have their own tests
+    tiny = [p.name for p in FIXTURES.iterdir() if (p / "model.safetensors").exists()]
+    assert sorted(tiny) == sorted(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

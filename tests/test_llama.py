@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mechjax as mj
-from conftest import max_diff
+from conftest import jrun, max_diff
 from mechjax.families import family_for
 from mechjax.models import llama
 
@@ -93,9 +93,9 @@ def test_padded_batch_equals_one_at_a_time(tiny_llama, side):
     for i, p in enumerate(prompts):
         sl = slice(width - len(p), width) if side == "left" else slice(0, len(p))
         toks[i, sl], mask[i, sl] = p, True
-    batched = np.asarray(mj.run(tiny_llama, jnp.asarray(toks), attention_mask=jnp.asarray(mask)).logits)
+    batched = np.asarray(jrun(tiny_llama, jnp.asarray(toks), attention_mask=jnp.asarray(mask)).logits)
     for i, p in enumerate(prompts):
-        alone = np.asarray(mj.run(tiny_llama, jnp.asarray(p[None])).logits[0])
+        alone = np.asarray(jrun(tiny_llama, jnp.asarray(p[None])).logits[0])
         got = batched[i][mask[i]]
         assert np.abs(got - alone).max() < 1e-5, max_diff(got, alone)
 
