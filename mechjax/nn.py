@@ -171,3 +171,18 @@ def init_from_shapes(key: Array, shapes, scale: float, dtype=jnp.float32):
         x = piece.reshape(shape)
         out.append(jnp.asarray(x + 1 if jax.tree_util.keystr(path).endswith("['w']") else x))
     return jax.tree.unflatten(treedef, out)
+
+
+def check_param_shapes(params, shapes) -> None:
+    """Raise `CheckpointError` naming the first parameter whose shape the config rejects."""
+    from mechjax.errors import CheckpointError
+
+    want = dict(jax.tree_util.tree_flatten_with_path(
+        shapes, is_leaf=lambda x: isinstance(x, tuple))[0])
+    for path, arr in jax.tree_util.tree_flatten_with_path(params)[0]:
+        exp = want.get(path)
+        if exp is not None and tuple(arr.shape) != exp:
+            raise CheckpointError(
+                f"parameter {jax.tree_util.keystr(path)} has shape {tuple(arr.shape)}, "
+                f"config expects {exp}"
+            )

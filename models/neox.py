@@ -303,7 +303,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
         "ln_final": {"w": get("final_layer_norm.weight"), "b": get("final_layer_norm.bias")},
         "unembed": {"W_U": np.ascontiguousarray(W_U)},
     }
-    _check_shapes(params, cfg)
+    nn.check_param_shapes(params, param_shapes(cfg))
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
 
 
@@ -324,35 +324,9 @@ def param_shapes(cfg: Config) -> Params:
     }
 
 
-def _is_shape(x) -> bool:
-    return isinstance(x, tuple)
-
-
-def _check_shapes(params: Params, cfg: Config) -> None:
-    want = dict(jax.tree_util.tree_flatten_with_path(param_shapes(cfg), is_leaf=_is_shape)[0])
-    for path, arr in jax.tree_util.tree_flatten_with_path(params)[0]:
-        exp = want.get(path)
-        if exp is not None and tuple(arr.shape) != exp:
-            raise CheckpointError(
-                f"parameter {jax.tree_util.keystr(path)} has shape {tuple(arr.shape)}, "
-                f"config expects {exp}"
-            )
-
-
 def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Params:
-    """Random params (normal, std `scale`; LayerNorm gains near 1), for tests and training.
-
-    One normal draw cut into pieces: a draw per shape would compile once per shape.
-    """
-    shapes = param_shapes(cfg)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=_is_shape)
-    sizes = [int(np.prod(shape)) for _, shape in flat]
-    noise = np.asarray(scale * jax.random.normal(key, (sum(sizes),), dtype))
-    out = []
-    for (path, shape), piece in zip(flat, np.split(noise, np.cumsum(sizes)[:-1])):
-        x = piece.reshape(shape)
-        out.append(jnp.asarray(x + 1 if jax.tree_util.keystr(path).endswith("['w']") else x))
-    params = jax.tree.unflatten(treedef, out)
+    """Random params (normal, std `scale`; LayerNorm gains near 1), for tests and training."""
+    params = nn.init_from_shapes(key, param_shapes(cfg), scale, dtype)
     if cfg.tie_embeddings:
         params["unembed"]["W_U"] = params["embed"]["W_E"].T
     return params
