@@ -4,6 +4,8 @@
     mechjax info smollm2-135m             # config, parameter count, sites
     mechjax run smollm2-135m "prompt"     # top-k next tokens with probabilities
     mechjax generate smollm2-135m "prompt" -n 40 --chat   # streamed, KV cache
+    mechjax patch smollm2-135m --task ioi --site resid_pre --out grid.npz
+    mechjax attribute smollm2-135m --task ioi --method eap-ig
     mechjax reproduce induction-emergence --out DIR [--quick]
 """
 
@@ -131,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=_cmd_run)
 
-    from mechjax import cli_generate
+    from mechjax import cli_generate, cli_patch
 
     cli_generate.add_commands(sub)
+    cli_patch.add_commands(sub)
 
     rp = sub.add_parser("reproduce", help="run a paper reproduction (see analyses/)")
     rp.add_argument("name", choices=sorted(_REPRODUCTIONS))

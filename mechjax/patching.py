@@ -1,0 +1,406 @@
+"""Activation patching sweeps and path patching, each one compiled program.
+
+`patch_sweep` patches one site kind (`resid_pre`, `attn_out`, `mlp_out`, `z`, `q`, `k`,
+`v`, `pattern`, `result`, ...) at every layer x position (x head) and returns the metric
+after each patch:
+
+- denoising (default): run the corrupted prompt, patch in the clean activation;
+  noising: run the clean prompt, patch in the corrupted activation;
+- patching at layer L leaves layers < L unchanged, so each layer's sweep starts from the
+  target run's cached `resid_pre` of layer L instead of recomputing the prefix;
+- the layers are a `lax.map` (one traced layer body, run from a dynamic start layer with
+  `lax.fori_loop`), and the positions/heads of a layer are `vmap`ped in chunks sized to a
+  memory budget (`lax.map(..., batch_size=chunk)`), so the whole sweep is one XLA
+  program and nothing recompiles per chunk.
+
+The layer body is the family's own forward run on a one-block parameter slice with the
+residual stream patched in at `blocks.0.hook_resid_pre` (XLA drops the unused
+embedding and unembedding), so any family whose blocks do not depend on their index
+works. A family whose blocks do (GPT-2 with `scale_attn_by_inverse_layer_idx`) falls
+back to unrolled layers, still with the prefix reused.
+
+`path_patch` patches the path sender heads -> receiver sites (Wang et al. 2022): the
+senders take their corrupted output while every other head is frozen to its clean
+output, the receivers' inputs are recorded, and a clean run with only the receivers
+patched gives the metric.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mechjax import sites as sites_mod
+from mechjax.errors import InputError
+from mechjax.hooks import HookContext
+from mechjax.interventions import Patch, _as_index
+from mechjax.model import Model, run
+
+__all__ = ["PatchResult", "patch_sweep", "path_patch", "run_from_layer", "split_static"]
+
+
+
+class PatchResult(NamedTuple):
+    """A patching grid and its reference points.
+
+    grid: metric after each patch, axes named by `axes` (`layer`, `pos`, `head`).
+    clean_metric / corrupted_metric: the metric of the unpatched clean / corrupted runs.
+    """
+
+    grid: jax.Array
+    axes: tuple
+    clean_metric: jax.Array
+    corrupted_metric: jax.Array
+    layers: np.ndarray
+
+    def normalized(self) -> jax.Array:
+        """(grid - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run."""
+        return (self.grid - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
+
+
+# ------------------------------------------------------------------------ static split
+
+
+class _Static:
+    """A hashable holder for the non-array part of a metric (functions, structure)."""
+
+    def __init__(self, treedef, leaves, mask):
+        self.treedef, self.leaves, self.mask = treedef, tuple(leaves), tuple(mask)
+
+    def _key(self):
+        return (self.treedef, tuple(id(x) if not _hashable(x) else x for x in self.leaves), self.mask)
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self._key() == other._key()
+
+
+def _hashable(x) -> bool:
+    try:
+        hash(x)
+        return True
+    except TypeError:
+        return False
+
+
+def split_static(tree) -> tuple[list, _Static]:
+    """(array leaves, hashable rest): pass the first to `jit`, the second as static."""
+    leaves, treedef = jax.tree.flatten(tree)
+    mask = [isinstance(x, (jax.Array, np.ndarray, np.generic, float, int)) and not isinstance(x, bool)
+            for x in leaves]
+    arrays = [jnp.asarray(x) for x, m in zip(leaves, mask) if m]
+    return arrays, _Static(treedef, [None if m else x for x, m in zip(leaves, mask)], mask)
+
+
+def join_static(arrays, static: _Static):
+    it = iter(arrays)
+    leaves = [next(it) if m else x for x, m in zip(static.leaves, static.mask)]
+    return jax.tree.unflatten(static.treedef, leaves)
+
+
+# ----------------------------------------------------------------------- layer helpers
+
+
+def _check_pair(clean, corrupted):
+    clean, corrupted = jnp.asarray(clean), jnp.asarray(corrupted)
+    if clean.ndim != 2 or corrupted.ndim != 2:
+        raise InputError(
+            f"clean and corrupted tokens must be [batch, pos], got shapes "
+            f"{tuple(clean.shape)} and {tuple(corrupted.shape)}")
+    if clean.shape != corrupted.shape:
+        raise InputError(
+            f"clean and corrupted tokens must have the same shape to be patched position by "
+            f"position, got {tuple(clean.shape)} (clean) and {tuple(corrupted.shape)} "
+            "(corrupted); pad or pick equal-length pairs")
+    return clean, corrupted
+
+
+def _layer_invariant(model: Model) -> bool:
+    """True if every block runs the same code whatever its index."""
+    return not getattr(model.config, "scale_attn_by_inverse_layer_idx", False)
+
+
+def _block(model: Model, block_params, resid, tokens, attention_mask, hooks=None, capture=()):
+    """One block of the family's forward, from `resid` (its resid_pre) to its resid_post.
+
+    `hooks` and `capture` use layer-0 site names (`blocks.0.attn.hook_z`).
+    """
+    params = {**model.params, "blocks": [block_params]}
+    ivs = {"blocks.0.hook_resid_pre": (Patch(resid),)}
+    for site, iv in (hooks or {}).items():
+        ivs[site] = ivs.get(site, ()) + tuple(iv if isinstance(iv, (list, tuple)) else (iv,))
+    ctx = HookContext(ivs, ("blocks.0.hook_resid_post", *capture))
+    model.family.forward(params, tokens, model.config, hook=ctx, attention_mask=attention_mask)
+    return ctx.cache["blocks.0.hook_resid_post"], ctx.cache
+
+
+def _unembed(model: Model, resid, tokens, attention_mask):
+    """Final norm and unembedding of a last-layer residual stream."""
+    params = {**model.params, "blocks": []}
+    ivs = {"hook_embed": (Patch(resid),)}
+    if "hook_pos_embed" in model.sites:
+        ivs["hook_pos_embed"] = (Patch(jnp.zeros((), resid.dtype)),)
+    ctx = HookContext(ivs)
+    return model.family.forward(params, tokens, model.config, hook=ctx, attention_mask=attention_mask)
+
+
+def _stack_blocks(model: Model):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *model.params["blocks"])
+
+
+def run_from_layer(model: Model, layer, resid, tokens, *, attention_mask=None, hooks=None,
+                   stacked=None):
+    """Logits of the model run from `resid` = resid_pre of `layer` (may be traced).
+
+    `hooks` (layer-0 site names) apply to `layer` only; later layers run plainly.
+    """
+    stacked = _stack_blocks(model) if stacked is None else stacked
+    n = model.config.n_layers
+    take = lambda l: jax.tree.map(lambda x: x[l], stacked)  # noqa: E731
+    resid, _ = _block(model, take(layer), resid, tokens, attention_mask, hooks)
+    step = lambda l, r: _block(model, take(l), r, tokens, attention_mask)[0]  # noqa: E731
+    resid = jax.lax.fori_loop(layer + 1, n, step, resid)
+    return _unembed(model, resid, tokens, attention_mask)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def _site_kind(site: str) -> str:
+    sites_mod.act_name(site, 0)  # raises SiteError with the valid kinds
+    return site
+
+
+def _elements(n_pos: int, n_heads: int | None, per_position: bool):
+    """Index arrays (positions [E, k], heads [E, 1] or None) and the grid shape."""
+    if n_heads is None:
+        if per_position:
+            return np.arange(n_pos)[:, None], None, (n_pos,), ("pos",)
+        return np.arange(n_pos)[None, :], None, (), ()
+    if per_position:
+        p, h = np.meshgrid(np.arange(n_pos), np.arange(n_heads), indexing="ij")
+        return p.reshape(-1, 1), h.reshape(-1, 1), (n_pos, n_heads), ("pos", "head")
+    return (np.tile(np.arange(n_pos)[None], (n_heads, 1)), np.arange(n_heads)[:, None],
+            (n_heads,), ("head",))
+
+
+def _chunk(model: Model, tokens_shape, n_elems: int, chunk_size, memory_mb: float) -> int:
+    if chunk_size is not None:
+        return max(1, min(int(chunk_size), n_elems))
+    c = model.config
+    b, p = tokens_shape
+    per = 4 * b * p * (8 * c.d_model + 3 * c.d_mlp + 3 * c.n_heads * p + c.d_vocab)
+    return max(1, min(n_elems, int(memory_mb * 2**20 // per)))
+
+
+def patch_sweep(
+    model: Model,
+    clean,
+    corrupted,
+    metric: Callable[[jax.Array], jax.Array],
+    site: str = "resid_pre",
+    *,
+    layers: Sequence[int] | None = None,
+    per_position: bool = True,
+    mode: str = "denoise",
+    attention_mask=None,
+    chunk_size: int | None = None,
+    memory_mb: float = 512.0,
+    force_unrolled: bool = False,
+) -> PatchResult:
+    """Patch `site` at every layer x position (x head) and return the metric grid.
+
+    Args:
+      model: the model.
+      clean, corrupted: int [batch, pos] token arrays of the same shape.
+      metric: `logits -> scalar` (e.g. `mechjax.metrics.LogitDiff(answers, wrongs)`; a
+        pytree metric's arrays are traced, so new data reuses the compiled program).
+      site: a site kind of `mechjax.act_name` with a layer (`resid_pre`, `attn_out`,
+        `mlp_out`, `z`, `q`, `k`, `v`, `pattern`, `result`, `q_input`, ...).
+      layers: layers to sweep (default all).
+      per_position: patch each position separately (else all positions at once).
+      mode: "denoise" (clean into corrupted) or "noise" (corrupted into clean).
+      attention_mask: optional [batch, pos] bool shared by both runs.
+      chunk_size / memory_mb: sweep elements run together (default: fit `memory_mb`).
+      force_unrolled: use the unrolled-layers program even if the scan one applies.
+
+    Returns a `PatchResult` whose grid is `[layer, pos]`, `[layer, pos, head]`,
+    `[layer, head]` or `[layer]`.
+    """
+    clean, corrupted = _check_pair(clean, corrupted)
+    if mode not in ("denoise", "noise"):
+        raise InputError(f"mode {mode!r}; valid: 'denoise', 'noise'")
+    _site_kind(site)
+    n = model.config.n_layers
+    layers = np.arange(n) if layers is None else np.asarray(list(layers), np.int64)
+    if layers.size == 0 or clean.shape[1] == 0:
+        raise InputError("empty sweep: no layers or no positions to patch")
+    if layers.min() < 0 or layers.max() >= n:
+        raise InputError(f"layers must be in [0, {n}), got {layers.tolist()}")
+    target, source = (corrupted, clean) if mode == "denoise" else (clean, corrupted)
+    name0 = sites_mod.act_name(site, 0)
+    sites_mod.check([name0], model.sites)
+    head_axis = sites_mod.axes(name0)[1]
+    n_heads = None
+    if head_axis is not None:
+        shape = jax.eval_shape(lambda m, t: run(m, t, capture=[name0]).cache[name0], model, source)
+        n_heads = shape.shape[head_axis]
+    pos_idx, head_idx, cell, cell_axes = _elements(clean.shape[1], n_heads, per_position)
+    chunk = _chunk(model, clean.shape, len(pos_idx), chunk_size, memory_mb)
+    arrays, static = split_static(metric)
+    unrolled = force_unrolled or not _layer_invariant(model)
+    grid, m_t, m_s = _patch_sweep(
+        model, target, source, attention_mask, jnp.asarray(pos_idx, jnp.int32),
+        None if head_idx is None else jnp.asarray(head_idx, jnp.int32), arrays,
+        static=static, kind=site, chunk=chunk, layers=tuple(int(x) for x in layers),
+        unrolled=unrolled)
+    grid = grid.reshape((len(layers),) + cell)
+    clean_m, corr_m = (m_s, m_t) if mode == "denoise" else (m_t, m_s)
+    return PatchResult(grid, ("layer",) + cell_axes, clean_m, corr_m, layers)
+
+
+@functools.partial(jax.jit, static_argnames=("static", "kind", "chunk", "layers", "unrolled"))
+def _patch_sweep(model, target, source, mask, pos_idx, head_idx, arrays, *, static, kind,
+                 chunk, layers, unrolled):
+    """The whole sweep as one program: both cached runs, then every patched run."""
+    metric = join_static(arrays, static)
+    names = [sites_mod.act_name(kind, l) for l in layers]
+    resid_names = [sites_mod.act_name("resid_pre", l) for l in layers]
+    t_out = run(model, target, capture=tuple(dict.fromkeys(resid_names + names)),
+                attention_mask=mask)
+    s_out = run(model, source, capture=names, attention_mask=mask)
+    resid_pre = jnp.stack([t_out.cache[x] for x in resid_names])
+    src = jnp.stack([s_out.cache[x] for x in names])
+    if unrolled:
+        grid = _sweep_unrolled(model, target, mask, resid_pre, src, pos_idx, head_idx,
+                               metric, kind, chunk, layers)
+    else:
+        grid = _sweep_scan(model, target, mask, resid_pre, src, jnp.asarray(layers, jnp.int32),
+                           pos_idx, head_idx, metric, kind, chunk)
+    return grid, metric(t_out.logits), metric(s_out.logits)
+
+
+def _patch_iv(value, pos, head):
+    return Patch(value, pos, head)
+
+
+def _sweep_scan(model, target, mask, resid_pre, src, layers, pos_idx, head_idx, metric, kind,
+                chunk):
+    """Layers as a `lax.map` over one traced layer body, started at a dynamic layer."""
+    stacked = _stack_blocks(model)
+    site0 = sites_mod.act_name(kind, 0)
+
+    def layer_fn(xs):
+        layer, r0, value = xs
+
+        def element(e):
+            pos, head = e
+            hooks = {site0: _patch_iv(value, pos, head)}
+            logits = run_from_layer(model, layer, r0, target, attention_mask=mask,
+                                    hooks=hooks, stacked=stacked)
+            return metric(logits)
+
+        return jax.lax.map(element, (pos_idx, head_idx), batch_size=chunk)
+
+    return jax.lax.map(layer_fn, (layers, resid_pre, src))
+
+
+def _sweep_unrolled(model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind,
+                    chunk, layers):
+    """Fallback for families whose blocks depend on their index: one trace per layer.
+
+    The full forward runs with layer L's resid_pre replaced wholesale by the cached
+    value, so XLA drops layers < L (the prefix is still reused).
+    """
+    out = []
+    for i, layer in enumerate(layers):
+        site = sites_mod.act_name(kind, layer)
+        rp = sites_mod.act_name("resid_pre", layer)
+
+        def element(e, i=i, site=site, rp=rp):
+            pos, head = e
+            patch = _patch_iv(src[i], pos, head)
+            hooks = {rp: (Patch(resid_pre[i]), patch)} if site == rp else {
+                rp: Patch(resid_pre[i]), site: patch}
+            return metric(run(model, target, hooks, attention_mask=mask).logits)
+
+        out.append(jax.lax.map(element, (pos_idx, head_idx), batch_size=chunk))
+    return jnp.stack(out)
+
+
+# ------------------------------------------------------------------------ path patching
+
+
+def path_patch(
+    model: Model,
+    clean,
+    corrupted,
+    metric: Callable[[jax.Array], jax.Array],
+    receivers: Sequence[tuple[str, Sequence[int] | None]],
+    *,
+    freeze_mlps: bool = False,
+    attention_mask=None,
+    chunk_size: int | None = None,
+    memory_mb: float = 512.0,
+) -> PatchResult:
+    """Path patching from every sender head to `receivers`; grid `[layer, head]`.
+
+    For each sender head (l, h): (1) run the clean prompt with head (l, h)'s `z` taken
+    from the corrupted run and every other head's `z` frozen to its clean value (and the
+    MLP outputs too if `freeze_mlps`), recording the receiver sites; (2) run the clean
+    prompt with only the receiver sites patched to those values; the metric of (2) fills
+    the grid. Noising direction, as Wang et al. (2022).
+
+    Args:
+      receivers: (site name, heads or None) pairs, e.g.
+        `[("blocks.3.attn.hook_q", [0, 2])]` or `[("blocks.5.hook_resid_post", None)]`.
+    """
+    clean, corrupted = _check_pair(clean, corrupted)
+    if not receivers:
+        raise InputError("path_patch needs at least one receiver site")
+    n, valid = model.config.n_layers, model.sites
+    sites_mod.check([r[0] for r in receivers], valid, what="receiver site")
+    z_names = [sites_mod.act_name("z", l) for l in range(n)]
+    mlp_names = [sites_mod.act_name("mlp_out", l) for l in range(n)] if freeze_mlps else []
+    c_out = run(model, clean, capture=z_names + mlp_names, attention_mask=attention_mask)
+    k_out = run(model, corrupted, capture=z_names, attention_mask=attention_mask)
+    z_clean = jnp.stack([c_out.cache[x] for x in z_names])
+    z_corr = jnp.stack([k_out.cache[x] for x in z_names])
+    mlp_clean = tuple(c_out.cache[x] for x in mlp_names)
+    n_heads = z_clean.shape[3]
+    senders = jnp.asarray(np.arange(n * n_heads), jnp.int32)
+    chunk = _chunk(model, clean.shape, int(senders.shape[0]), chunk_size, memory_mb / 2)
+    arrays, static = split_static(metric)
+    recv = tuple((name, None if h is None else tuple(int(x) for x in h)) for name, h in receivers)
+    grid = _path_sweep(model, clean, attention_mask, z_clean, z_corr, mlp_clean, senders,
+                       arrays, static=static, receivers=recv, chunk=chunk)
+    return PatchResult(grid.reshape(n, n_heads), ("layer", "head"), metric(c_out.logits),
+                       metric(k_out.logits), np.arange(n))
+
+
+@functools.partial(jax.jit, static_argnames=("static", "receivers", "chunk"))
+def _path_sweep(model, clean, mask, z_clean, z_corr, mlp_clean, senders, arrays, *, static,
+                receivers, chunk):
+    metric = join_static(arrays, static)
+    n, n_heads = z_clean.shape[0], z_clean.shape[3]
+    recv_names = tuple(r[0] for r in receivers)
+
+    def element(s):
+        sel = (jnp.arange(n * n_heads) == s).reshape(n, 1, 1, n_heads, 1)
+        z = jnp.where(sel, z_corr, z_clean)
+        hooks = {sites_mod.act_name("z", l): Patch(z[l]) for l in range(n)}
+        for l, m in enumerate(mlp_clean):
+            hooks[sites_mod.act_name("mlp_out", l)] = Patch(m)
+        for name in recv_names:  # receivers read the frozen run, not their own patch
+            hooks.pop(name, None)
+        cache = run(model, clean, hooks, capture=recv_names, attention_mask=mask).cache
+        hooks2 = {name: Patch(cache[name], heads=_as_index(h)) for name, h in receivers}
+        return metric(run(model, clean, hooks2, attention_mask=mask).logits)
+
+    return jax.lax.map(element, senders, batch_size=chunk)
