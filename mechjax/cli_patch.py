@@ -41,13 +41,13 @@ def add_commands(subparsers) -> None:
     p.add_argument("--mode", choices=("denoise", "noise"), default="denoise")
     p.add_argument("--all-positions", action="store_true",
                    help="patch all positions at once (grid [layer] or [layer, head])")
-    p.set_defaults(func=cmd_patch)
+    p.set_defaults(fn=cmd_patch)
     a = subparsers.add_parser("attribute", help="AtP node scores or EAP/EAP-IG edge scores")
     _add_common(a)
     a.add_argument("--method", choices=("atp", "atp-gd", "eap", "eap-ig", "eap-ig-act"),
                    default="eap-ig")
     a.add_argument("--steps", type=int, default=5, help="EAP-IG steps (MIB uses 5)")
-    a.set_defaults(func=cmd_attribute)
+    a.set_defaults(fn=cmd_attribute)
 
 
 def _batch(args, model):

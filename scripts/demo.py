@@ -3,7 +3,8 @@
 1. An IOI prompt and its top next tokens.
 2. Residual-stream activation patching (denoising): the clean activation of
    `blocks.{l}.hook_resid_pre` at one position is patched into the corrupted run, for
-   every layer and position, as ONE compiled program (the grid is a `vmap` in chunks).
+   every layer and position, as ONE compiled program (`mechjax.patching.patch_sweep`:
+   each layer continues from the cached prefix, positions run in vmapped chunks).
 3. The grid is written as a PNG heatmap and an .npz file.
 
     python scripts/demo.py --out out/demo
@@ -20,52 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import mechjax as mj
+from mechjax.metrics import LogitDiff
+from mechjax.patching import patch_sweep
+from mechjax.plotting import layer_position
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
-
-
-def interpolate(params, x):
-    """x + w * (source - x): w is a per-position weight (1 at the patched position)."""
-    source, weight = params
-    return x + weight[None, :, None] * (source - x)
-
-
-def patch_grid(model, clean, corrupt, answer, wrong, chunk=16):
-    """Logit difference after patching clean resid_pre[l, p] into the corrupted run."""
-    n_layers, n_pos = model.config.n_layers, clean.shape[1]
-    sites = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
-    clean_cache = mj.run(model, clean, capture=sites).cache
-
-    def metric(logits):
-        return logits[0, -1, answer] - logits[0, -1, wrong]
-
-    def one_cell(onehot):  # onehot [n_layers, n_pos]: the cell to patch
-        hooks = {s: mj.apply_fn(interpolate, (clean_cache[s], onehot[l]))
-                 for l, s in enumerate(sites)}
-        return metric(mj.run(model, corrupt, hooks=hooks).logits)
-
-    cells = jnp.eye(n_layers * n_pos).reshape(-1, n_layers, n_pos)
-    grid = jax.jit(lambda c: jax.lax.map(one_cell, c, batch_size=chunk))(cells)
-    return np.asarray(grid).reshape(n_layers, n_pos)
-
-
-def heatmap(grid, labels, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(labels)), 8))
-    lim = np.abs(grid).max()
-    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", origin="lower")
-    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
-    ax.set_ylabel("layer")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, label="normalised logit difference (1 = clean, 0 = corrupted)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv=None):
@@ -101,9 +62,11 @@ def main(argv=None):
     print(f"\nlogit diff ' Mary' - ' John': clean {clean_ld:.3f}, corrupted {corrupt_ld:.3f}")
 
     t0 = time.perf_counter()
-    grid = patch_grid(model, clean, corrupt, answer, wrong)
+    result = patch_sweep(model, clean, corrupt, LogitDiff(jnp.array([answer]), jnp.array([wrong])),
+                         "resid_pre")
+    grid = np.asarray(result.grid)
+    norm = np.asarray(result.normalized())
     secs = time.perf_counter() - t0
-    norm = (grid - corrupt_ld) / (clean_ld - corrupt_ld)
     labels = [tok.decode([int(t)]) for t in clean[0]]
     print(f"patched {grid.size} (layer, position) cells in {secs:.1f}s (one compiled program)")
     best = np.unravel_index(np.argmax(norm), norm.shape)
@@ -112,7 +75,8 @@ def main(argv=None):
     np.savez(out / "ioi_resid_pre_patching.npz", grid=grid, normalized=norm,
              clean_metric=clean_ld, corrupted_metric=corrupt_ld, tokens=np.asarray(clean[0]))
     png = out / "ioi_resid_pre_patching.png"
-    heatmap(norm, labels, png, "IOI denoising: clean resid_pre patched into corrupted run")
+    layer_position(norm, png, labels, title="IOI denoising: clean resid_pre into corrupted run",
+                   cbar_label="normalised logit difference (1 = clean, 0 = corrupted)")
     print(f"wrote {png} and {out / 'ioi_resid_pre_patching.npz'}")
 
 

@@ -105,3 +105,21 @@ def test_cli_unknown_model_is_a_clear_error():
     r = subprocess.run([sys.executable, "-m", "mechjax.cli", "info", "smollm2-136m"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "smollm2-135m" in r.stderr
+
+
+def test_patch_sweep_equals_single_patched_forwards_on_one_layer(smollm2):
+    from mechjax.metrics import LogitDiff
+    from mechjax.patching import patch_sweep
+
+    tok = smollm2.tokenizer
+    clean = jnp.asarray([tok.encode("When Mary and John went to the store, John gave a drink to")])
+    corrupt = jnp.asarray([tok.encode("When Mary and John went to the store, Mary gave a drink to")])
+    mary, john = tok.to_single_token(" Mary"), tok.to_single_token(" John")
+    metric = LogitDiff(jnp.array([mary]), jnp.array([john]))
+    res = patch_sweep(smollm2, clean, corrupt, metric, "resid_pre", layers=[10])
+    site = "blocks.10.hook_resid_pre"
+    source = mj.run(smollm2, clean, capture=[site]).cache[site]
+    one = jax.jit(lambda p: metric(mj.run(smollm2, corrupt, hooks={site: mj.patch(source, positions=p)}).logits))
+    loop = np.array([float(one(jnp.array([p]))) for p in range(clean.shape[1])])
+    assert np.abs(np.asarray(res.grid[0]) - loop).max() <= 1e-3, max_diff(res.grid[0], loop)
+    assert loop[9] > 3.0 and abs(loop[0] - float(res.corrupted_metric)) < 1e-3  # S2 carries it
