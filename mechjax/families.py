@@ -14,6 +14,9 @@ _MODULES = {
     "qwen2": "llama",
     "gpt2": "gpt2",
     "gpt_neox": "neox",
+    "gemma3": "gemma3",
+    "gemma3_text": "gemma3",
+    "bert": "bert",
 }
 
 

@@ -179,8 +179,77 @@ def _llama_fix(name: str, w: np.ndarray, config: dict) -> np.ndarray:
     return w
 
 
+_GEMMA3_BLOCK = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+    "post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+
+
+def _gemma3_tensor_name(name: str) -> str | None:
+    m = _BLOCK_RE.match(name)
+    if m:
+        part = _GEMMA3_BLOCK.get(m.group(2))
+        return None if part is None else f"model.layers.{m.group(1)}.{part}.{m.group(3)}"
+    m = _GLOBAL_RE.match(name)
+    if m and m.group(1) in _LLAMA_GLOBAL:
+        return f"{_LLAMA_GLOBAL[m.group(1)]}.{m.group(2)}"
+    return None
+
+
+def _gemma3_config(md: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> dict:
+    """HF `gemma3_text` config, as HF's GGUF loader builds it: the `gemma3.*` keys it maps,
+    Gemma3TextConfig's defaults for the rest (local RoPE base 10k, sliding-window pattern 6,
+    query_pre_attn_scalar 256, no softcapping)."""
+    a = "gemma3"
+    d_model = int(_need(md, f"{a}.embedding_length"))
+    n_heads = int(_need(md, f"{a}.attention.head_count"))
+    n_layers = int(_need(md, f"{a}.block_count"))
+    if "model.embed_tokens.weight" in tensors:
+        vocab = int(tensors["model.embed_tokens.weight"].shape[0])
+    else:
+        vocab = len(_need(md, "tokenizer.ggml.tokens"))
+    return {
+        "model_type": "gemma3_text",
+        "architectures": ["Gemma3ForCausalLM"],
+        "vocab_size": vocab,
+        "hidden_size": d_model,
+        "intermediate_size": int(_need(md, f"{a}.feed_forward_length")),
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": int(md.get(f"{a}.attention.head_count_kv", n_heads)),
+        "head_dim": int(md.get(f"{a}.attention.key_length", 256)),
+        "rms_norm_eps": float(md.get(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)),
+        "rope_theta": float(md.get(f"{a}.rope.freq_base", 1_000_000.0)),
+        "rope_local_base_freq": 10_000.0,
+        "sliding_window": int(md.get(f"{a}.attention.sliding_window", 4096)),
+        "sliding_window_pattern": 6,
+        "query_pre_attn_scalar": 256,
+        "max_position_embeddings": int(md.get(f"{a}.context_length", 32768)),
+        "tie_word_embeddings": "lm_head.weight" not in tensors,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "final_logit_softcapping": None,
+        "attn_logit_softcapping": None,
+        "bos_token_id": md.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": md.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": md.get("tokenizer.ggml.padding_token_id"),
+    }
+
+
+def _gemma3_fix(name: str, w: np.ndarray, config: dict) -> np.ndarray:
+    # llama.cpp stores Gemma's RMSNorm gains as 1 + w; HF (and mechjax) hold w.
+    # Gemma's RoPE is rotate-half in llama.cpp too (NEOX), so q/k rows are not permuted.
+    if name.endswith("norm.weight"):
+        return w - np.float32(1.0)
+    return w
+
+
 GGUF_ARCHITECTURES: dict[str, GGUFArchitecture] = {
     "llama": GGUFArchitecture(_llama_tensor_name, _llama_config, _llama_fix),
+    "gemma3": GGUFArchitecture(_gemma3_tensor_name, _gemma3_config, _gemma3_fix),
 }
 
 

@@ -101,7 +101,10 @@ def parse(name: str) -> SiteInfo:
 
 def axes(name: str) -> tuple[int, int | None]:
     """(position axis, head axis or None) of a site's activation, batch axis included."""
-    hook = parse(name).hook
+    info = parse(name)
+    hook = info.hook
+    if info.component in ("attn.q_norm", "attn.k_norm"):  # Gemma's QK-norm: per head
+        return 1, 2
     if hook in ("hook_attn_scores", "hook_pattern"):
         return 2, 1
     if hook in (

@@ -11,7 +11,9 @@ Architectural features, each with its source:
   `scale_attn_by_inverse_layer_idx`, used by Mistral's Stanford CRFM GPT-2 runs);
 - a non-gated MLP with the tanh approximation of GELU, `gelu_new` (Hendrycks & Gimpel
   2016), so `mlp.hook_pre` and `mlp.hook_post` but no `mlp.hook_pre_linear`;
-- the unembedding tied to the token embedding (stored anyway as `W_U`).
+- the unembedding tied to the token embedding (stored anyway as `W_U`);
+- incremental decoding with a KV cache (`decode`, `mechjax.kv_cache`), with every site
+  firing at every step so interventions apply during generation.
 
 Reference: HF transformers `GPT2LMHeadModel`; tests check max |logit diff| <= 1e-4
 (float32, tiny random configs with weights at std 0.2).
@@ -33,9 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechjax import nn
+from mechjax import kv_cache, nn
 from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
+from mechjax.kv_cache import DecodeOutput, KVCache
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -127,7 +130,8 @@ def _proj(x, W, b):
     return jnp.einsum(eq, x, W) + b
 
 
-def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, mask: Array):
+def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, mask: Array,
+               cache: KVCache | None = None, start=None):
     b = f"blocks.{l}"
     a, ln = p["attn"], p["ln1"]
     if any(hook.wants(f"{b}.hook_{s}_input") for s in "qkv"):
@@ -147,8 +151,10 @@ def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, mask: A
     scale = cfg.d_head**-0.5
     if cfg.scale_attn_by_inverse_layer_idx:
         scale /= l + 1
+    if cache is not None:  # decoding: attend over every cached token plus the new ones
+        k, v, cache = kv_cache.write(cache, l, k, v, start)
     z = nn.attend(q, k, v, mask, hook, f"{b}.attn", scale=scale)
-    return nn.attn_output(z, a["W_O"], a["b_O"], hook, f"{b}.attn")
+    return nn.attn_output(z, a["W_O"], a["b_O"], hook, f"{b}.attn"), cache
 
 
 def _mlp(p: Params, x: Array, cfg: Config, hook: Hook, l: int) -> Array:
@@ -175,13 +181,43 @@ def forward(
     """
     positions = nn.positions_from_mask(attention_mask, tokens.shape)
     mask = nn.attention_mask(positions, positions, attention_mask, None)
+    return _transformer(params, tokens, cfg, hook, positions, mask)[0]
+
+
+def decode(
+    params: Params,
+    tokens: Array,
+    cfg: Config,
+    cache: KVCache,
+    *,
+    hook: Hook = NULL_HOOK,
+    attention_mask: Array | None = None,
+    last_only: bool = False,
+) -> DecodeOutput:
+    """Run new tokens [batch, n_new] against a KV cache; logits and the updated cache.
+
+    As `models.llama.decode`: the same sites fire as in `forward` (`attn_scores`/`pattern`
+    are `[batch, n_heads, n_new, max_len]` over the cache slots), position embeddings are
+    looked up at each row's position ids (real tokens counted, so left padding is
+    transparent), and `last_only` computes logits for the last new token only.
+    """
+    positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
+    mask = nn.attention_mask(positions, cache.positions, cache.valid, None)
+    logits, cache = _transformer(params, tokens, cfg, hook, positions, mask, cache, start,
+                                 last_only)
+    return DecodeOutput(logits, cache)
+
+
+def _transformer(params, tokens, cfg, hook, positions, mask, cache=None, start=None,
+                 last_only=False):
     embed = hook("hook_embed", nn.embed(params["embed"]["W_E"], tokens))
     pos_embed = hook("hook_pos_embed", nn.embed(params["pos_embed"]["W_pos"], positions))
     resid = embed + pos_embed
     for l, p in enumerate(params["blocks"]):
         b = f"blocks.{l}"
         resid = hook(f"{b}.hook_resid_pre", resid)
-        attn_out = hook(f"{b}.hook_attn_out", _attention(p, resid, cfg, hook, l, mask))
+        attn_out, cache = _attention(p, resid, cfg, hook, l, mask, cache, start)
+        attn_out = hook(f"{b}.hook_attn_out", attn_out)
         resid = hook(f"{b}.hook_resid_mid", resid + attn_out)
         mlp_in = hook(f"{b}.hook_mlp_in", resid) if hook.wants(f"{b}.hook_mlp_in") else resid
         x = nn.layer_norm(mlp_in, p["ln2"]["w"], p["ln2"]["b"], cfg.eps, hook, f"{b}.ln2")
@@ -189,8 +225,12 @@ def forward(
         resid = hook(f"{b}.hook_resid_post", resid + mlp_out)
     ln = params["ln_final"]
     x = nn.layer_norm(resid, ln["w"], ln["b"], cfg.eps, hook, "ln_final")
+    if last_only:
+        x = x[:, -1:]
     logits = x @ params["unembed"]["W_U"]
-    return logits + params["unembed"]["b_U"] if "b_U" in params["unembed"] else logits
+    if "b_U" in params["unembed"]:
+        logits = logits + params["unembed"]["b_U"]
+    return logits, cache
 
 
 # ------------------------------------------------------------------------ conversion
