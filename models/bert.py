@@ -262,7 +262,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
         },
         "blocks": blocks,
     }
-    _check_shapes(params, cfg)
+    nn.check_param_shapes(params, param_shapes(cfg))
     return jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x), dtype), params)
 
 
@@ -279,17 +279,6 @@ def param_shapes(cfg: Config) -> Params:
                   "W_token_type": (cfg.n_token_types, d), "ln": ln},
         "blocks": [block] * cfg.n_layers,
     }
-
-
-def _check_shapes(params: Params, cfg: Config) -> None:
-    want = dict(jax.tree_util.tree_flatten_with_path(
-        param_shapes(cfg), is_leaf=lambda x: isinstance(x, tuple))[0])
-    for path, arr in jax.tree_util.tree_flatten_with_path(params)[0]:
-        exp = want.get(path)
-        if exp is not None and tuple(arr.shape) != exp:
-            raise CheckpointError(
-                f"parameter {jax.tree_util.keystr(path)} has shape {tuple(arr.shape)}, "
-                f"config expects {exp}")
 
 
 def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Params:

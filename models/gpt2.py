@@ -287,7 +287,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
         "ln_final": {"w": get("ln_f.weight"), "b": get("ln_f.bias")},
         "unembed": {"W_U": np.ascontiguousarray(W_U)},
     }
-    _check_shapes(params, cfg)
+    nn.check_param_shapes(params, param_shapes(cfg))
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
 
 
@@ -308,21 +308,6 @@ def param_shapes(cfg: Config) -> Params:
         "ln_final": ln,
         "unembed": {"W_U": (d, cfg.d_vocab)},
     }
-
-
-def _is_shape(x) -> bool:
-    return isinstance(x, tuple)
-
-
-def _check_shapes(params: Params, cfg: Config) -> None:
-    want = dict(jax.tree_util.tree_flatten_with_path(param_shapes(cfg), is_leaf=_is_shape)[0])
-    for path, arr in jax.tree_util.tree_flatten_with_path(params)[0]:
-        exp = want.get(path)
-        if exp is not None and tuple(arr.shape) != exp:
-            raise CheckpointError(
-                f"parameter {jax.tree_util.keystr(path)} has shape {tuple(arr.shape)}, "
-                f"config expects {exp}"
-            )
 
 
 def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Params:
