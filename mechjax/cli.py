@@ -59,11 +59,23 @@ def _site_summary(sites: list[str]) -> list[str]:
     return lines
 
 
+def _list_models() -> int:
+    from mechjax import registry
+
+    print("registered models (fetched offline from the package index, sha256-verified):")
+    for e in registry.list_models():
+        print(f"  {e.name:14s} {e.approx_size:>7s}  {e.architecture:8s} {e.description}")
+        print(f"  {'':14s} source: {', '.join(e.packages)} -> {e.filename}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     import dataclasses
 
     import mechjax as mj
 
+    if args.model is None:
+        return _list_models()
     model = mj.load(args.model)
     cfg = dataclasses.asdict(model.config)
     print(f"model: {args.model}  (family: {model.family.name})")
@@ -121,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=_cmd_fetch)
 
     i = sub.add_parser("info", help="config, parameter count and sites of a model")
-    i.add_argument("model", help="registry name, .gguf file or HF checkpoint directory")
+    i.add_argument("model", nargs="?", default=None,
+                   help="registry name, .gguf file or HF checkpoint directory (none: list models)")
     i.add_argument("--all-sites", action="store_true", help="list every site, not a summary")
     i.set_defaults(fn=_cmd_info)
 
