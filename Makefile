@@ -20,12 +20,15 @@ $(STAMP): pyproject.toml
 
 fetch: setup
 	$(PY) -m mechjax.cli fetch smollm2-135m
+	$(PY) -m mechjax.cli fetch gemma3-270m
 
 demo: fetch
 	$(PY) scripts/demo.py --out $(OUT)
 
+# two workers, one test file each at a time: XLA compiles on one thread, so the second
+# core is otherwise idle during the many small compiles of the suite
 test: fetch
-	$(PY) -m pytest -q -ra --durations=15
+	$(PY) -m pytest -q -ra --durations=15 -n 2 --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
