@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -53,10 +51,21 @@ WORKLOADS = {
     "f": "steered generation, 8 x 64 new",
 }
 LIBS = ("mechjax", "hf", "transformer_lens", "nnsight", "pyvene", "penzai")
-LIB_NAMES = {"mechjax": "mechjax", "hf": "HF transformers", "transformer_lens": "TransformerLens",
-             "nnsight": "nnsight", "pyvene": "pyvene", "penzai": "penzai"}
-PEER_MODULES = {"hf": "transformers", "transformer_lens": "transformer_lens",
-                "nnsight": "nnsight", "pyvene": "pyvene", "penzai": "penzai"}
+LIB_NAMES = {
+    "mechjax": "mechjax",
+    "hf": "HF transformers",
+    "transformer_lens": "TransformerLens",
+    "nnsight": "nnsight",
+    "pyvene": "pyvene",
+    "penzai": "penzai",
+}
+PEER_MODULES = {
+    "hf": "transformers",
+    "transformer_lens": "transformer_lens",
+    "nnsight": "nnsight",
+    "pyvene": "pyvene",
+    "penzai": "penzai",
+}
 
 MODEL = "smollm2-135m"
 HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -100,9 +109,16 @@ def block_matmul_params(cfg) -> int:
     return d * h * dh + 2 * d * kv * dh + h * dh * d + _mlp_mats(cfg) * d * cfg.d_mlp
 
 
-def forward_flops(cfg, batch: int, q_len: int, *, kv_len: int | None = None,
-                  layers: int | None = None, logit_positions: int | None = None,
-                  backward: bool = False) -> int:
+def forward_flops(
+    cfg,
+    batch: int,
+    q_len: int,
+    *,
+    kv_len: int | None = None,
+    layers: int | None = None,
+    logit_positions: int | None = None,
+    backward: bool = False,
+) -> int:
     """Model FLOPs of a forward pass (or of the activation-gradient backward pass).
 
     2 x matmul parameters x tokens per block, plus 2 x 2 x batch x heads x d_head x
@@ -160,8 +176,16 @@ def workload_flops(cfg, workload: str, *, n_pos: int, gen_prompt: int = 8) -> in
 
 
 def _cfg_namespace(cfg) -> SimpleNamespace:
-    keys = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_head", "d_mlp", "d_vocab",
-            "model_type")
+    keys = (
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "d_head",
+        "d_mlp",
+        "d_vocab",
+        "model_type",
+    )
     return SimpleNamespace(**{k: getattr(cfg, k) for k in keys if hasattr(cfg, k)})
 
 
@@ -193,8 +217,10 @@ def prepare(work: Path) -> dict:
     np.savez(
         work / "inputs.npz",
         fwd_tokens=rng.randint(0, cfg.d_vocab, (FWD_BATCH, FWD_SEQ)).astype(np.int32),
-        clean=np.asarray([clean], np.int32), corrupt=np.asarray([corrupt], np.int32),
-        answer=np.int32(tok.to_single_token(" Mary")), wrong=np.int32(tok.to_single_token(" John")),
+        clean=np.asarray([clean], np.int32),
+        corrupt=np.asarray([corrupt], np.int32),
+        answer=np.int32(tok.to_single_token(" Mary")),
+        wrong=np.int32(tok.to_single_token(" John")),
         gen_tokens=np.asarray([r[:width] for r in rows], np.int32),
         steer=(STEER_NORM * delta / np.linalg.norm(delta)).astype(np.float32),
         pad=np.int32(tok.pad_token_id or 0),
@@ -209,7 +235,8 @@ def prepare(work: Path) -> dict:
             note = "torch/transformers not installed: peers skipped"
         else:
             hf = transformers.AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+                str(path.parent), gguf_file=path.name, dtype=torch.float32
+            ).eval()
             config = hf.config
             if hasattr(config, "quantization_config"):
                 del config.quantization_config  # the GGUF tag blocks save_pretrained
@@ -217,9 +244,14 @@ def prepare(work: Path) -> dict:
             plain.load_state_dict(hf.state_dict())
             plain.save_pretrained(str(hf_dir))
             transformers.AutoTokenizer.from_pretrained(
-                str(path.parent), gguf_file=path.name).save_pretrained(str(hf_dir))
-    return {"config": vars(_cfg_namespace(cfg)), "n_pos": len(clean), "gen_prompt": width,
-            "note": note}
+                str(path.parent), gguf_file=path.name
+            ).save_pretrained(str(hf_dir))
+    return {
+        "config": vars(_cfg_namespace(cfg)),
+        "n_pos": len(clean),
+        "gen_prompt": width,
+        "note": note,
+    }
 
 
 def matmul_peak(sizes=(1024, 2048, 3072), reps: int = 3) -> dict:
@@ -285,35 +317,51 @@ class MechjaxLib:
         L = model.config.n_layers
         if w == "a":
             sites = tuple(f"blocks.{l}.hook_resid_pre" for l in range(L)) + (
-                f"blocks.{L - 1}.hook_resid_post",)
+                f"blocks.{L - 1}.hook_resid_post",
+            )
             run = jax.jit(lambda m, t: mj.run(m, t, capture=sites))
             tokens = jnp.asarray(self.inp["fwd_tokens"])
             fn = lambda: jax.block_until_ready(run(model, tokens))  # noqa: E731
-            return fn, lambda o: {"logits": o.logits[:, ::16], "resid": jnp.stack([o.cache[s] for s in sites])}
+            return fn, lambda o: {
+                "logits": o.logits[:, ::16],
+                "resid": jnp.stack([o.cache[s] for s in sites]),
+            }
         if w == "b":
             from mechjax.patching import patch_sweep
 
-            fn = lambda: jax.block_until_ready(patch_sweep(  # noqa: E731
-                model, self.clean, self.corrupt, self.metric, "resid_pre"))
+            fn = lambda: jax.block_until_ready(  # noqa: E731
+                patch_sweep(
+                    model, self.clean, self.corrupt, self.metric, "resid_pre"
+                )
+            )
             return fn, lambda r: {"grid": r.grid}
         if w == "c":
             from mechjax.attribution import atp
 
-            fn = lambda: jax.block_until_ready(atp(  # noqa: E731
-                model, self.clean, self.corrupt, self.metric, ("z", "mlp_out"), mode="denoise"))
+            fn = lambda: jax.block_until_ready(  # noqa: E731
+                atp(
+                    model, self.clean, self.corrupt, self.metric, ("z", "mlp_out"), mode="denoise"
+                )
+            )
             return fn, lambda r: {
                 "heads": jnp.stack([r[f"blocks.{l}.attn.hook_z"] for l in range(L)]),
-                "mlps": jnp.stack([r[f"blocks.{l}.hook_mlp_out"] for l in range(L)])}
+                "mlps": jnp.stack([r[f"blocks.{l}.hook_mlp_out"] for l in range(L)]),
+            }
         if w == "d":
             from mechjax.circuits import eap_ig
 
-            fn = lambda: jax.block_until_ready(eap_ig(  # noqa: E731
-                model, self.clean, self.corrupt, self.metric, steps=EAP_STEPS)[0])
+            fn = lambda: jax.block_until_ready(  # noqa: E731
+                eap_ig(
+                    model, self.clean, self.corrupt, self.metric, steps=EAP_STEPS
+                )[0]
+            )
             return fn, lambda s: {"edges": s}
         if w in ("e", "f"):
             hooks = None
             if w == "f":
-                hooks = {f"blocks.{STEER_LAYER}.hook_resid_pre": mj.add(jnp.asarray(self.inp["steer"]))}
+                hooks = {
+                    f"blocks.{STEER_LAYER}.hook_resid_pre": mj.add(jnp.asarray(self.inp["steer"]))
+                }
             tokens = self.inp["gen_tokens"]
             fn = lambda: mj.generate(model, tokens, GEN_NEW, hooks=hooks, stop_tokens=())  # noqa: E731
             return fn, lambda g: {"tokens": g.tokens}
@@ -336,7 +384,12 @@ class _Torch:
         self.tok = transformers.AutoTokenizer.from_pretrained(d)
         self.inp = inp
         t = lambda k: torch.as_tensor(inp[k]).long()  # noqa: E731
-        self.fwd, self.clean, self.corrupt, self.gen = t("fwd_tokens"), t("clean"), t("corrupt"), t("gen_tokens")
+        self.fwd, self.clean, self.corrupt, self.gen = (
+            t("fwd_tokens"),
+            t("clean"),
+            t("corrupt"),
+            t("gen_tokens"),
+        )
         self.answer, self.wrong, self.pad = int(inp["answer"]), int(inp["wrong"]), int(inp["pad"])
         self.steer = torch.as_tensor(inp["steer"])
         self.L = self.hf.config.num_hidden_layers
@@ -346,8 +399,12 @@ class _Torch:
         return (logits[:, -1, self.answer] - logits[:, -1, self.wrong]).mean()
 
     def gen_kwargs(self):
-        return dict(max_new_tokens=GEN_NEW, do_sample=False, pad_token_id=self.pad,
-                    attention_mask=self.torch.ones_like(self.gen))
+        return dict(
+            max_new_tokens=GEN_NEW,
+            do_sample=False,
+            pad_token_id=self.pad,
+            attention_mask=self.torch.ones_like(self.gen),
+        )
 
 
 class HFLib(_Torch):
@@ -357,15 +414,19 @@ class HFLib(_Torch):
         torch, hf, L = self.torch, self.hf, self.L
         layers = hf.model.layers
         if w == "a":
+
             def fn():
                 box = {}
-                h = layers[L - 1].register_forward_hook(lambda m, a, o: box.update(post=o[0] if isinstance(o, tuple) else o))
+                h = layers[L - 1].register_forward_hook(
+                    lambda m, a, o: box.update(post=o[0] if isinstance(o, tuple) else o)
+                )
                 try:
                     with torch.no_grad():
                         out = hf(self.fwd, output_hidden_states=True)
                 finally:
                     h.remove()
                 return out.logits, list(out.hidden_states[:L]) + [box["post"]]
+
             return fn, lambda o: {"logits": o[0][:, ::16], "resid": torch.stack(o[1])}
         if w == "b":
             # one forward per layer over a batch of P corrupted copies, row i patched at
@@ -378,10 +439,12 @@ class HFLib(_Torch):
                     idx = torch.arange(P)
                     grid = torch.zeros(L, P)
                     for l in range(L):
+
                         def pre(mod, args, kwargs, l=l):
                             x = args[0].clone()
                             x[idx, idx] = hs[l][0, idx]
                             return (x,) + tuple(args[1:]), kwargs
+
                         h = layers[l].register_forward_pre_hook(pre, with_kwargs=True)
                         try:
                             lg = hf(base).logits
@@ -389,53 +452,76 @@ class HFLib(_Torch):
                             h.remove()
                         grid[l] = lg[:, -1, self.answer] - lg[:, -1, self.wrong]
                 return grid
+
             return fn, lambda g: {"grid": g}
         if w == "c":
+
             def fn():
                 zs, mlps, hooks = {}, {}, []
 
                 def keep(store, l, is_input):
                     def f(mod, args, out=None):
                         store[l] = args[0] if is_input else out
+
                     return f
+
                 for l in range(L):
-                    hooks.append(layers[l].self_attn.o_proj.register_forward_pre_hook(keep(zs, l, True)))
+                    hooks.append(
+                        layers[l].self_attn.o_proj.register_forward_pre_hook(keep(zs, l, True))
+                    )
                     hooks.append(layers[l].mlp.register_forward_hook(keep(mlps, l, False)))
                 try:
                     with torch.no_grad():
                         hf(self.clean)
                     zc, mc = dict(zs), dict(mlps)
-                    emb = hf.model.embed_tokens.register_forward_hook(lambda m, a, o: o.requires_grad_(True))
+                    emb = hf.model.embed_tokens.register_forward_hook(
+                        lambda m, a, o: o.requires_grad_(True)
+                    )
                     try:
                         m = self.metric(hf(self.corrupt).logits)
-                        grads = torch.autograd.grad(m, [zs[l] for l in range(L)] + [mlps[l] for l in range(L)])
+                        grads = torch.autograd.grad(
+                            m, [zs[l] for l in range(L)] + [mlps[l] for l in range(L)]
+                        )
                     finally:
                         emb.remove()
                 finally:
                     for h in hooks:
                         h.remove()
                 b, p = self.clean.shape
-                heads = torch.stack([((zc[l] - zs[l]) * grads[l]).reshape(b, p, self.H, -1).sum((0, 3))
-                                     for l in range(L)])
-                mlp = torch.stack([((mc[l] - mlps[l]) * grads[L + l]).sum((0, 2)) for l in range(L)])
+                heads = torch.stack(
+                    [
+                        ((zc[l] - zs[l]) * grads[l]).reshape(b, p, self.H, -1).sum((0, 3))
+                        for l in range(L)
+                    ]
+                )
+                mlp = torch.stack(
+                    [((mc[l] - mlps[l]) * grads[L + l]).sum((0, 2)) for l in range(L)]
+                )
                 return heads, mlp
+
             return fn, lambda r: {"heads": r[0], "mlps": r[1]}
         if w == "d":
-            raise Cannot("not written: plain HF has no per-head q/k/v input sites to take EAP-IG's "
-                         "edge gradients at")
+            raise Cannot(
+                "not written: plain HF has no per-head q/k/v input sites to take EAP-IG's "
+                "edge gradients at"
+            )
         if w in ("e", "f"):
+
             def fn():
                 h = None
                 if w == "f":
                     h = layers[STEER_LAYER].register_forward_pre_hook(
-                        lambda m, args, kw: ((args[0] + self.steer,) + tuple(args[1:]), kw), with_kwargs=True)
+                        lambda m, args, kw: ((args[0] + self.steer,) + tuple(args[1:]), kw),
+                        with_kwargs=True,
+                    )
                 try:
                     with torch.no_grad():
                         return hf.generate(self.gen, **self.gen_kwargs())
                 finally:
                     if h is not None:
                         h.remove()
-            return fn, lambda o: {"tokens": o[:, self.gen.shape[1]:]}
+
+            return fn, lambda o: {"tokens": o[:, self.gen.shape[1] :]}
         raise Cannot(f"unknown workload {w}")
 
 
@@ -447,20 +533,29 @@ class TLLib(_Torch):
         super().__init__(work, inp)
         from transformer_lens.model_bridge import TransformerBridge
 
-        self.br = TransformerBridge.boot_transformers(HF_NAME, hf_model=self.hf, tokenizer=self.tok,
-                                                      device="cpu")
+        self.br = TransformerBridge.boot_transformers(
+            HF_NAME, hf_model=self.hf, tokenizer=self.tok, device="cpu"
+        )
         self.br.eval()
 
     def workload(self, w):
         torch, br, L = self.torch, self.br, self.L
         if w == "a":
-            names = {f"blocks.{l}.hook_resid_pre" for l in range(L)} | {f"blocks.{L - 1}.hook_resid_post"}
+            names = {f"blocks.{l}.hook_resid_pre" for l in range(L)} | {
+                f"blocks.{L - 1}.hook_resid_post"
+            }
 
             def fn():
                 with torch.no_grad():
                     return br.run_with_cache(self.fwd, names_filter=lambda n: n in names)
-            order = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
-            return fn, lambda o: {"logits": o[0][:, ::16], "resid": torch.stack([o[1][n] for n in order])}
+
+            order = [f"blocks.{l}.hook_resid_pre" for l in range(L)] + [
+                f"blocks.{L - 1}.hook_resid_post"
+            ]
+            return fn, lambda o: {
+                "logits": o[0][:, ::16],
+                "resid": torch.stack([o[1][n] for n in order]),
+            }
         if w == "b":
             from transformer_lens import patching
 
@@ -468,13 +563,19 @@ class TLLib(_Torch):
                 with torch.no_grad():
                     _, cache = br.run_with_cache(self.clean)
                     return patching.get_act_patch_resid_pre(br, self.corrupt, cache, self.metric)
+
             return fn, lambda g: {"grid": g}
         if w == "c":
             from transformer_lens.tools.analysis import attribution_patching as ap
 
             self.hf.requires_grad_(True)  # TL takes its gradients through backward hooks
-            fn = lambda: ap.attribution_patch(br, self.clean, self.corrupt, self.metric,  # noqa: E731
-                                              ap.EdgeAttributionConfig(granularity="node"))
+            fn = lambda: ap.attribution_patch(  # noqa: E731
+                br,
+                self.clean,
+                self.corrupt,
+                self.metric,  # noqa: E731
+                ap.EdgeAttributionConfig(granularity="node"),
+            )
             return fn, self._nodes
         if w == "d":
             from transformer_lens.tools.analysis import attribution_patching as ap
@@ -485,15 +586,22 @@ class TLLib(_Torch):
                 raise Cannot(f"attribution_patch: {e} (edge granularity also refuses GQA)") from e
             raise Cannot("not wired up")
         if w in ("e", "f"):
+
             def steer(x, hook):
                 return x + self.steer
 
             def fn():
                 hooks = [(f"blocks.{STEER_LAYER}.hook_resid_pre", steer)] if w == "f" else []
                 with torch.no_grad(), br.hooks(fwd_hooks=hooks):
-                    return br.generate(self.gen, max_new_tokens=GEN_NEW, do_sample=False,
-                                       stop_at_eos=False, verbose=False)
-            return fn, lambda o: {"tokens": o[:, self.gen.shape[1]:]}
+                    return br.generate(
+                        self.gen,
+                        max_new_tokens=GEN_NEW,
+                        do_sample=False,
+                        stop_at_eos=False,
+                        verbose=False,
+                    )
+
+            return fn, lambda o: {"tokens": o[:, self.gen.shape[1] :]}
         raise Cannot(f"unknown workload {w}")
 
     def _nodes(self, res):
@@ -526,6 +634,7 @@ class NNsightLib(_Torch):
         torch, m, L, H = self.torch, self.m, self.L, self.H
         layers = m.model.layers
         if w == "a":
+
             def fn():
                 resid = []
                 with torch.no_grad(), m.trace(self.fwd):
@@ -534,6 +643,7 @@ class NNsightLib(_Torch):
                     resid.append(layers[L - 1].output.save())
                     logits = m.lm_head.output.save()
                 return logits, resid
+
             return fn, lambda o: {"logits": o[0][:, ::16], "resid": torch.stack(list(o[1]))}
         if w == "b":
             # per layer one trace over P corrupted copies, row i patched at position i
@@ -553,8 +663,10 @@ class NNsightLib(_Torch):
                             last = m.lm_head.output[:, -1].save()
                         rows.append(last[:, self.answer] - last[:, self.wrong])
                 return torch.stack(rows)
+
             return fn, lambda g: {"grid": g}
         if w == "c":
+
             def fn():
                 zc, mc, zs, ms, gz, gm = [], [], [], [], [None] * L, [None] * L
                 with torch.no_grad(), m.trace(self.clean):
@@ -578,17 +690,24 @@ class NNsightLib(_Torch):
                             gm[l] = refs[l][1].grad.save()
                             gz[l] = refs[l][0].grad.save()
                 b, p = self.clean.shape
-                heads = torch.stack([((zc[l] - zs[l]) * gz[l]).reshape(b, p, H, -1).sum((0, 3))
-                                     for l in range(L)])
+                heads = torch.stack(
+                    [((zc[l] - zs[l]) * gz[l]).reshape(b, p, H, -1).sum((0, 3)) for l in range(L)]
+                )
                 mlp = torch.stack([((mc[l] - ms[l]) * gm[l]).sum((0, 2)) for l in range(L)])
                 return heads, mlp
+
             return fn, lambda r: {"heads": r[0], "mlps": r[1]}
         if w == "d":
             raise Cannot("no EAP-IG in nnsight (a documented pattern for node attribution only)")
         if w in ("e", "f"):
+
             def fn():
-                with torch.no_grad(), m.generate(max_new_tokens=GEN_NEW, do_sample=False,
-                                                 pad_token_id=self.pad) as tr:
+                with (
+                    torch.no_grad(),
+                    m.generate(
+                        max_new_tokens=GEN_NEW, do_sample=False, pad_token_id=self.pad
+                    ) as tr,
+                ):
                     with tr.invoke(self.gen):
                         if w == "f":
                             for _ in tr.all():
@@ -596,7 +715,8 @@ class NNsightLib(_Torch):
                     with tr.invoke():
                         out = tr.result.save()
                 return out
-            return fn, lambda o: {"tokens": o[:, self.gen.shape[1]:]}
+
+            return fn, lambda o: {"tokens": o[:, self.gen.shape[1] :]}
         raise Cannot(f"unknown workload {w}")
 
 
@@ -614,21 +734,29 @@ class PyveneLib(_Torch):
         if w == "a":
             # keep_last_dim: without it pyvene mis-reshapes multi-position collections
             collect = lambda: pv.CollectIntervention(keep_last_dim=True)  # noqa: E731
-            cfg = [{"layer": l, "component": "block_input", "intervention": collect()}
-                   for l in range(L)] + [{"layer": L - 1, "component": "block_output",
-                                          "intervention": collect()}]
+            cfg = [
+                {"layer": l, "component": "block_input", "intervention": collect()}
+                for l in range(L)
+            ] + [{"layer": L - 1, "component": "block_output", "intervention": collect()}]
             pvm = pv.IntervenableModel(cfg, model=hf)
             b, p = self.fwd.shape
             loc = [[list(range(p))] * b] * (L + 1)
 
             def fn():
                 with torch.no_grad():
-                    (_, collected), out = pvm({"input_ids": self.fwd}, unit_locations={"base": loc},
-                                              output_original_output=True)
+                    (_, collected), out = pvm(
+                        {"input_ids": self.fwd},
+                        unit_locations={"base": loc},
+                        output_original_output=True,
+                    )
                 return out.logits, collected
-            return fn, lambda o: {"logits": o[0][:, ::16],
-                                  "resid": torch.stack([c.reshape(b, p, -1) for c in o[1]])}
+
+            return fn, lambda o: {
+                "logits": o[0][:, ::16],
+                "resid": torch.stack([c.reshape(b, p, -1) for c in o[1]]),
+            }
         if w == "b":
+
             def fn():
                 P = self.clean.shape[1]
                 base, src = self.corrupt.expand(P, -1), self.clean.expand(P, -1)
@@ -636,28 +764,48 @@ class PyveneLib(_Torch):
                 rows = []
                 with torch.no_grad():
                     for l in range(L):
-                        pvm = pv.IntervenableModel({"layer": l, "component": "block_input",
-                                                    "intervention_type": pv.VanillaIntervention}, model=hf)
-                        _, cf = pvm({"input_ids": base}, [{"input_ids": src}], {"sources->base": (loc, loc)})
+                        pvm = pv.IntervenableModel(
+                            {
+                                "layer": l,
+                                "component": "block_input",
+                                "intervention_type": pv.VanillaIntervention,
+                            },
+                            model=hf,
+                        )
+                        _, cf = pvm(
+                            {"input_ids": base}, [{"input_ids": src}], {"sources->base": (loc, loc)}
+                        )
                         lg = cf.logits[:, -1]
                         rows.append(lg[:, self.answer] - lg[:, self.wrong])
                 return torch.stack(rows)
+
             return fn, lambda g: {"grid": g}
         if w in ("c", "d"):
             raise Cannot("no gradients with respect to activations in pyvene's API")
         if w == "e":
             raise Cannot("n/a: without an intervention pyvene generates with HF generate")
         if w == "f":
-            pvm = pv.IntervenableModel({"layer": STEER_LAYER, "component": "block_input",
-                                        "intervention_type": pv.AdditionIntervention}, model=hf)
+            pvm = pv.IntervenableModel(
+                {
+                    "layer": STEER_LAYER,
+                    "component": "block_input",
+                    "intervention_type": pv.AdditionIntervention,
+                },
+                model=hf,
+            )
 
             def fn():
                 with torch.no_grad():
-                    _, out = pvm.generate({"input_ids": self.gen}, unit_locations=None,
-                                          source_representations=self.steer,
-                                          intervene_on_prompt=True, **self.gen_kwargs())
+                    _, out = pvm.generate(
+                        {"input_ids": self.gen},
+                        unit_locations=None,
+                        source_representations=self.steer,
+                        intervene_on_prompt=True,
+                        **self.gen_kwargs(),
+                    )
                 return out
-            return fn, lambda o: {"tokens": o[:, self.gen.shape[1]:]}
+
+            return fn, lambda o: {"tokens": o[:, self.gen.shape[1] :]}
         raise Cannot(f"unknown workload {w}")
 
 
@@ -676,8 +824,9 @@ class PenzaiLib:
         import transformers
         from penzai.models.transformer.variants import llamalike_common
 
-        hf = transformers.AutoModelForCausalLM.from_pretrained(str(work / "hf-smollm2"),
-                                                               dtype=torch.float32).eval()
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            str(work / "hf-smollm2"), dtype=torch.float32
+        ).eval()
         # penzai 0.2.5's `llama_from_huggingface_model` refuses this config under
         # transformers 5 (tie_word_embeddings, rope_parameters); the shared converter
         # it calls works once `rope_theta` is where it looks for it.
@@ -692,6 +841,7 @@ class PenzaiLib:
 
         jax, model = self.jax, self.model
         if w == "a":
+
             @pz.pytree_dataclass
             class Tap(pz.nn.Layer):
                 cell: pz.StateVariable
@@ -702,13 +852,18 @@ class PenzaiLib:
 
             L = len(pz.select(model).at_instances_of(model_parts.TransformerBlock).get_sequence())
             last = pz.StateVariable(None)
-            tapped = pz.select(model).at_instances_of(model_parts.TransformerBlock).pick_nth_selected(
-                L - 1).insert_after(Tap(last))
+            tapped = (
+                pz.select(model)
+                .at_instances_of(model_parts.TransformerBlock)
+                .pick_nth_selected(L - 1)
+                .insert_after(Tap(last))
+            )
             cells = []
 
             def tap(block):
                 cells.append(pz.StateVariable(None))
                 return pz.nn.Sequential([Tap(cells[-1]), block])
+
             tapped = pz.select(tapped).at_instances_of(model_parts.TransformerBlock).apply(tap)
             cells.append(last)
             jitted = jit_wrapper.Jitted(tapped)
@@ -718,6 +873,7 @@ class PenzaiLib:
                 logits = jitted(tokens)
                 resid = [c.value.unwrap("batch", "seq", "embedding") for c in cells]
                 return jax.block_until_ready((logits.unwrap("batch", "seq", "vocabulary"), resid))
+
             return fn, lambda o: {"logits": o[0][:, ::16], "resid": jnp.stack(o[1])}
         if w in ("b", "c", "d"):
             raise Cannot("no patching, attribution or circuit helpers in penzai (user code)")
@@ -734,6 +890,7 @@ class PenzaiLib:
 
                     def __call__(self, x, **side):
                         return x + self.delta
+
                 blocks = pz.select(model).at_instances_of(model_parts.TransformerBlock)
                 base = blocks.pick_nth_selected(STEER_LAYER).insert_before(AddSteer(steer))
             prompt = pz.nx.wrap(jnp.asarray(self.inp["gen_tokens"])).tag("batch", "seq")
@@ -741,11 +898,17 @@ class PenzaiLib:
 
             def fn():
                 lm = sampling_mode.KVCachingTransformerLM.from_uncached(
-                    base, cache_len=n_prompt + GEN_NEW, batch_axes={"batch": GEN_BATCH})
+                    base, cache_len=n_prompt + GEN_NEW, batch_axes={"batch": GEN_BATCH}
+                )
                 out = simple_decoding_loop.temperature_sample_pyloop(
-                    _JittedLM(lm, jit_wrapper.Jitted(lm)), prompt=prompt, rng=jax.random.key(0),
-                    temperature=1e-6, max_sampling_steps=GEN_NEW)
+                    _JittedLM(lm, jit_wrapper.Jitted(lm)),
+                    prompt=prompt,
+                    rng=jax.random.key(0),
+                    temperature=1e-6,
+                    max_sampling_steps=GEN_NEW,
+                )
                 return jax.block_until_ready(out.unwrap("batch", "seq"))
+
             return fn, lambda o: {"tokens": o}
         raise Cannot(f"unknown workload {w}")
 
@@ -764,8 +927,14 @@ class _JittedLM:
         return getattr(self._lm, name)
 
 
-LIB_CLASSES = {"mechjax": MechjaxLib, "hf": HFLib, "transformer_lens": TLLib,
-               "nnsight": NNsightLib, "pyvene": PyveneLib, "penzai": PenzaiLib}
+LIB_CLASSES = {
+    "mechjax": MechjaxLib,
+    "hf": HFLib,
+    "transformer_lens": TLLib,
+    "nnsight": NNsightLib,
+    "pyvene": PyveneLib,
+    "penzai": PenzaiLib,
+}
 
 
 # ------------------------------------------------------------------------ worker
@@ -841,20 +1010,42 @@ def run_worker(spec: str, work: Path, repeats: int, budget: float) -> dict:
         import torch
 
         extra["torch_threads"] = torch.get_num_threads()
-    return {"status": "ok", "repeats": len(times), "times": times, "median_s": float(np.median(times)), "first_s": first,
-            "load_s": load_s, "rss_base_mb": base / 2**20, "rss_peak_mb": sampler.peak / 2**20,
-            "rss_delta_mb": (sampler.peak - base) / 2**20, **extra}
+    return {
+        "status": "ok",
+        "repeats": len(times),
+        "times": times,
+        "median_s": float(np.median(times)),
+        "first_s": first,
+        "load_s": load_s,
+        "rss_base_mb": base / 2**20,
+        "rss_peak_mb": sampler.peak / 2**20,
+        "rss_delta_mb": (sampler.peak - base) / 2**20,
+        **extra,
+    }
 
 
 # ------------------------------------------------------------------------ orchestrator
 
 
 def _sub(args_list, work: Path, timeout: float) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONWARNINGS": "ignore",
+    }
     res = work / f"res_{os.getpid()}_{time.monotonic_ns()}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args_list, "--work-dir", str(work),
-           "--result", str(res)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        *args_list,
+        "--work-dir",
+        str(work),
+        "--result",
+        str(res),
+    ]
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -879,8 +1070,11 @@ def compare(work: Path, w: str, lib: str) -> dict:
         r, g = ref["tokens"], got["tokens"].astype(ref["tokens"].dtype)
         if r.shape != g.shape:
             return {"max_diff": None, "diff_note": f"shape {g.shape} vs {r.shape}"}
-        return {"max_diff": float((r != g).mean()), "diff_kind": "tokens differing",
-                "rows_identical": int((r == g).all(1).sum())}
+        return {
+            "max_diff": float((r != g).mean()),
+            "diff_kind": "tokens differing",
+            "rows_identical": int((r == g).all(1).sum()),
+        }
     worst, rel = 0.0, 0.0
     for k in ref.files:
         if k not in got.files or got[k].shape != ref[k].shape:
@@ -892,8 +1086,11 @@ def compare(work: Path, w: str, lib: str) -> dict:
 
 
 def machine_info() -> dict:
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cores": os.cpu_count()}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -907,8 +1104,17 @@ def machine_info() -> dict:
     from importlib import metadata
 
     versions = {}
-    for pkg in ("jax", "jaxlib", "torch", "transformers", "transformer-lens", "nnsight", "pyvene",
-                "penzai", "mechjax"):
+    for pkg in (
+        "jax",
+        "jaxlib",
+        "torch",
+        "transformers",
+        "transformer-lens",
+        "nnsight",
+        "pyvene",
+        "penzai",
+        "mechjax",
+    ):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -931,26 +1137,36 @@ def _fmt_diff(r):
 
 
 def table(results: dict, peak: dict) -> str:
-    rows = ["| workload | library | median s | ratio (lib / mechjax) | peak MB (+over loaded) "
-            "| max diff vs mechjax | notes |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| workload | library | median s | ratio (lib / mechjax) | peak MB (+over loaded) "
+        "| max diff vs mechjax | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for w, libs in results.items():
         mj_t = libs.get("mechjax", {}).get("median_s")
         for lib, r in libs.items():
             name = LIB_NAMES[lib]
             if r["status"] != "ok":
                 label = "cannot" if r["status"] == "cannot" else "error"
-                rows.append(f"| ({w}) {WORKLOADS[w]} | {name} | {label} | - | - | - | {r.get('reason', '')} |")
+                rows.append(
+                    f"| ({w}) {WORKLOADS[w]} | {name} | {label} | - | - | - "
+                    f"| {r.get('reason', '')} |"
+                )
                 continue
             ratio = "1" if lib == "mechjax" else (f"{r['median_s'] / mj_t:.2f}x" if mj_t else "-")
             notes = []
             if lib == "mechjax":
                 notes.append(f"compile {r['compile_s']:.1f} s")
                 if r.get("flop_frac") is not None:
-                    notes.append(f"{r['gflops']:.1f} GFLOP/s = {r['flop_frac']:.0%} of jax matmul peak")
+                    notes.append(
+                        f"{r['gflops']:.1f} GFLOP/s = {r['flop_frac']:.0%} of jax matmul peak"
+                    )
             mem = f"{r['rss_peak_mb']:.0f} (+{r['rss_delta_mb']:.0f})"
             diff = "-" if lib == "mechjax" else _fmt_diff(r)
-            rows.append(f"| ({w}) {WORKLOADS[w]} | {name} | {_fmt_s(r['median_s'])} | {ratio} | {mem} "
-                        f"| {diff} | {'; '.join(notes)} |")
+            rows.append(
+                f"| ({w}) {WORKLOADS[w]} | {name} | {_fmt_s(r['median_s'])} | {ratio} | {mem} "
+                f"| {diff} | {'; '.join(notes)} |"
+            )
     return "\n".join(rows)
 
 
@@ -963,6 +1179,8 @@ def plot(results: dict, path: Path, title: str):
 
     ws = list(results)
     libs = [lib for lib in LIBS if any(lib in results[w] for w in ws)]
+    times = [r["median_s"] for w in ws for r in results[w].values() if r["status"] == "ok"]
+    lo, hi = min(times) / 4, max(times) * 4
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.9 * len(ws)))
     height = 0.8 / max(len(libs), 1)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -973,14 +1191,27 @@ def plot(results: dict, path: Path, title: str):
             if r is None:
                 continue
             if r["status"] == "ok":
-                ax.barh(y, r["median_s"], height, color=colors[i % len(colors)],
-                        label=LIB_NAMES[lib] if j == next(k for k, x in enumerate(ws) if lib in results[x]) else None)
+                ax.barh(
+                    y,
+                    r["median_s"],
+                    height,
+                    color=colors[i % len(colors)],
+                    label=LIB_NAMES[lib]
+                    if j == next(k for k, x in enumerate(ws) if lib in results[x])
+                    else None,
+                )
                 ax.text(r["median_s"] * 1.05, y, _fmt_s(r["median_s"]), va="center", fontsize=7)
             else:
-                ax.text(1e-3 * 1.2, y, f"{LIB_NAMES[lib]}: {r['status']}", va="center", fontsize=7,
-                        color="grey")
+                ax.text(
+                    lo * 1.1,
+                    y,
+                    f"{LIB_NAMES[lib]}: {r['status']}",
+                    va="center",
+                    fontsize=7,
+                    color="grey",
+                )
     ax.set_xscale("log")
-    ax.set_xlim(left=1e-3)
+    ax.set_xlim(lo, hi)
     ax.set_yticks(np.arange(len(ws)), [f"({w}) {WORKLOADS[w]}" for w in ws], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("median wall time, s (log scale; shorter is faster)")
@@ -989,7 +1220,7 @@ def plot(results: dict, path: Path, title: str):
     seen = {}
     for h, lbl in zip(handles, labels):
         seen.setdefault(lbl, h)
-    ax.legend(seen.values(), seen.keys(), fontsize=7, loc="lower right")
+    ax.legend(seen.values(), seen.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
@@ -997,21 +1228,41 @@ def plot(results: dict, path: Path, title: str):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
     ap.add_argument("--only", default=",".join(WORKLOADS), help="workloads, e.g. a,b (default all)")
     ap.add_argument("--libs", default=",".join(LIBS), help=f"libraries (default {','.join(LIBS)})")
-    ap.add_argument("--quick", action="store_true", help="1 timed repeat instead of 5, smaller matmul peak")
+    ap.add_argument(
+        "--quick", action="store_true", help="1 timed repeat instead of 5, smaller matmul peak"
+    )
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats after the warm-up")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
-    ap.add_argument("--plot", type=Path, default=None, help="write the bar chart here (e.g. docs/bench.png)")
-    ap.add_argument("--budget", type=float, default=300,
-                    help="seconds of timed runs per (workload, library): slow peers get fewer "
-                         "repeats (at least 1)")
+    ap.add_argument(
+        "--plot", type=Path, default=None, help="write the bar chart here (e.g. docs/bench.png)"
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=300,
+        help="seconds of timed runs per (workload, library): slow peers get fewer "
+        "repeats (at least 1)",
+    )
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per (workload, library)")
-    ap.add_argument("--work-dir", type=Path, default=ROOT / "out" / "bench",
-                    help="inputs, the HF weight copy and outputs (default out/bench)")
+    ap.add_argument(
+        "--work-dir",
+        type=Path,
+        default=ROOT / "out" / "bench",
+        help="inputs, the HF weight copy and outputs (default out/bench)",
+    )
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="print the table (and --plot) of a saved --json run; runs nothing",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1029,17 +1280,38 @@ def main(argv=None) -> int:
         args.result.write_text(json.dumps(out))
         return 0
 
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        results = {w: v["libraries"] for w, v in saved["workloads"].items()}
+        print(table(results, saved["matmul_peak"]))
+        if args.plot:
+            m = saved["machine"]
+            plot(
+                results,
+                args.plot,
+                f"SmolLM2-135M on {m.get('cpu', 'CPU')} ({m['cores']} cores)"
+                + (", --quick" if saved.get("quick") else ""),
+            )
+            print(f"wrote {args.plot}")
+        return 0
+
     only = [w.strip() for w in args.only.split(",") if w.strip()]
     libs = [x.strip() for x in args.libs.split(",") if x.strip()]
     bad = [w for w in only if w not in WORKLOADS] + [x for x in libs if x not in LIBS]
     if bad:
-        ap.error(f"unknown workload or library: {bad}; workloads {list(WORKLOADS)}, libraries {list(LIBS)}")
+        ap.error(
+            f"unknown workload or library: {bad}; "
+            f"workloads {list(WORKLOADS)}, libraries {list(LIBS)}"
+        )
     if "mechjax" not in libs:
         libs.insert(0, "mechjax")
 
     info = machine_info()
-    print(f"machine: {info.get('cpu', '?')}, {info['cores']} cores, {info.get('memory_gb', '?')} GB; "
-          f"load average {info.get('load_avg', ('?',))[0]}", flush=True)
+    print(
+        f"machine: {info.get('cpu', '?')}, {info['cores']} cores, {info.get('memory_gb', '?')} GB; "
+        f"load average {info.get('load_avg', ('?',))[0]}",
+        flush=True,
+    )
     prep = _sub(["--worker", "prepare"], work, args.timeout)
     if "config" not in prep:
         print(f"prepare failed: {prep}", file=sys.stderr)
@@ -1047,8 +1319,11 @@ def main(argv=None) -> int:
     cfg = SimpleNamespace(**prep["config"])
     peak = _sub(["--worker", "peak"] + (["--quick"] if args.quick else []), work, args.timeout)
     jax_peak = peak.get("peak", {}).get("jax")
-    print("float32 matmul peak, GFLOP/s: " + ", ".join(
-        f"{k} {v:.1f}" for k, v in peak.get("peak", {}).items()), flush=True)
+    print(
+        "float32 matmul peak, GFLOP/s: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in peak.get("peak", {}).items()),
+        flush=True,
+    )
 
     import importlib.util
 
@@ -1058,13 +1333,28 @@ def main(argv=None) -> int:
         for lib in libs:
             mod = PEER_MODULES.get(lib)
             if mod and importlib.util.find_spec(mod) is None:
-                r = {"status": "cannot", "reason": f"{mod} not installed (run scripts/bench_setup.sh)"}
+                r = {
+                    "status": "cannot",
+                    "reason": f"{mod} not installed (run scripts/bench_setup.sh)",
+                }
             else:
-                r = _sub(["--worker", f"{w}:{lib}", "--repeats", str(repeats), "--budget",
-                          str(args.budget)], work, args.timeout)
+                r = _sub(
+                    [
+                        "--worker",
+                        f"{w}:{lib}",
+                        "--repeats",
+                        str(repeats),
+                        "--budget",
+                        str(args.budget),
+                    ],
+                    work,
+                    args.timeout,
+                )
             if r["status"] == "ok" and lib == "mechjax":
                 r["compile_s"] = max(r["first_s"] - r["median_s"], 0.0)
-                r["flops"] = workload_flops(cfg, w, n_pos=prep["n_pos"], gen_prompt=prep["gen_prompt"])
+                r["flops"] = workload_flops(
+                    cfg, w, n_pos=prep["n_pos"], gen_prompt=prep["gen_prompt"]
+                )
                 r["gflops"] = r["flops"] / r["median_s"] / 1e9
                 r["flop_frac"] = r["gflops"] / jax_peak if jax_peak else None
             if r["status"] == "ok" and lib != "mechjax":
@@ -1073,8 +1363,12 @@ def main(argv=None) -> int:
                 if mj_t:
                     r["ratio"] = r["median_s"] / mj_t
             results[w][lib] = r
-            msg = (f"{r['median_s']:.3f} s median, first {r['first_s']:.2f} s, peak {r['rss_peak_mb']:.0f} MB"
-                   if r["status"] == "ok" else f"{r['status']}: {r.get('reason', '')}")
+            msg = (
+                f"{r['median_s']:.3f} s median, first {r['first_s']:.2f} s, "
+                f"peak {r['rss_peak_mb']:.0f} MB"
+                if r["status"] == "ok"
+                else f"{r['status']}: {r.get('reason', '')}"
+            )
             print(f"  ({w}) {LIB_NAMES[lib]:16s} {msg}", flush=True)
 
     print()
@@ -1082,16 +1376,34 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "machine": info, "load_avg_after": load_after, "matmul_peak": peak, "repeats": repeats,
-            "quick": args.quick, "model": MODEL, "inputs": {"ioi_positions": prep["n_pos"],
-                                                            "gen_prompt_tokens": prep["gen_prompt"]},
-            "workloads": {w: {"title": WORKLOADS[w], "libraries": results[w]} for w in results},
-        }, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "load_avg_after": load_after,
+                    "matmul_peak": peak,
+                    "repeats": repeats,
+                    "quick": args.quick,
+                    "model": MODEL,
+                    "inputs": {
+                        "ioi_positions": prep["n_pos"],
+                        "gen_prompt_tokens": prep["gen_prompt"],
+                    },
+                    "workloads": {
+                        w: {"title": WORKLOADS[w], "libraries": results[w]} for w in results
+                    },
+                },
+                indent=1,
+            )
+        )
         print(f"\nwrote {args.json}")
     if args.plot:
-        plot(results, args.plot, f"SmolLM2-135M on {info.get('cpu', 'CPU')} ({info['cores']} cores)"
-             + (", --quick" if args.quick else ""))
+        plot(
+            results,
+            args.plot,
+            f"SmolLM2-135M on {info.get('cpu', 'CPU')} ({info['cores']} cores)"
+            + (", --quick" if args.quick else ""),
+        )
         print(f"wrote {args.plot}")
     return 0
 

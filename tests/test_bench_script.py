@@ -17,20 +17,30 @@ def _bench():
 
 
 def test_help():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     for flag in ("--json", "--quick", "--only", "--libs", "--plot"):
         assert flag in out.stdout
 
 
-TINY = SimpleNamespace(d_model=4, n_layers=2, n_heads=2, n_kv_heads=1, d_head=2, d_mlp=8,
-                       d_vocab=10, model_type="llama")
+TINY = SimpleNamespace(
+    d_model=4,
+    n_layers=2,
+    n_heads=2,
+    n_kv_heads=1,
+    d_head=2,
+    d_mlp=8,
+    d_vocab=10,
+    model_type="llama",
+)
 
 
 def test_flops_tiny_llama_by_hand():
     bench = _bench()
-    # one block's matmul weights: W_Q 4x(2*2) + W_K, W_V 4x(1*2) + W_O (2*2)x4 + gate/up/down 3 x 4x8
+    # one block's matmul weights: W_Q 4x(2*2) + W_K, W_V 4x(1*2) + W_O (2*2)x4
+    # + gate/up/down 3 x 4x8
     per_block = 16 + 8 + 8 + 16 + 96
     assert bench.block_matmul_params(TINY) == per_block == 144
     # batch 1, 3 tokens: 2 * 144 * 3 matmul FLOPs per block; QK^T and AV: 2 * 2 * 1 * 2 heads *
@@ -42,7 +52,10 @@ def test_flops_tiny_llama_by_hand():
     # backward to the activations: same matmuls, attention twice
     assert bench.forward_flops(TINY, 1, 3, backward=True) == 2 * (864 + 288) + 240
     # one decode token attending over 5 cached tokens, batch 2
-    assert bench.forward_flops(TINY, 2, 1, kv_len=5) == 2 * (2 * 144 * 2 + 4 * 2 * 2 * 2 * 5) + 2 * 4 * 10 * 2
+    assert (
+        bench.forward_flops(TINY, 2, 1, kv_len=5)
+        == 2 * (2 * 144 * 2 + 4 * 2 * 2 * 2 * 5) + 2 * 4 * 10 * 2
+    )
 
 
 def test_flops_ungated_mlp_and_workloads():
