@@ -100,11 +100,31 @@ def atp(
     return dict(zip(names, out))
 
 
+# Up to this many tokens per run, the source run and the differentiated base run go
+# through the model as one batch (see `_atp`).
+JOINT_RUN_TOKENS = 256
+
+
 @functools.partial(jax.jit, static_argnames=("static", "names", "grad_drop"))
 def _atp(model, base, source, mask, arrays, *, static, names, grad_drop):
+    """One forward of the source run (activations), one forward + backward of the base run.
+
+    For small inputs the two forwards are one batch [source; base]: on CPU a forward over
+    a few dozen tokens is bound by reading the weights, so two runs in one pass cost about
+    one. Source rows never reach the metric (it reads the base rows), so their gradients
+    are zero and the base rows' gradients are those of the separate runs.
+    """
     metric = join_static(arrays, static)
-    src = run(model, source, capture=names, attention_mask=mask).cache
     n = model.config.n_layers
+    b = base.shape[0]
+    joint = base.shape[0] * base.shape[1] <= JOINT_RUN_TOKENS
+    if joint:
+        tokens = jnp.concatenate([source, base])
+        run_mask = None if mask is None else jnp.concatenate([mask, mask])
+        rows = slice(b, None)
+    else:
+        src = run(model, source, capture=names, attention_mask=mask).cache
+        tokens, run_mask, rows = base, mask, slice(None)
 
     def f(deltas, gates):
         hooks = {k: Add(d) for k, d in zip(names, deltas)}
@@ -113,15 +133,17 @@ def _atp(model, base, source, mask, arrays, *, static, names, grad_drop):
                 name = sites_mod.act_name(kind, l)
                 gate, prev = Apply(gates[l], _gate), hooks.get(name)
                 hooks[name] = (gate,) if prev is None else (prev, gate)
-        out = run(model, base, hooks, capture=names, attention_mask=mask)
-        return metric(out.logits), out.cache
+        out = run(model, tokens, hooks, capture=names, attention_mask=run_mask)
+        return metric(out.logits[rows]), out.cache
 
-    shapes = jax.eval_shape(lambda: run(model, base, capture=names, attention_mask=mask).cache)
+    shapes = jax.eval_shape(lambda: run(model, tokens, capture=names, attention_mask=run_mask).cache)
     zeros = [jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in names]
 
     def scores(gates):
         grads, cache = jax.grad(f, has_aux=True)(zeros, gates)
-        return [_reduce(k, (src[k] - cache[k]) * g) for k, g in zip(names, grads)]
+        source_acts = {k: cache[k][:b] for k in names} if joint else src
+        return [_reduce(k, (source_acts[k] - cache[k][rows]) * g[rows])
+                for k, g in zip(names, grads)]
 
     if not grad_drop:
         return scores(jnp.ones(n))

@@ -1,8 +1,11 @@
 """The key/value cache of incremental decoding, shared by every family with attention.
 
 A `KVCache` holds, for each layer, the keys (after RoPE, as the attention reads them) and
-values of every token seen so far, in fixed-size slot arrays `[batch, max_len, n_kv_heads,
-d_head]`, plus the position id and validity of each slot. Slots are written left to right:
+values of every token seen so far, in fixed-size slot arrays, plus the position id and
+validity of each slot. Keys are stored `[batch, n_kv_heads, d_head, max_len]` and values
+`[batch, n_kv_heads, max_len, d_head]`: the layouts the attention matmuls read, so no
+step copies a transposed cache (`write` hands them back as `[batch, max_len, n_kv_heads,
+d_head]`, which XLA folds into the matmul for free). Slots are written left to right:
 a call that adds `n` tokens writes slots `[index, index + n)`. Because the buffers never
 change shape, one compiled decode step serves every step of a generation loop.
 
@@ -35,7 +38,8 @@ class KVCache:
     """Keys and values of the tokens seen so far, for every layer.
 
     Attributes:
-      k, v: per layer `[batch, max_len, n_kv_heads, d_head]` (keys after RoPE).
+      k: per layer `[batch, n_kv_heads, d_head, max_len]` (keys after RoPE).
+      v: per layer `[batch, n_kv_heads, max_len, d_head]`.
       positions: `[batch, max_len]` int32 position id of each filled slot.
       valid: `[batch, max_len]` bool, True for a slot holding a real (non-padding) token.
       index: int32 scalar, the number of slots filled (the next slot to write).
@@ -62,11 +66,11 @@ def init(cfg: Any, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
     """An empty cache for `cfg` (needs `n_layers`, `n_kv_heads`, `d_head`)."""
     if batch < 1 or max_len < 1:
         raise InputError(f"a KV cache needs batch >= 1 and max_len >= 1, got {batch}, {max_len}")
-    shape = (batch, max_len, cfg.n_kv_heads, cfg.d_head)
-    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
+    k_shape = (batch, cfg.n_kv_heads, cfg.d_head, max_len)
+    v_shape = (batch, cfg.n_kv_heads, max_len, cfg.d_head)
     return KVCache(
-        k=zeros,
-        v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers)),
+        k=tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.n_layers)),
+        v=tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.n_layers)),
         positions=jnp.zeros((batch, max_len), jnp.int32),
         valid=jnp.zeros((batch, max_len), bool),
         index=jnp.zeros((), jnp.int32),
@@ -107,12 +111,19 @@ def begin(cache: KVCache, attention_mask: Array | None, n_new: int) -> tuple[Arr
 
 
 def write(cache: KVCache, layer: int, k: Array, v: Array, start: Array) -> tuple[Array, Array, KVCache]:
-    """Write layer `layer`'s new keys/values at slot `start`; return all keys, values, cache."""
-    k_all = jax.lax.dynamic_update_slice(cache.k[layer], k.astype(cache.k[layer].dtype), (0, start, 0, 0))
-    v_all = jax.lax.dynamic_update_slice(cache.v[layer], v.astype(cache.v[layer].dtype), (0, start, 0, 0))
+    """Write layer `layer`'s new keys/values at slot `start`; return all keys, values, cache.
+
+    k, v: `[batch, n_new, n_kv_heads, d_head]`; the returned keys and values are
+    `[batch, max_len, n_kv_heads, d_head]` (views of the stored layouts).
+    """
+    k_new = k.astype(cache.k[layer].dtype).transpose(0, 2, 3, 1)  # [b, kv, d, n]
+    v_new = v.astype(cache.v[layer].dtype).transpose(0, 2, 1, 3)  # [b, kv, n, d]
+    k_st = jax.lax.dynamic_update_slice(cache.k[layer], k_new, (0, 0, 0, start))
+    v_st = jax.lax.dynamic_update_slice(cache.v[layer], v_new, (0, 0, start, 0))
     ks, vs = list(cache.k), list(cache.v)
-    ks[layer], vs[layer] = k_all, v_all
-    return k_all, v_all, cache.replace(k=tuple(ks), v=tuple(vs))
+    ks[layer], vs[layer] = k_st, v_st
+    return (k_st.transpose(0, 3, 1, 2), v_st.transpose(0, 2, 1, 3),
+            cache.replace(k=tuple(ks), v=tuple(vs)))
 
 
 def nbytes(cache: KVCache) -> int:

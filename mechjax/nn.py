@@ -127,15 +127,68 @@ def attend(
     return hook(f"{prefix}.hook_z", z.reshape(b, qp, h, dh))
 
 
+# Token counts up to this use the per-head batched projection (see `head_proj`).
+SMALL_PROJ_TOKENS = 64
+
+
+def head_proj(x: Array, W: Array, b: Array | None = None) -> Array:
+    """Per-head projection: x [batch, pos, (heads,) d_model] @ W [heads, d_model, d_head].
+
+    Returns [batch, pos, heads, d_head] (+ b [heads, d_head]). Same numbers either way;
+    the formulation is a speed choice. `W` keeps TransformerLens's [heads, d_model,
+    d_head] layout, which a plain matmul cannot read without first copying it to
+    [d_model, heads * d_head], and on CPU that copy costs more than the matmul itself
+    when few tokens are projected (decoding, a single IOI pair). For up to
+    `SMALL_PROJ_TOKENS` tokens the heads are a batch axis of the matmul instead, so each
+    head reads its own contiguous [d_model, d_head] slice and no weight is copied; for
+    more tokens the copy is amortised and one wide matmul wins.
+    """
+    if x.ndim == 4:  # split inputs: each head has its own input already
+        y = jnp.einsum("bphm,hmd->bphd", x, W)
+    elif x.shape[0] * x.shape[1] <= SMALL_PROJ_TOKENS:
+        bsz, pos, d = x.shape
+        xb = jnp.broadcast_to(x.reshape(1, bsz * pos, d), (W.shape[0], bsz * pos, d))
+        y = jax.lax.dot_general(xb, W, (((2,), (1,)), ((0,), (0,))))  # [heads, tokens, d_head]
+        y = y.reshape(W.shape[0], bsz, pos, W.shape[2]).transpose(1, 2, 0, 3)
+    else:
+        y = jnp.einsum("bpm,hmd->bphd", x, W)
+    return y if b is None else y + b
+
+
 def attn_output(z: Array, W_O: Array, b_O: Array | None, hook: Hook, prefix: str) -> Array:
-    """Per-head result (only if asked) and the summed attention output."""
+    """Per-head result (only if asked) and the summed attention output.
+
+    The sum over heads is one matmul of z [batch, pos, heads * d_head] with W_O viewed
+    as [heads * d_head, d_model] (a free reshape of its layout); the einsum form let XLA
+    contract (d_head, heads) in the other order and copy W_O on every call.
+    """
     result_site = f"{prefix}.hook_result"
     if hook.wants(result_site):
         result = hook(result_site, jnp.einsum("bphd,hdm->bphm", z, W_O))
         out = result.sum(axis=2)
     else:
-        out = jnp.einsum("bphd,hdm->bpm", z, W_O)
+        bsz, pos, h, dh = z.shape
+        out = jax.lax.dot_general(z.reshape(bsz, pos, h * dh), W_O.reshape(h * dh, -1),
+                                  (((2,), (0,)), ((), ())))
     return out if b_O is None else out + b_O
+
+
+def unembed(x: Array, p: dict) -> Array:
+    """Logits x [..., d_model] @ W_U (+ b_U) for `p` = params["unembed"].
+
+    If `p` also holds `W_U_T` (W_U transposed, [d_vocab, d_model], added by the generation
+    loop once per call and never stored in a model), the logits are computed as
+    W_U_T @ x^T: for a handful of rows (decoding) that matmul reads the large matrix
+    row by row and runs about 3x faster on CPU than x @ W_U. The barrier keeps XLA from
+    folding the final transpose into the matmul's output layout, which undoes the gain.
+    """
+    if "W_U_T" in p:
+        lead = x.shape[:-1]
+        y = jax.lax.optimization_barrier(p["W_U_T"] @ x.reshape(-1, x.shape[-1]).T)
+        logits = y.T.reshape(lead + (y.shape[0],))
+    else:
+        logits = x @ p["W_U"]
+    return logits + p["b_U"] if "b_U" in p else logits
 
 
 def positions_from_mask(attention_mask: Array | None, shape) -> Array:

@@ -124,8 +124,7 @@ def site_names(cfg: Config) -> list[str]:
 
 
 def _proj(x, W, b):
-    eq = "bphm,hmd->bphd" if x.ndim == 4 else "bpm,hmd->bphd"
-    return jnp.einsum(eq, x, W) + b
+    return nn.head_proj(x, W, b)
 
 
 def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, mask: Array):

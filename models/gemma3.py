@@ -193,9 +193,7 @@ def _norm(x: Array, w: Array, cfg: Config, hook: Hook, prefix: str) -> Array:
 
 
 def _proj(x, W):
-    """x [batch, pos, (heads,) d_model] @ W [heads, d_model, d_head]."""
-    eq = "bphm,hmd->bphd" if x.ndim == 4 else "bpm,hmd->bphd"
-    return jnp.einsum(eq, x, W)
+    return nn.head_proj(x, W)
 
 
 def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positions, mask,
@@ -303,7 +301,7 @@ def _transformer(params, tokens, cfg, hook, positions, masks, cache=None, start=
     x = _norm(resid, params["ln_final"]["w"], cfg, hook, "ln_final")
     if last_only:
         x = x[:, -1:]
-    logits = x @ params["unembed"]["W_U"]
+    logits = nn.unembed(x, params["unembed"])
     if cfg.final_softcap is not None:
         logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
     return logits, cache

@@ -125,9 +125,7 @@ def site_names(cfg: Config) -> list[str]:
 
 
 def _proj(x, W, b):
-    """x [batch, pos, (heads,) d_model] @ W [heads, d_model, d_head] + b [heads, d_head]."""
-    eq = "bphm,hmd->bphd" if x.ndim == 4 else "bpm,hmd->bphd"
-    return jnp.einsum(eq, x, W) + b
+    return nn.head_proj(x, W, b)
 
 
 def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, mask: Array,
@@ -227,9 +225,7 @@ def _transformer(params, tokens, cfg, hook, positions, mask, cache=None, start=N
     x = nn.layer_norm(resid, ln["w"], ln["b"], cfg.eps, hook, "ln_final")
     if last_only:
         x = x[:, -1:]
-    logits = x @ params["unembed"]["W_U"]
-    if "b_U" in params["unembed"]:
-        logits = logits + params["unembed"]["b_U"]
+    logits = nn.unembed(x, params["unembed"])
     return logits, cache
 
 

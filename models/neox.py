@@ -145,10 +145,7 @@ def site_names(cfg: Config) -> list[str]:
 
 
 def _proj(x, W, b):
-    """x [batch, pos, (heads,) d_model] @ W [heads, d_model, d_head] (+ b [heads, d_head])."""
-    eq = "bphm,hmd->bphd" if x.ndim == 4 else "bpm,hmd->bphd"
-    y = jnp.einsum(eq, x, W)
-    return y if b is None else y + b
+    return nn.head_proj(x, W, b)
 
 
 def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positions, mask,
@@ -206,9 +203,7 @@ def _transformer(params, tokens, cfg, hook, positions, mask, cache=None, start=N
     x = nn.layer_norm(resid, ln["w"], ln["b"], cfg.eps, hook, "ln_final")
     if last_only:
         x = x[:, -1:]
-    logits = x @ params["unembed"]["W_U"]
-    if "b_U" in params["unembed"]:
-        logits = logits + params["unembed"]["b_U"]
+    logits = nn.unembed(x, params["unembed"])
     return logits, cache
 
 

@@ -171,9 +171,9 @@ def _norm(p: Params, x: Array, cfg: ToyConfig, hook: Hook, prefix: str) -> Array
 
 def _attention(a: Params, x: Array, mask: Array, cfg: ToyConfig, hook: Hook, l: int) -> Array:
     prefix = f"blocks.{l}.attn"
-    q = hook(f"{prefix}.hook_q", jnp.einsum("bpm,hmd->bphd", x, a["W_Q"]) + a["b_Q"])
-    k = hook(f"{prefix}.hook_k", jnp.einsum("bpm,hmd->bphd", x, a["W_K"]) + a["b_K"])
-    v = hook(f"{prefix}.hook_v", jnp.einsum("bpm,hmd->bphd", x, a["W_V"]) + a["b_V"])
+    q = hook(f"{prefix}.hook_q", nn.head_proj(x, a["W_Q"], a["b_Q"]))
+    k = hook(f"{prefix}.hook_k", nn.head_proj(x, a["W_K"], a["b_K"]))
+    v = hook(f"{prefix}.hook_v", nn.head_proj(x, a["W_V"], a["b_V"]))
     z = nn.attend(q, k, v, mask, hook, prefix, scale=cfg.d_head**-0.5)
     return nn.attn_output(z, a["W_O"], a["b_O"], hook, prefix)
 

@@ -11,6 +11,7 @@ import pytest
 import mechjax as mj
 from conftest import max_diff
 from mechjax import metrics, patching, sites
+from mechjax.errors import InputError
 
 B, P = 3, 6
 
@@ -130,3 +131,31 @@ def test_bad_inputs(tiny_llama, pair):
         patching.patch_sweep(tiny_llama, clean, corrupted, metric, "resid_middle")
     with pytest.raises(mj.InputError, match="mode"):
         patching.patch_sweep(tiny_llama, clean, corrupted, metric, mode="both")
+
+
+def test_strategies_agree_and_bad_strategy(tiny_llama, pair):
+    clean, corrupted, metric = pair
+    layers = [1, 0]  # unsorted on purpose: rows follow the order given
+    wave = patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z", layers=layers,
+                                chunk_size=3)
+    scan = patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z", layers=layers,
+                                strategy="scan")
+    np.testing.assert_allclose(np.asarray(wave.grid), np.asarray(scan.grid), atol=1e-5)
+    ref = loop_grid(tiny_llama, corrupted, clean, metric, "z")
+    np.testing.assert_allclose(np.asarray(wave.grid), ref[[1, 0]], atol=1e-5)
+    with pytest.raises(InputError, match="strategy"):
+        patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z", strategy="fast")
+    with pytest.raises(InputError, match="repeated"):
+        patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z", layers=[1, 1])
+
+
+def test_narrowed_metric_equals_full_logits(tiny_llama, pair):
+    clean, corrupted, _ = pair
+    ids = jnp.arange(clean.shape[0]) + 3
+    for m in (metrics.LogitDiff(ids, ids + 1, positions=-2),
+              metrics.Negate(metrics.AnswerProb(ids)),
+              metrics.KLToClean(mj.run(tiny_llama, clean).logits, positions=1)):
+        out = mj.run(tiny_llama, corrupted, capture=["blocks.1.hook_resid_post"])
+        resid = out.cache["blocks.1.hook_resid_post"]
+        got = patching.metric_of_final(tiny_llama, resid, corrupted, None, m)
+        np.testing.assert_allclose(float(got), float(m(out.logits)), atol=1e-5, rtol=1e-5)
