@@ -34,7 +34,7 @@ from mechjax import sites as sites_mod
 from mechjax.errors import InputError
 from mechjax.interventions import Add, Apply, Patch
 from mechjax.model import Model, run
-from mechjax.patching import _check_pair, join_static, split_static
+from mechjax.patching import _check_pair, join_static, run_metric, split_static
 
 __all__ = ["atp", "atp_qk_fix", "integrated_gradients", "node_names"]
 
@@ -133,8 +133,8 @@ def _atp(model, base, source, mask, arrays, *, static, names, grad_drop):
                 name = sites_mod.act_name(kind, l)
                 gate, prev = Apply(gates[l], _gate), hooks.get(name)
                 hooks[name] = (gate,) if prev is None else (prev, gate)
-        out = run(model, tokens, hooks, capture=names, attention_mask=run_mask)
-        return metric(out.logits[rows]), out.cache
+        return run_metric(model, tokens, hooks, metric, capture=names, attention_mask=run_mask,
+                          rows=rows)
 
     shapes = jax.eval_shape(lambda: run(model, tokens, capture=names, attention_mask=run_mask).cache)
     zeros = [jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in names]

@@ -48,7 +48,7 @@ from mechjax import sites as sites_mod
 from mechjax.errors import InputError
 from mechjax.interventions import Add, Apply
 from mechjax.model import Model, run
-from mechjax.patching import _check_pair, join_static, split_static
+from mechjax.patching import _check_pair, join_static, run_metric, split_static
 
 __all__ = ["Graph", "MIB_FRACTIONS", "eap", "eap_ig", "evaluate_graph", "exact_edge_scores",
            "faithfulness", "graph_of", "ungroup_gqa"]
@@ -195,7 +195,7 @@ def _eap_ig(model, clean, corrupted, mask, alphas, groups, arrays, *, static, ch
                 value = alpha * c[name] + (1 - alpha) * k[name]
                 gate = Apply((value, (group == i).astype(value.dtype)), _gated)
                 hooks[name] = (gate, hooks[name]) if name in hooks else gate
-            return metric(run(model, clean, hooks, attention_mask=mask).logits)
+            return run_metric(model, clean, hooks, metric, attention_mask=mask)[0]
         return _stack_nodes(dict(zip(ins, jax.grad(f)(zeros))), ins)
 
     total = jax.lax.map(lambda e: grads(*e), (alphas, groups), batch_size=chunk).mean(0)

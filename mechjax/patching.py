@@ -48,7 +48,7 @@ from mechjax.interventions import Patch, _as_index
 from mechjax.model import Model, run
 
 __all__ = ["PatchResult", "metric_of_final", "patch_sweep", "path_patch", "run_from_layer",
-           "split_static"]
+           "run_metric", "split_static"]
 
 
 
@@ -173,6 +173,28 @@ def metric_of_final(model: Model, resid, tokens, attention_mask, metric):
     tokens = jnp.take_along_axis(tokens, rows, axis=1)
     mask = None if attention_mask is None else jnp.take_along_axis(attention_mask, rows, axis=1)
     return one(_unembed(model, resid, tokens, mask))
+
+
+def run_metric(model: Model, tokens, hooks, metric, *, capture=(), attention_mask=None,
+               rows=slice(None)):
+    """(metric of the logits of `tokens[rows]`, cache of `capture`) for a hooked run.
+
+    Like `metric(run(...).logits[rows])`, but the unembedding is only done where the
+    metric reads (`metric_of_final`): XLA does not drop the unused logits of a full
+    [batch, pos, d_vocab] matmul by itself.
+    """
+    final = sites_mod.act_name("resid_post", model.config.n_layers - 1)
+    sites = model.sites
+    after = set(sites[sites.index(final) + 1:]) if final in sites else set()
+    if final not in sites or after & (set(hooks or ()) | set(capture)):
+        # no final residual site, or hooks/captures on the final norm: full logits
+        out = run(model, tokens, hooks, capture=capture, attention_mask=attention_mask)
+        return metric(out.logits[rows]), out.cache
+    out = run(model, tokens, hooks, capture=tuple(dict.fromkeys((*capture, final))),
+              attention_mask=attention_mask)
+    mask = None if attention_mask is None else attention_mask[rows]
+    value = metric_of_final(model, out.cache[final][rows], tokens[rows], mask, metric)
+    return value, {k: out.cache[k] for k in capture}
 
 
 def _stack_blocks(model: Model):
