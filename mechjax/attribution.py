@@ -161,11 +161,18 @@ def atp_qk_fix(model: Model, clean, corrupted, metric: Callable, *, mode: str = 
     Returns {"blocks.{l}.attn.hook_q": [pos, n_heads], "blocks.{l}.attn.hook_k":
     [pos, n_kv_heads]}: the estimated effect of patching one head's query (key) at one
     position, through the attention pattern only; the pattern's effect on the metric is
-    still linearised (gradient at the pattern), the softmax is not.
+    still linearised (gradient at the pattern), the softmax is not. The queries and keys
+    patched are the ones the scores read: after RoPE (`hook_rot_q/k`) in rotary
+    families, `hook_q/k` otherwise (GPT-2). Attention-logit soft-capping is not
+    supported (its scores are not a plain scaled product).
     """
     clean, corrupted = _check_pair(clean, corrupted)
     if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
         raise InputError("atp_qk_fix does not support scale_attn_by_inverse_layer_idx")
+    if getattr(model.config, "attn_softcap", None) is not None:
+        raise InputError("atp_qk_fix does not support attention-logit soft-capping")
+    if sites_mod.act_name("pattern", 0) not in model.sites:
+        raise InputError(f"the {model.family.name!r} family has no attention pattern site")
     base, source = _base_source(clean, corrupted, mode)
     arrays, static = split_static(metric)
     q, k = _qk_fix(model, base, source, attention_mask, arrays, static=static)
@@ -177,13 +184,21 @@ def atp_qk_fix(model: Model, clean, corrupted, metric: Callable, *, mode: str = 
     return out
 
 
+def attn_scale(cfg) -> float:
+    """The factor on q.k in the attention scores of a family's config."""
+    scalar = getattr(cfg, "query_pre_attn_scalar", None)  # Gemma
+    return float(scalar if scalar is not None else cfg.d_head) ** -0.5
+
+
 @functools.partial(jax.jit, static_argnames=("static",))
 def _qk_fix(model, base, source, mask, arrays, *, static):
     metric = join_static(arrays, static)
     cfg = model.config
     n = cfg.n_layers
-    rq = [sites_mod.act_name("rot_q", l) for l in range(n)]
-    rk = [sites_mod.act_name("rot_k", l) for l in range(n)]
+    # the queries/keys the scores read: after RoPE where the family rotates, else q/k
+    rotary = sites_mod.act_name("rot_q", 0) in model.sites
+    rq = [sites_mod.act_name("rot_q" if rotary else "q", l) for l in range(n)]
+    rk = [sites_mod.act_name("rot_k" if rotary else "k", l) for l in range(n)]
     pat = [sites_mod.act_name("pattern", l) for l in range(n)]
     sc = [sites_mod.act_name("attn_scores", l) for l in range(n)]
     src = run(model, source, capture=rq + rk, attention_mask=mask).cache
@@ -195,7 +210,7 @@ def _qk_fix(model, base, source, mask, arrays, *, static):
         return metric(out.logits), out.cache
 
     grads, cache = jax.grad(f, has_aux=True)([jnp.zeros(shapes[p].shape) for p in pat])
-    scale = cfg.d_head ** -0.5
+    scale = attn_scale(cfg)
     qs, ks = [], []
     for l in range(n):
         g = grads[l]  # [b, h, t, s]

@@ -86,3 +86,39 @@ def test_bad_inputs(tiny_llama, pair):
         attribution.atp(tiny_llama, clean, corrupted[:1], metric)
     with pytest.raises(mj.InputError, match="steps"):
         attribution.integrated_gradients(tiny_llama, clean, corrupted, metric, steps=0)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma3"])
+def test_qk_fix_other_families(family):
+    """GPT-2 (no rotary: q/k sites) and Gemma 3 (its own score scale): the fix equals the
+    exact pattern change times dm/dA, as for Llama."""
+    from mechjax.families import family_for
+    fam = family_for(family)
+    if family == "gpt2":
+        from mechjax.models.gpt2 import Config
+        cfg = Config(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=8)
+        q, k = "blocks.1.attn.hook_q", "blocks.1.attn.hook_k"
+    else:
+        from mechjax.models.gemma3 import Config
+        cfg = Config(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48,
+                     d_vocab=50, query_pre_attn_scalar=16.0, sliding_window=3)
+        q, k = "blocks.1.attn.hook_rot_q", "blocks.1.attn.hook_rot_k"
+    model = mj.Model(fam.init(jax.random.PRNGKey(3), cfg, scale=0.3), cfg, fam)
+    rng = np.random.RandomState(4)
+    clean = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
+    corrupted = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
+    metric = metrics.LogitDiff(jnp.array([1, 2]), jnp.array([3, 4]))
+    fixed = attribution.atp_qk_fix(model, clean, corrupted, metric)
+    pat = "blocks.1.attn.hook_pattern"
+    src = mj.run(model, corrupted, capture=[q, k]).cache
+    base = mj.run(model, clean, capture=[pat]).cache[pat]
+    g = jax.grad(lambda d: metric(mj.run(model, clean, {pat: mj.add(d)}).logits))(jnp.zeros_like(base))
+    checked = 0
+    for name, out_site, pos, head in [(q, "blocks.1.attn.hook_q", 4, 1), (k, "blocks.1.attn.hook_k", 2, 1)]:
+        out = mj.run(model, clean, {name: mj.patch(src[name], positions=[pos], heads=[head])},
+                     capture=[pat]).cache[pat]
+        ref = float(((out - base) * g).sum())
+        assert abs(ref) > 1e-4  # the patch does change the pattern
+        np.testing.assert_allclose(fixed[out_site][pos, head], ref, atol=1e-5)
+        checked += 1
+    assert checked == 2
