@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechjax import kv_cache
+from mechjax import kv_cache, nn
 from mechjax import sites as sites_mod
 from mechjax.errors import InputError
 from mechjax.hooks import HookContext
@@ -196,7 +196,8 @@ def _with_transposed_unembed(model: Model) -> Model:
     if not unembed or "W_U" not in unembed or "W_U_T" in unembed:
         return model
     w_t = jax.lax.optimization_barrier(jnp.transpose(unembed["W_U"]))
-    return model.replace(params={**model.params, "unembed": {**unembed, "W_U_T": w_t}})
+    params = nn.model_major_heads({**model.params, "unembed": {**unembed, "W_U_T": w_t}})
+    return model.replace(params=params)
 
 
 @functools.partial(jax.jit, static_argnums=0)

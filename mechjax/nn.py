@@ -115,11 +115,14 @@ def attend(
     kvh = k.shape[2]
     g = h // kvh
     qg = q.reshape(b, qp, kvh, g, dh)
-    # One query (a decoding step): multiply-and-reduce loops beat a batched matmul
-    # call, whose fixed cost dominates at these sizes (about 15% of a SmolLM2 step).
+    # One query (a decoding step): batched matmuls over (batch, kv head) that read the
+    # KV cache in the layouts `kv_cache` stores (keys [.., d_head, pos], values
+    # [.., pos, d_head]), so XLA copies neither; the general einsum below made it
+    # transpose the whole key cache every step.
     one = qp == 1
     if one:
-        scores = (qg[:, 0, :, :, None, :] * k.transpose(0, 2, 1, 3)[:, :, None]).sum(-1)
+        scores = jax.lax.dot_general(qg[:, 0], k.transpose(0, 2, 3, 1),
+                                     (((3,), (2,)), ((0, 1), (0, 1))))  # [b, kv, g, k_pos]
         scores = scores.reshape(b, h, 1, k.shape[1]) * scale
     else:
         scores = jnp.einsum("bqkgd,bskd->bkgqs", qg, k).reshape(b, h, qp, k.shape[1]) * scale
@@ -132,7 +135,8 @@ def attend(
     pattern = hook(f"{prefix}.hook_pattern", pattern)
     if one:
         pg = pattern.reshape(b, kvh, g, -1)
-        z = (pg[..., None] * v.transpose(0, 2, 1, 3)[:, :, None]).sum(-2)[:, None]
+        z = jax.lax.dot_general(pg, v.transpose(0, 2, 1, 3),
+                                (((3,), (2,)), ((0, 1), (0, 1))))[:, None]  # [b, 1, kv, g, d]
     else:
         z = jnp.einsum("bkgqs,bskd->bqkgd", pattern.reshape(b, kvh, g, qp, -1), v)
     return hook(f"{prefix}.hook_z", z.reshape(b, qp, h, dh))
@@ -142,7 +146,56 @@ def attend(
 SMALL_PROJ_TOKENS = 64
 
 
-def head_proj(x: Array, W: Array, b: Array | None = None) -> Array:
+@jax.tree_util.register_pytree_node_class
+class ModelMajorHeads:
+    """A head weight [heads, d_model, d_head] kept in the layout [d_model, heads, d_head].
+
+    In that layout the projection of a few tokens is one plain matmul that reads the
+    weight contiguously, about 1.5x faster on CPU than the per-head batched form (see
+    `head_proj`). Generation relayouts W_Q, W_K and W_V this way once per decode loop
+    (`model_major_heads`) and every step then reads them so; the model's parameters,
+    sites and hooks are unchanged. `shape` is the logical [heads, d_model, d_head].
+    """
+
+    def __init__(self, w: Array):
+        self.w = w
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        d, h, dh = self.w.shape
+        return (h, d, dh)
+
+    @property
+    def dtype(self):
+        return self.w.dtype
+
+    def tree_flatten(self):
+        return (self.w,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
+def model_major_heads(params):
+    """`params` with every W_Q, W_K and W_V ([heads, d_model, d_head]) as a
+    `ModelMajorHeads`. The copies sit behind an optimization barrier so that XLA makes
+    them once where this is called, not inside a loop that reads them."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: (ModelMajorHeads(jax.lax.optimization_barrier(v.transpose(1, 0, 2)))
+                        if k in ("W_Q", "W_K", "W_V") and getattr(v, "ndim", 0) == 3
+                        else walk(v))
+                    for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return type(node)(walk(v) for v in node)
+        return node
+
+    return walk(params)
+
+
+def head_proj(x: Array, W: Array | ModelMajorHeads, b: Array | None = None) -> Array:
     """Per-head projection: x [batch, pos, (heads,) d_model] @ W [heads, d_model, d_head].
 
     Returns [batch, pos, heads, d_head] (+ b [heads, d_head]). Same numbers either way;
@@ -154,7 +207,13 @@ def head_proj(x: Array, W: Array, b: Array | None = None) -> Array:
     head reads its own contiguous [d_model, d_head] slice and no weight is copied; for
     more tokens the copy is amortised and one wide matmul wins.
     """
-    if x.ndim == 4:  # split inputs: each head has its own input already
+    if isinstance(W, ModelMajorHeads):
+        d, h, dh = W.w.shape
+        if x.ndim == 4:
+            y = jnp.einsum("bphm,mhd->bphd", x, W.w)
+        else:
+            y = (x @ W.w.reshape(d, h * dh)).reshape(*x.shape[:-1], h, dh)
+    elif x.ndim == 4:  # split inputs: each head has its own input already
         y = jnp.einsum("bphm,hmd->bphd", x, W)
     elif x.shape[0] * x.shape[1] <= SMALL_PROJ_TOKENS:
         bsz, pos, d = x.shape
