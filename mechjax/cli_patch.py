@@ -100,9 +100,11 @@ def cmd_patch(args) -> int:
           f"grid {tuple(res.grid.shape)} {res.axes} -> {args.out}")
     if args.png:
         g = np.asarray(res.normalized())
+        # [layer, pos] grids keep their token labels; [layer, pos, head] grids are summed
+        # over positions, leaving heads as the columns
+        labels = tokens if tokens and g.ndim == 2 and res.axes[1:2] == ("pos",) else None
         if g.ndim == 3:
             g = g.sum(1)
-        labels = tokens if res.axes[1:2] == ("pos",) else None
         plotting.heatmap(g, args.png, xticklabels=labels, xlabel=res.axes[-1],
                          title=f"{args.task} {args.site} ({args.mode}, normalised)")
         print(f"figure -> {args.png}")

@@ -61,12 +61,36 @@ def number_token_ids(tokenizer, max_n: int = 9, space: bool = False) -> np.ndarr
                        for i in range(max_n + 1)], np.int32)
 
 
+def _indices_in(candidates, ids, what: str) -> np.ndarray:
+    """Positions of `ids` in `candidates`; a clear error naming the ids that are absent."""
+    cand = np.asarray(candidates).reshape(-1)
+    ids = np.asarray(ids).reshape(-1)
+    missing = sorted({int(i) for i in ids if not (cand == i).any()})
+    if missing:
+        raise ValueError(f"{what} {missing[:10]} not among the {cand.size} candidate token ids "
+                         f"({cand[:10].tolist()}{' ...' if cand.size > 10 else ''}); P is "
+                         f"restricted to the candidates, so every answer must be one of them")
+    return np.asarray([int(np.flatnonzero(cand == i)[0]) for i in ids], np.int32)
+
+
+def _check_pair(batch) -> None:
+    clean, corr = np.asarray(batch.clean), np.asarray(batch.corrupted)
+    if clean.shape != corr.shape or clean.ndim != 2:
+        raise ValueError(f"base (clean) tokens {clean.shape} and alt (corrupted) tokens "
+                         f"{corr.shape} must both be [batch, pos] of the same shape")
+    n = clean.shape[0]
+    for what in ("answers", "wrongs"):
+        if np.asarray(getattr(batch, what)).shape != (n,):
+            raise ValueError(f"{what} must be [batch] = ({n},), got "
+                             f"{np.asarray(getattr(batch, what)).shape}")
+
+
 def _ie_metric(model, batch, candidates):
+    _check_pair(batch)
     ans, wr = np.asarray(batch.answers), np.asarray(batch.wrongs)
     if candidates is not None:
-        cand = np.asarray(candidates)
-        ans = np.asarray([int(np.flatnonzero(cand == a)[0]) for a in ans])
-        wr = np.asarray([int(np.flatnonzero(cand == w)[0]) for w in wr])
+        ans = _indices_in(candidates, ans, "answers (r)")
+        wr = _indices_in(candidates, wr, "wrongs (r')")
     probe = IndirectEffect(jnp.asarray(ans), jnp.asarray(wr), 1.0, 1.0, candidates)
     p_r, p_alt = probe.probs(run(model, jnp.asarray(batch.clean)).logits)
     return IndirectEffect(jnp.asarray(ans), jnp.asarray(wr), p_r, p_alt,
@@ -87,12 +111,12 @@ def causal_effect(model: Model, batch, number_ids, *, result_changes: bool = Tru
     Returns the mean relative confidence change (`rcc`), the mean change in prediction
     (`changed`: argmax differs) and the code's `|argmax P - argmax P'|` (`abs_diff`).
     """
+    _check_pair(batch)
+    r = jnp.asarray(_indices_in(number_ids, batch.answers, "answers (r)"))
+    r2 = jnp.asarray(_indices_in(number_ids, batch.wrongs, "wrongs (r')"))
     cand = jnp.asarray(number_ids)
     p = M.restricted_probs(run(model, jnp.asarray(batch.clean)).logits, cand)
     q = M.restricted_probs(run(model, jnp.asarray(batch.corrupted)).logits, cand)
-    idx = lambda ids: jnp.asarray([int(np.flatnonzero(np.asarray(number_ids) == i)[0])  # noqa
-                                   for i in np.asarray(ids)])
-    r, r2 = idx(batch.answers), idx(batch.wrongs)
     take = lambda d, i: jnp.take_along_axis(d, i[:, None], 1)[:, 0]  # noqa
     rcc = M.relative_confidence_change(take(p, r), take(q, r), take(p, r2), take(q, r2),
                                        result_changes)

@@ -24,6 +24,9 @@ def heatmap(grid, path, *, title: str = "", xlabel: str = "position", ylabel: st
         g = g[:, None]
     if g.ndim != 2:
         raise ValueError(f"heatmap needs a 2-D grid, got shape {g.shape}")
+    if xticklabels is not None and len(xticklabels) != g.shape[1]:
+        raise ValueError(f"{len(xticklabels)} token labels for {g.shape[1]} columns "
+                         f"(grid shape {g.shape}): pass one label per position")
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * g.shape[1] + 2), max(3, 0.25 * g.shape[0] + 1.5)))
     lim = np.nanmax(np.abs(g)) if center and np.isfinite(g).any() else None
     im = ax.imshow(g, aspect="auto", origin="lower", cmap="RdBu_r" if center else "viridis",
