@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 fetch: setup
 	$(PY) -m mechjax.cli fetch smollm2-135m
 	$(PY) -m mechjax.cli fetch gemma3-270m
+	$(PY) -m mechjax.cli fetch minilm-l6
 
 demo: fetch
 	$(PY) scripts/demo.py --out $(OUT)

@@ -26,6 +26,8 @@ def read_checkpoint(name_or_path: str | Path):
             path = registry.resolve(str(name_or_path))
         else:
             registry.check_name(str(name_or_path))  # raises with the known names
+    if path.is_file() and path.suffix == ".safetensors" and (path.parent / "config.json").is_file():
+        path = path.parent  # a registered HF-directory model resolves to its weights file
     if path.is_dir():
         from mechjax.safetensors_io import read_hf_dir
 

