@@ -299,6 +299,8 @@ def _calc(x: int, op: str, y: int):
 def _operands(rng, op, max_n, keep_result=False, base=None):
     """lm-arithmetic's `generate_operands_pair`: results in 1..res_max-1."""
     op_max, res_max = (300, 9) if max_n == 9 else (max_n, max_n)
+    if keep_result:
+        return _same_result(rng, op, op_max, max_n, base)
     for _ in range(200000):
         x, y = rng.randint(1, op_max), rng.randint(1, op_max)
         r = _calc(x, op, y)
@@ -309,9 +311,31 @@ def _operands(rng, op, max_n, keep_result=False, base=None):
         bx, by, br = base
         if max_n == 9 and (len(str(x)) != len(str(bx)) or len(str(y)) != len(str(by))):
             continue
-        if keep_result == (r == br):
+        if r != br:
             return x, y, r
     raise TaskError(f"could not find operands for {op!r} with max_n={max_n}")
+
+
+def _same_result(rng, op, op_max, max_n, base):
+    """Other operands with the base's result (type 2), drawn from all such pairs.
+
+    Enumerated (one candidate x per y), not sampled: a small result such as 2 = 1 + 1 has
+    one or two decompositions among 300 x 300 operand pairs. The base pair itself is not
+    a candidate (it would make the intervention a no-op); with no other pair, TaskError.
+    """
+    bx, by, br = base
+    pairs = []
+    for y in range(1, op_max):
+        x = {"+": br - y, "-": br + y, "*": br // y if br % y == 0 else 0, "/": br * y}[op]
+        if not 1 <= x < op_max or (x, y) == (bx, by) or _calc(x, op, y) != br:
+            continue
+        if max_n == 9 and (len(str(x)) != len(str(bx)) or len(str(y)) != len(str(by))):
+            continue
+        pairs.append((x, y))
+    if not pairs:
+        raise TaskError(f"no other operands than {bx} {op} {by} give {br}")
+    x, y = pairs[rng.randrange(len(pairs))]
+    return x, y, br
 
 
 def _answer_text(tokenizer, prompt: str, number) -> tuple[str, int]:
@@ -360,7 +384,12 @@ def arithmetic(tokenizer, n: int = 32, seed: int = 0, *, op: str = "+",
             base_t, alt_t, (xa, ya) = t, ARITHMETIC_TEMPLATES[op2][t_id], (x, y)
         else:
             x, y, r = _operands(rng, op, max_n)
-            xa, ya, r2 = _operands(rng, op, max_n, intervention == "same_result", (x, y, r))
+            try:
+                xa, ya, r2 = _operands(rng, op, max_n, intervention == "same_result", (x, y, r))
+            except TaskError:
+                if intervention == "same_result":
+                    continue  # this result has one decomposition only: draw another base
+                raise
             base_t = alt_t = t
         clean = base_t.format(x=x, y=y)
         corrupted = alt_t.format(x=xa, y=ya)

@@ -58,6 +58,21 @@ def test_arithmetic_and_pair(tok):
         tasks.from_pair(tok, "The capital of France is", "The capital of is", " Paris", " Rome")
 
 
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
+def test_arithmetic_same_result_pairs_always_differ(tok, op):
+    """Type 2 pairs: other operands, the same result, for every seed (a result with a
+    single decomposition, like 2 = 1 + 1, draws another base instead of failing or
+    pairing a prompt with itself)."""
+    import re
+
+    for seed in range(4):
+        b = tasks.arithmetic(tok, 8, seed=seed, op=op, template=5, intervention="same_result")
+        for clean, corr in zip(b.clean_text, b.corrupted_text):
+            (x, y), (xa, ya) = ([int(v) for v in re.findall(r"\d+", t)] for t in (clean, corr))
+            assert (x, y) != (xa, ya)
+            assert tasks._calc(x, op, y) == tasks._calc(xa, op, ya)
+
+
 def test_multi_token_answer_raises(tok):
     with pytest.raises(tasks.TaskError, match="2 tokens"):
         tasks.from_pair(tok, "The capital of France is", "The capital of Italy is",
