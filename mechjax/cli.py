@@ -18,6 +18,7 @@ from collections import Counter
 
 _REPRODUCTIONS = {
     "induction-emergence": "mechjax.analyses.induction",
+    "arithmetic-cma": "mechjax.analyses.arithmetic_cma",
 }
 
 
