@@ -22,6 +22,10 @@ PY="$VENV/bin/python"
 CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
 echo "torch==2.13.0" > "$CONSTRAINTS"
+# TransformerLens 4.3's TransformerBridge.generate repeats one token after the first with
+# transformers 5.24 (its KV-cache path no longer matches); with 5.23 it generates the same
+# tokens as HF generate, so the bench pins 5.23 until TransformerLens follows
+echo "transformers==5.23.0" >> "$CONSTRAINTS"
 
 # 1. CPU torch first (a +cpu wheel where one is on offer), then mechjax itself.
 "$PY" -m pip install -q "torch==2.13.0"
