@@ -33,6 +33,7 @@ patched gives the metric.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, NamedTuple, Sequence
 
@@ -64,6 +65,7 @@ class PatchResult(NamedTuple):
     clean_metric: jax.Array
     corrupted_metric: jax.Array
     layers: np.ndarray
+    positions: np.ndarray | None = None  # the grid's `pos` axis, when not every position
 
     def normalized(self) -> jax.Array:
         """(grid - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run."""
@@ -129,22 +131,43 @@ def _check_pair(clean, corrupted):
     return clean, corrupted
 
 
-def _layer_invariant(model: Model) -> bool:
-    """True if every block runs the same code whatever its index."""
+def _indexable_blocks(model: Model) -> bool:
+    """True if a block can run as "layer 0" given its own index (`_block(..., layer=)`):
+    false for GPT-2's `scale_attn_by_inverse_layer_idx`, whose code reads the index."""
     return not getattr(model.config, "scale_attn_by_inverse_layer_idx", False)
 
 
-def _block(model: Model, block_params, resid, tokens, attention_mask, hooks=None, capture=()):
+def _layer_invariant(model: Model) -> bool:
+    """True if every block runs the same code whatever its index (so one traced layer
+    body serves all of them): no index-dependent code, and one layer type throughout
+    (Gemma 3 interleaves sliding-window layers, local RoPE, with global ones)."""
+    types = getattr(model.config, "layer_types", None)
+    return _indexable_blocks(model) and (not types or len(set(types)) == 1)
+
+
+def _layer_config(cfg, layer: int | None):
+    """`cfg` with layer 0 made to act as `layer` (its layer type), for one-block runs."""
+    types = getattr(cfg, "layer_types", None)
+    if layer is None or not types or types[0] == types[layer]:
+        return cfg
+    return dataclasses.replace(cfg, layer_types=(types[layer],) + tuple(types[1:]))
+
+
+def _block(model: Model, block_params, resid, tokens, attention_mask, hooks=None, capture=(),
+           layer: int | None = None):
     """One block of the family's forward, from `resid` (its resid_pre) to its resid_post.
 
-    `hooks` and `capture` use layer-0 site names (`blocks.0.attn.hook_z`).
+    `hooks` and `capture` use layer-0 site names (`blocks.0.attn.hook_z`). `layer`: the
+    block's index in the model, for families whose layers differ in type (required
+    there: without it the block runs as layer 0, e.g. Gemma 3's sliding-window RoPE).
     """
     params = {**model.params, "blocks": [block_params]}
     ivs = {"blocks.0.hook_resid_pre": (Patch(resid),)}
     for site, iv in (hooks or {}).items():
         ivs[site] = ivs.get(site, ()) + tuple(iv if isinstance(iv, (list, tuple)) else (iv,))
     ctx = HookContext(ivs, ("blocks.0.hook_resid_post", *capture))
-    model.family.forward(params, tokens, model.config, hook=ctx, attention_mask=attention_mask)
+    model.family.forward(params, tokens, _layer_config(model.config, layer), hook=ctx,
+                         attention_mask=attention_mask)
     return ctx.cache["blocks.0.hook_resid_post"], ctx.cache
 
 
@@ -209,6 +232,11 @@ def run_from_layer(model: Model, layer, resid, tokens, *, attention_mask=None, h
     `metric`, returns `metric(logits)` instead, unembedding only the positions it reads
     (`metric_of_final`).
     """
+    if not _layer_invariant(model):
+        raise InputError(
+            f"run_from_layer traces one layer body for every layer; the {model.family.name!r} "
+            "family's layers differ (layer types or index-dependent code): use "
+            "`run(model, tokens, hooks={act_name('resid_pre', layer): patch(resid)})`")
     stacked = _stack_blocks(model) if stacked is None else stacked
     n = model.config.n_layers
     take = lambda l: jax.tree.map(lambda x: x[l], stacked)  # noqa: E731
@@ -228,16 +256,18 @@ def _site_kind(site: str) -> str:
     return site
 
 
-def _elements(n_pos: int, n_heads: int | None, per_position: bool):
+def _elements(n_pos: int, n_heads: int | None, per_position: bool, positions=None):
     """Index arrays (positions [E, k], heads [E, 1] or None) and the grid shape."""
+    pos = np.arange(n_pos) if positions is None else np.asarray(positions, np.int64)
+    k = pos.size
     if n_heads is None:
         if per_position:
-            return np.arange(n_pos)[:, None], None, (n_pos,), ("pos",)
-        return np.arange(n_pos)[None, :], None, (), ()
+            return pos[:, None], None, (k,), ("pos",)
+        return pos[None, :], None, (), ()
     if per_position:
-        p, h = np.meshgrid(np.arange(n_pos), np.arange(n_heads), indexing="ij")
-        return p.reshape(-1, 1), h.reshape(-1, 1), (n_pos, n_heads), ("pos", "head")
-    return (np.tile(np.arange(n_pos)[None], (n_heads, 1)), np.arange(n_heads)[:, None],
+        p, h = np.meshgrid(pos, np.arange(n_heads), indexing="ij")
+        return p.reshape(-1, 1), h.reshape(-1, 1), (k, n_heads), ("pos", "head")
+    return (np.tile(pos[None], (n_heads, 1)), np.arange(n_heads)[:, None],
             (n_heads,), ("head",))
 
 
@@ -267,6 +297,7 @@ def patch_sweep(
     site: str = "resid_pre",
     *,
     layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
     per_position: bool = True,
     mode: str = "denoise",
     attention_mask=None,
@@ -285,7 +316,10 @@ def patch_sweep(
       site: a site kind of `mechjax.act_name` with a layer (`resid_pre`, `attn_out`,
         `mlp_out`, `z`, `q`, `k`, `v`, `pattern`, `result`, `q_input`, ...).
       layers: layers to sweep (default all).
-      per_position: patch each position separately (else all positions at once).
+      positions: positions to patch (default all; negative counts from the end); the
+        grid's `pos` axis then follows this order (`PatchResult.positions`). A new set
+        of the same size reuses the compiled program.
+      per_position: patch each position separately (else all of them at once).
       mode: "denoise" (clean into corrupted) or "noise" (corrupted into clean).
       attention_mask: optional [batch, pos] bool shared by both runs.
       chunk_size / memory_mb: sweep elements run together (default: fit `memory_mb`).
@@ -320,12 +354,26 @@ def patch_sweep(
     if head_axis is not None:
         shape = jax.eval_shape(lambda m, t: run(m, t, capture=[name0]).cache[name0], model, source)
         n_heads = shape.shape[head_axis]
-    pos_idx, head_idx, cell, cell_axes = _elements(clean.shape[1], n_heads, per_position)
+    P = clean.shape[1]
+    if positions is not None:
+        pos_arr = np.asarray(list(positions), np.int64).reshape(-1)
+        if pos_arr.size == 0:
+            raise InputError("empty sweep: positions is empty")
+        if pos_arr.min() < -P or pos_arr.max() >= P:
+            raise InputError(f"positions must be in [-{P}, {P}) for prompts of {P} tokens, "
+                             f"got {pos_arr.tolist()}")
+        pos_arr = pos_arr % P
+        if len(set(pos_arr.tolist())) != pos_arr.size:
+            raise InputError(f"positions has repeated entries: {pos_arr.tolist()}")
+        positions = pos_arr
+    pos_idx, head_idx, cell, cell_axes = _elements(P, n_heads, per_position, positions)
     arrays, static = split_static(metric)
     if strategy not in ("wave", "scan"):
         raise InputError(f"strategy {strategy!r}; valid: 'wave', 'scan'")
-    if force_unrolled or not _layer_invariant(model):
+    if force_unrolled or not _indexable_blocks(model):
         strategy = "unrolled"
+    elif strategy == "scan" and not _layer_invariant(model):
+        strategy = "wave"  # layers of different types: each block traced with its index
     narrowable = metrics_mod.narrow(metric, clean.shape[1]) is not None
     chunk = _chunk(model, clean.shape, len(pos_idx), chunk_size, memory_mb,
                    streams=len(layers) if strategy == "wave" else 1,
@@ -337,7 +385,7 @@ def patch_sweep(
         strategy=strategy)
     grid = grid.reshape((len(layers),) + cell)
     clean_m, corr_m = (m_s, m_t) if mode == "denoise" else (m_t, m_s)
-    return PatchResult(grid, ("layer",) + cell_axes, clean_m, corr_m, layers)
+    return PatchResult(grid, ("layer",) + cell_axes, clean_m, corr_m, layers, positions)
 
 
 @functools.partial(jax.jit, static_argnames=("static", "kind", "chunk", "layers", "strategy"))
@@ -410,14 +458,14 @@ def _sweep_wave(model, target, mask, resid_pre, src, pos_idx, head_idx, metric, 
             if streams is not None:
                 k = streams.shape[0] * c
                 out = _block(model, blocks[l], streams.reshape((k * b, p, d)), tiled(target, k),
-                             tiled(mask, k))[0]
+                             tiled(mask, k), layer=l)[0]
                 parts.append(out.reshape(streams.shape))
             if l in entry:
                 i = entry[l]
 
                 def start(ps, hd, i=i, l=l):
                     hooks = {site0: _patch_iv(src[i], ps, hd)}
-                    return _block(model, blocks[l], resid_pre[i], target, mask, hooks)[0]
+                    return _block(model, blocks[l], resid_pre[i], target, mask, hooks, layer=l)[0]
 
                 parts.append(jax.vmap(start)(pos, head)[None])
             streams = parts[0] if len(parts) == 1 else jnp.concatenate(parts)

@@ -15,8 +15,8 @@ and between the two runs (patching grids are indexed by absolute position).
   generator: result changes (type 1), same result (type 2) or changed operator (type 3).
   `max_n=9` is the paper's LLaMA setting (results 1..8, operands up to 300 with the same
   digit count in base and alt).
-- `number_retrieval` (type 11 of the same paper, entity dictionary from the
-  lm-arithmetic data folder) and `factual_recall` (a small built-in stand-in for LAMA,
+- `number_retrieval` (type 11 of the same paper, with its entity dictionary, shipped in
+  `mechjax/data/lm_arithmetic` under the MIT licence) and `factual_recall` (a small built-in stand-in for LAMA,
   which is not available offline) are the paper's controls.
 - `greater_than` (Hanna et al. 2023) and `induction` (repeated random tokens).
 
@@ -95,13 +95,19 @@ def _encode(tokenizer, text: str, add_bos=None) -> list[int]:
 
 
 def single_token(tokenizer, text: str) -> int:
-    """The id of `text` if it is one token (no BOS), else `TaskError` naming the pieces."""
+    """The id of `text` if it is one token (no BOS) that decodes back to it, else
+    `TaskError` naming the pieces (or the unknown-word token it became)."""
     ids = _encode(tokenizer, text, add_bos=False)
     if len(ids) != 1:
         pieces = [tokenizer.decode([i]) for i in ids]
         raise TaskError(
             f"answer {text!r} is {len(ids)} tokens {pieces!r} for this tokenizer; metrics "
             "read one logit per answer, so answers must be single tokens")
+    back = tokenizer.decode(ids)
+    if back.strip().casefold() != text.strip().casefold():
+        raise TaskError(
+            f"answer {text!r} is one token that decodes to {back!r} (an unknown-word token?) "
+            "for this tokenizer; the logit read would not be the answer's")
     return ids[0]
 
 
@@ -112,13 +118,18 @@ def _is_single(tokenizer, text: str) -> bool:
 
 
 def _build(rows, tokenizer, task, n, info=None) -> TaskBatch:
-    """rows: dicts with clean, corrupted (texts), answer, wrong (ids), spans name -> char idx.
+    """rows: dicts with clean, corrupted (texts), answer, wrong (ids), spans name -> char idx,
+    and optionally a few-shot `prefix` put before both texts.
 
     Keeps the rows of the most frequent token length (clean == corrupted length), the
     first `n` of them in generation order.
     """
     enc = []
     for r in rows:
+        if r.get("prefix"):  # few-shot examples before both prompts; spans shift with them
+            pre = r["prefix"]
+            r = {**r, "clean": pre + r["clean"], "corrupted": pre + r["corrupted"],
+                 "spans": {k: v + len(pre) for k, v in r.get("spans", {}).items()}}
         c, k = _encode(tokenizer, r["clean"]), _encode(tokenizer, r["corrupted"])
         if len(c) == len(k):
             enc.append((r, c, k))
@@ -348,7 +359,7 @@ def _answer_text(tokenizer, prompt: str, number) -> tuple[str, int]:
 
 def arithmetic(tokenizer, n: int = 32, seed: int = 0, *, op: str = "+",
                intervention: str = "result", template: int | None = None,
-               max_n: int = 9) -> TaskBatch:
+               max_n: int = 9, n_shots: int = 0) -> TaskBatch:
     """Arithmetic pairs of Stolfo et al. 2023 (base = clean, alt = corrupted).
 
     Args:
@@ -358,6 +369,8 @@ def arithmetic(tokenizer, n: int = 32, seed: int = 0, *, op: str = "+",
         base operator, the alt operator is drawn from the others).
       template: index into the 6 templates of `op`; None cycles through all of them.
       max_n: 9 = the paper's LLaMA setting (results 1..8).
+      n_shots: solved examples of the same template before each prompt (the paper's
+        `n_shots`: "{prompt} {result}\n" each, one prefix per template, drawn from the seed).
     answers = r (base result), wrongs = r' (alt result; equal to r for "same_result").
     Positions: op1, op2 (last token of each operand), operator, end.
     """
@@ -365,10 +378,16 @@ def arithmetic(tokenizer, n: int = 32, seed: int = 0, *, op: str = "+",
         raise TaskError(f"op {op!r}; valid: {sorted(ARITHMETIC_TEMPLATES)}")
     if intervention not in ("result", "same_result", "operator"):
         raise TaskError(f"intervention {intervention!r}; valid: 'result', 'same_result', 'operator'")
+    _check_shots(n_shots)
     rng = random.Random(seed)
     rows = []
     tids = range(6) if template is None else [template]
-    for i in range(n * 10):
+    shots_rng = random.Random(f"{seed}-shots")
+    prefix = {t_id: "".join(
+        "{} {}\n".format(ARITHMETIC_TEMPLATES[op][t_id].format(x=x, y=y), r)
+        for x, y, r in (_operands(shots_rng, op, max_n) for _ in range(n_shots)))
+        for t_id in tids}
+    for i in range(n * (40 if n_shots and len(tids) > 1 else 10)):
         t_id = list(tids)[i % len(tids)]
         t = ARITHMETIC_TEMPLATES[op][t_id]
         if intervention == "operator":
@@ -401,18 +420,34 @@ def arithmetic(tokenizer, n: int = 32, seed: int = 0, *, op: str = "+",
         op_end = clean.index(op_word, x_end if t_id != 3 and t_id != 4 else 0) + len(op_word)
         rows.append({"clean": clean_p, "corrupted": corr_p, "answer": ans, "wrong": wrong,
                      "spans": {"op1": x_end, "op2": y_end, "operator": op_end},
-                     "results": (r, r2)})
+                     "results": (r, r2), "prefix": prefix[t_id]})
     return _build(rows, tokenizer, f"arithmetic/{intervention}", n,
-                  {"op": op, "intervention": intervention})
+                  {"op": op, "intervention": intervention, "n_shots": n_shots})
 
 
-def _data_dir(data_dir) -> Path:
-    d = data_dir or os.environ.get("MECHJAX_LM_ARITHMETIC")
-    if not d:
-        raise TaskError(
-            "number_retrieval needs the lm-arithmetic data folder (entity_dict.json): pass "
-            "data_dir= or set MECHJAX_LM_ARITHMETIC")
-    return Path(d)
+def _check_shots(n_shots) -> None:
+    if not isinstance(n_shots, int) or n_shots < 0:
+        raise TaskError(f"n_shots must be an integer >= 0, got {n_shots!r}")
+
+
+# entity_dict.json of alestolfo/lm-arithmetic (MIT, licence file beside it), shipped
+# with the package so the control task needs no download
+_PACKAGED_DATA = Path(__file__).parent / "data" / "lm_arithmetic"
+
+
+def _entities(data_dir) -> dict:
+    d = Path(data_dir or os.environ.get("MECHJAX_LM_ARITHMETIC") or _PACKAGED_DATA)
+    path = d / "entity_dict.json"
+    if not path.is_file():
+        raise TaskError(f"number_retrieval: no entity_dict.json in {d} (the lm-arithmetic "
+                        "data folder, from data_dir= or $MECHJAX_LM_ARITHMETIC)")
+    entities = json.loads(path.read_text())
+    bad = [k for k, v in entities.items()
+           if not (isinstance(v, list) and v and all(len(e) == 2 for e in v))]
+    if len(entities) < 2 or bad:
+        raise TaskError(f"number_retrieval: {path} must map at least two classes to lists of "
+                        f"[singular, plural] names; bad classes: {bad}")
+    return entities
 
 
 ENTITY_TEMPLATES = (
@@ -427,31 +462,46 @@ ENTITY_TEMPLATES = (
 )
 
 
+def _entity_instance(rng, template: str, entities: dict, max_n: int):
+    """(body with {cls} left open, x, y, entity1, entity2) as the paper draws them."""
+    x, y = rng.sample(range(max_n + 1), 2)
+    c1, c2 = rng.sample(sorted(entities), 2)
+    e1 = rng.choice(entities[c1])[0 if x == 1 else 1]
+    e2 = rng.choice(entities[c2])[0 if y == 1 else 1]
+    body = template.replace("{x}", str(x)).replace("{y}", str(y))
+    return body.replace("{entity1}", e1).replace("{entity2}", e2), x, y, e1, e2
+
+
 def number_retrieval(tokenizer, n: int = 32, seed: int = 0, *, data_dir=None,
-                     max_n: int = 9) -> TaskBatch:
+                     max_n: int = 9, n_shots: int = 0) -> TaskBatch:
     """Type 11 of Stolfo et al. 2023: "I have x A and y B. How many A ..." vs "... B".
 
-    answers = x, wrongs = y. Reads `entity_dict.json` from `data_dir` (or the folder in
-    `$MECHJAX_LM_ARITHMETIC`). Positions: op1 (x), op2 (y), end.
+    answers = x, wrongs = y. The entity dictionary is the paper's `entity_dict.json`
+    (shipped with mechjax); `data_dir` or `$MECHJAX_LM_ARITHMETIC` point to another folder
+    holding one. `n_shots` solved examples of the same template go before each prompt
+    ("{prompt} {x}\n" each, one prefix per template, as the paper's `n_shots`).
+    Positions: op1 (x), op2 (y), end.
     """
-    entities = json.loads((_data_dir(data_dir) / "entity_dict.json").read_text())
+    _check_shots(n_shots)
+    entities = _entities(data_dir)
     rng = random.Random(seed)
+    shots_rng = random.Random(f"{seed}-shots")
+    prefix = {}
+    for t in ENTITY_TEMPLATES:
+        shots = [_entity_instance(shots_rng, t, entities, max_n) for _ in range(n_shots)]
+        prefix[t] = "".join(f"{b.replace('{cls}', e1)} {x}\n" for b, x, _, e1, _ in shots)
     rows = []
-    for i in range(n * 10):
+    # each template has its own prefix length: draw more rows so that one length has `n`
+    for i in range(n * (40 if n_shots else 10)):
         t = ENTITY_TEMPLATES[i % len(ENTITY_TEMPLATES)]
-        x, y = rng.sample(range(max_n + 1), 2)
-        c1, c2 = rng.sample(sorted(entities), 2)
-        e1 = rng.choice(entities[c1])[0 if x == 1 else 1]
-        e2 = rng.choice(entities[c2])[0 if y == 1 else 1]
-        body = t.replace("{x}", str(x)).replace("{y}", str(y))
-        body = body.replace("{entity1}", e1).replace("{entity2}", e2)
+        body, x, y, e1, e2 = _entity_instance(rng, t, entities, max_n)
         clean, ans = _answer_text(tokenizer, body.replace("{cls}", e1), x)
         corrupted, wrong = _answer_text(tokenizer, body.replace("{cls}", e2), y)
         x_end = clean.index(f" {x} ") + len(str(x)) + 1
         y_end = clean.index(f" {y} ", x_end) + len(str(y)) + 1
         rows.append({"clean": clean, "corrupted": corrupted, "answer": ans, "wrong": wrong,
-                     "spans": {"op1": x_end, "op2": y_end}})
-    return _build(rows, tokenizer, "number_retrieval", n)
+                     "spans": {"op1": x_end, "op2": y_end}, "prefix": prefix[t]})
+    return _build(rows, tokenizer, "number_retrieval", n, {"n_shots": n_shots})
 
 
 FACTS = (

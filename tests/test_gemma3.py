@@ -180,3 +180,33 @@ def test_gemma3_270m_matches_hf_reference(gemma):
                       meta["new_tokens"], stop_tokens=())
     for i in range(n):
         assert np.asarray(gen.tokens)[i].tolist() == data[f"greedy_{i}"].tolist(), meta["prompts"][i]
+
+
+@pytest.mark.parametrize("strategy", ["wave", "scan"])
+def test_patch_sweep_runs_each_layer_as_its_type(strategy):
+    """Sweeps run blocks one at a time; a global layer run as "layer 0" (sliding window,
+    local RoPE) would be wrong. Every cell equals a single patched forward of the full
+    model, on prompts longer than the window, for both sweep strategies."""
+    from mechjax import patching
+    from mechjax.metrics import LogitDiff
+
+    model = _port(*_hf_model())
+    rs = np.random.RandomState(6)
+    clean = rs.randint(0, 97, (2, 9)).astype(np.int32)
+    corrupted = rs.randint(0, 97, (2, 9)).astype(np.int32)
+    metric = LogitDiff(np.asarray([3, 4]), np.asarray([5, 6]))
+    for site in ("resid_pre", "attn_out"):
+        res = patching.patch_sweep(model, clean, corrupted, metric, site, strategy=strategy)
+        grid = np.asarray(res.grid)
+        for layer in range(3):
+            name = mj.act_name(site, layer)
+            src = np.asarray(_jit_run(model, jnp.asarray(clean), capture=(name,)).cache[name])
+            for pos in (0, 4, 8):
+                patched = np.array(_jit_run(model, jnp.asarray(corrupted), capture=(name,)).cache[name])
+                patched[:, pos] = src[:, pos]
+                want = float(metric(mj.run(model, jnp.asarray(corrupted),
+                                           hooks={name: mj.patch(patched)}).logits))
+                assert abs(grid[layer, pos] - want) <= 1e-4 * max(1.0, abs(want)), \
+                    (site, layer, pos, grid[layer, pos], want)
+    with pytest.raises(mj.InputError, match="layers differ"):
+        patching.run_from_layer(model, 1, jnp.zeros((2, 9, 64)), jnp.asarray(clean))

@@ -128,3 +128,29 @@ def test_number_token_ids_on_smollm2_tokenizer():
     ids = mediation.number_token_ids(tok)
     assert ids.shape == (10,) and len(set(ids.tolist())) == 10
     assert [tok.decode([int(i)]) for i in ids] == [str(d) for d in range(10)]
+
+
+def test_ie_per_pair_spreads_one_grid_cell(tiny_llama):
+    """Per-pair IE of one mediator: each pair's value is the hand formula over a single
+    patched forward of that pair alone, and the mean is the grid's cell."""
+    batch = _batch(seed=2, n=4)
+    grid = np.asarray(mediation.ie_grid(tiny_llama, batch, ("mlp_out",), candidates=CANDIDATES)["mlp_out"])
+    per = mediation.ie_per_pair(tiny_llama, batch, "mlp_out", 1, 3, candidates=CANDIDATES)
+    assert per.shape == (4,)
+    assert abs(per.mean() - grid[1, 3]) <= 1e-5 * max(1.0, abs(grid[1, 3]))
+    site = "blocks.1.hook_mlp_out"
+    for i in range(4):
+        one = TaskBatch(batch.clean[i:i + 1], batch.corrupted[i:i + 1], batch.answers[i:i + 1],
+                        batch.wrongs[i:i + 1], {}, ("",), ("",), "test")
+        p_r, p_alt = _p(jrun(tiny_llama, one.clean).logits, one.answers, one.wrongs, CANDIDATES)
+        base = np.array(jrun(tiny_llama, one.clean, capture=[site]).cache[site])
+        alt = np.asarray(jrun(tiny_llama, one.corrupted, capture=[site]).cache[site])
+        base[:, 3] = alt[:, 3]
+        ps_r, ps_alt = _p(jrun(tiny_llama, one.clean, {site: mj.patch(base)}).logits,
+                          one.answers, one.wrongs, CANDIDATES)
+        ie = 0.5 * ((p_r - ps_r) / ps_r + (ps_alt - p_alt) / p_alt)
+        assert abs(per[i] - ie[0]) <= 1e-5 * max(1.0, abs(ie[0])), (i, per[i], ie[0])
+    with pytest.raises(ValueError, match="pos 9 outside the prompts' 6 positions"):
+        mediation.ie_per_pair(tiny_llama, batch, "mlp_out", 1, 9, candidates=CANDIDATES)
+    with pytest.raises(Exception, match="blocks.7.hook_mlp_out"):
+        mediation.ie_per_pair(tiny_llama, batch, "mlp_out", 7, 3, candidates=CANDIDATES)

@@ -159,3 +159,25 @@ def test_narrowed_metric_equals_full_logits(tiny_llama, pair):
         resid = out.cache["blocks.1.hook_resid_post"]
         got = patching.metric_of_final(tiny_llama, resid, corrupted, None, m)
         np.testing.assert_allclose(float(got), float(m(out.logits)), atol=1e-5, rtol=1e-5)
+
+
+def test_sweep_over_chosen_positions_equals_those_columns_of_the_full_grid(tiny_llama):
+    """`positions=` patches only those positions; the grid's columns follow their order
+    and equal the full sweep's; bad positions fail clearly."""
+    import mechjax as mj
+    from mechjax import patching
+    from mechjax.metrics import LogitDiff
+
+    rs = np.random.RandomState(5)
+    clean = rs.randint(0, 50, (2, 7)).astype(np.int32)
+    corrupted = rs.randint(0, 50, (2, 7)).astype(np.int32)
+    metric = LogitDiff(np.asarray([3, 4]), np.asarray([5, 6]))
+    for site in ("resid_pre", "z"):
+        full = patching.patch_sweep(tiny_llama, clean, corrupted, metric, site)
+        part = patching.patch_sweep(tiny_llama, clean, corrupted, metric, site, positions=[-1, 2])
+        np.testing.assert_array_equal(part.positions, [6, 2])
+        np.testing.assert_allclose(np.asarray(part.grid), np.asarray(full.grid)[:, [6, 2]],
+                                   atol=1e-5)
+    for bad, msg in (([], "positions is empty"), ([7], r"in \[-7, 7\)"), ([1, -6], "repeated")):
+        with pytest.raises(mj.InputError, match=msg):
+            patching.patch_sweep(tiny_llama, clean, corrupted, metric, positions=bad)
