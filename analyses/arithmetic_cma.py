@@ -70,19 +70,12 @@ def _accuracy(model, batch, nums) -> float:
 def _batches(tok, task: str, op: str, template: int, n: int, batch_size: int, seed: int,
              shots: int = 0):
     """(base/alt batch, same-result batch or None) per chunk of `batch_size` pairs."""
-    import dataclasses
-
     from mechjax import tasks
 
     if task == "number_retrieval":  # one draw, so that every chunk has the same length
         full = tasks.number_retrieval(tok, n, seed, n_shots=shots)
         for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            yield dataclasses.replace(
-                full, clean=full.clean[sl], corrupted=full.corrupted[sl],
-                answers=full.answers[sl], wrongs=full.wrongs[sl],
-                positions={k: v[sl] for k, v in full.positions.items()},
-                clean_text=full.clean_text[sl], corrupted_text=full.corrupted_text[sl]), None
+            yield full.rows(slice(start, start + batch_size)), None
         return
     for i, start in enumerate(range(0, n, batch_size)):
         m = min(batch_size, n - start)

@@ -90,16 +90,25 @@ def _check_pair(batch) -> None:
                              f"{np.asarray(getattr(batch, what)).shape}")
 
 
-def _ie_metric(model, batch, candidates):
+def _probe(batch, candidates) -> IndirectEffect:
+    """The IE metric of `batch` before the base run is known (P(r), P(r') still 1)."""
     _check_pair(batch)
     ans, wr = np.asarray(batch.answers), np.asarray(batch.wrongs)
     if candidates is not None:
         ans = _indices_in(candidates, ans, "answers (r)")
         wr = _indices_in(candidates, wr, "wrongs (r')")
-    probe = IndirectEffect(jnp.asarray(ans), jnp.asarray(wr), 1.0, 1.0, candidates)
-    p_r, p_alt = probe.probs(run(model, jnp.asarray(batch.clean)).logits)
-    return IndirectEffect(jnp.asarray(ans), jnp.asarray(wr), p_r, p_alt,
+    return IndirectEffect(jnp.asarray(ans), jnp.asarray(wr), 1.0, 1.0,
                           None if candidates is None else jnp.asarray(candidates))
+
+
+def _with_base(probe: IndirectEffect, base_logits) -> IndirectEffect:
+    p_r, p_alt = probe.probs(base_logits)
+    return probe.replace(p_r=p_r, p_alt=p_alt)
+
+
+def _ie_metric(model, batch, candidates):
+    probe = _probe(batch, candidates)
+    return _with_base(probe, run(model, jnp.asarray(batch.clean)).logits)
 
 
 def ie_grid(model: Model, batch, kinds: Sequence[str] = ("attn_out", "mlp_out"), *,
@@ -127,18 +136,21 @@ def ie_per_pair(model: Model, batch, kind: str, layer: int, pos: int, *,
     P = np.asarray(batch.clean).shape[1]
     if not 0 <= pos < P:
         raise ValueError(f"pos {pos} outside the prompts' {P} positions")
-    metric = _ie_metric(model, batch, candidates)
     return np.asarray(_patched_ie(model, jnp.asarray(batch.clean), jnp.asarray(batch.corrupted),
-                                  metric, name, pos))
+                                  _probe(batch, candidates), name, pos))
 
 
 @partial(jax.jit, static_argnames=("name", "pos"))
-def _patched_ie(model, clean, corrupted, metric, name, pos):
+def _patched_ie(model, clean, corrupted, probe, name, pos):
+    """Base and alt runs as one batch (P(r), P(r') and both activations), then the
+    patched base run: the whole of `ie_per_pair` as one program."""
     from mechjax.interventions import patch
 
-    alt = run(model, corrupted, capture=[name]).cache[name]
-    base = run(model, clean, capture=[name]).cache[name]
-    patched = base.at[:, pos].set(alt[:, pos])
+    b = clean.shape[0]
+    both = run(model, jnp.concatenate([clean, corrupted]), capture=[name])
+    act = both.cache[name]
+    patched = act[:b].at[:, pos].set(act[b:, pos])
+    metric = _with_base(probe, both.logits[:b])
     return metric.per_pair(run(model, clean, hooks={name: patch(patched)}).logits)
 
 

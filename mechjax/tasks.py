@@ -75,6 +75,20 @@ class TaskBatch:
     def __len__(self) -> int:
         return int(self.clean.shape[0])
 
+    def rows(self, index) -> "TaskBatch":
+        """The pairs at `index` (a slice or an index array), with their positions, texts
+        and per-row `info` arrays."""
+        idx = np.arange(len(self))[index]
+        n = len(self)
+        info = {k: v[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v
+                for k, v in self.info.items()}
+        return dataclasses.replace(
+            self, clean=self.clean[idx], corrupted=self.corrupted[idx],
+            answers=self.answers[idx], wrongs=self.wrongs[idx],
+            positions={k: np.asarray(v)[idx] for k, v in self.positions.items()},
+            clean_text=tuple(self.clean_text[i] for i in idx),
+            corrupted_text=tuple(self.corrupted_text[i] for i in idx), info=info)
+
     def logit_diff(self) -> LogitDiff:
         """The metric logit[answer] - logit[wrong] at the last position, as a pytree."""
         return LogitDiff(np.asarray(self.answers), np.asarray(self.wrongs))

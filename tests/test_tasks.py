@@ -210,3 +210,18 @@ def test_few_shot_prefixes_are_solved_examples_and_positions_follow(tok, entity_
     assert r.info["n_shots"] == 3
     with pytest.raises(tasks.TaskError, match="n_shots must be an integer >= 0"):
         tasks.number_retrieval(entity_tok, 2, n_shots=-1)
+
+
+def test_rows_selects_pairs_with_their_positions_texts_and_info():
+    years = [f"{c}{y:02d}" for c in range(11, 18) for y in range(100)]
+    texts = [f"The {noun} lasted from the year to the" for noun in tasks.NOUNS]
+    tok = _word_tokenizer(texts, years + [f"{y:02d}" for y in range(100)]
+                          + [str(c) for c in range(11, 18)])
+    b = tasks.greater_than(tok, 6, seed=2)
+    part = b.rows(slice(1, 5, 2))
+    assert len(part) == 2 and part.clean_text == (b.clean_text[1], b.clean_text[3])
+    np.testing.assert_array_equal(part.clean, b.clean[[1, 3]])
+    np.testing.assert_array_equal(part.wrongs, b.wrongs[[1, 3]])
+    np.testing.assert_array_equal(part.positions["year"], b.positions["year"][[1, 3]])
+    np.testing.assert_array_equal(part.info["years"], b.info["years"][[1, 3]])
+    np.testing.assert_array_equal(b.rows(np.asarray([4])).corrupted, b.corrupted[4:5])
