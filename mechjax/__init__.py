@@ -34,7 +34,7 @@ from mechjax.interventions import (
 )
 from mechjax import cache_analysis, weights
 from mechjax.generation import Generation, generate, iter_generate
-from mechjax.loading import load
+from mechjax.io.loading import load
 from mechjax.model import Family, Model, Output, run, run_with_cache
 from mechjax.sites import act_name
 

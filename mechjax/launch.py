@@ -246,7 +246,7 @@ def check_problem(n_layers: int = 2):
     import numpy as np
 
     import mechjax as mj
-    from mechjax.families import family_of_module
+    from mechjax.io.families import family_of_module
     from mechjax.models.llama import Config
 
     llama = family_of_module("llama")

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     import jax
 
     import mechjax as mj
-    from mechjax import registry
+    from mechjax.io import registry
     from mechjax.generation import generate
 
     path = registry.resolve(args.model)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv-bench: mechjax plus the peer libraries that scripts/bench.py compares it
+# Create .venv-bench: mechjax plus the peer libraries that scripts/bench compares it
 # with (TransformerLens, nnsight, pyvene, penzai, HF transformers), on CPU torch 2.13.0.
 #
-#     bash scripts/bench_setup.sh            # then: .venv-bench/bin/python scripts/bench.py
+#     bash scripts/bench_setup.sh            # then: .venv-bench/bin/python scripts/bench
 #
 # A separate environment on purpose: the peers may pin other torch/transformers versions,
 # and the project's own .venv must not get them. torch is pinned with a constraints file
@@ -53,4 +53,4 @@ assert torch.version.cuda is None, f"CUDA torch installed ({torch.version.cuda})
 print(f"torch {torch.__version__} (CPU)")
 EOF
 "$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|accelerate|transformer.lens|nnsight|pyvene|penzai|jax|jaxlib|mechjax) "
-echo "ready: $VENV/bin/python scripts/bench.py --quick"
+echo "ready: $VENV/bin/python scripts/bench --quick"

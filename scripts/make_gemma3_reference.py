@@ -45,7 +45,7 @@ def hf_model_and_ids():
     import torch
     import transformers
 
-    from mechjax import registry
+    from mechjax.io import registry
 
     path = registry.resolve("gemma3-270m")
     model = transformers.AutoModelForCausalLM.from_pretrained(

@@ -40,7 +40,7 @@ def hf_model_and_ids():
     import torch
     import transformers
 
-    from mechjax import registry
+    from mechjax.io import registry
 
     path = registry.resolve("smollm2-135m")
     model = transformers.AutoModelForCausalLM.from_pretrained(

@@ -123,7 +123,7 @@ def measure() -> str:
 
     import mechjax as mj
     from mechjax import sharding
-    from mechjax.families import family_of_module
+    from mechjax.io.families import family_of_module
     from mechjax.models import llama
     from mechjax.models.llama import Config
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mechjax as mj
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 from mechjax.models.llama import Config as LlamaConfig
 
 jax.config.update("jax_enable_x64", False)

@@ -92,7 +92,7 @@ def test_bad_inputs(tiny_llama, pair):
 def test_qk_fix_other_families(family):
     """GPT-2 (no rotary: q/k sites) and Gemma 3 (its own score scale): the fix equals the
     exact pattern change times dm/dA, as for Llama."""
-    from mechjax.families import family_for
+    from mechjax.io.families import family_for
     fam = family_for(family)
     if family == "gpt2":
         from mechjax.models.gpt2 import Config

@@ -1,19 +1,19 @@
-"""scripts/bench.py: its command line and its FLOP counter (no peers, no model, fast)."""
+"""scripts/bench: its command line and its FLOP counter (no peers, no model, fast)."""
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPT = SCRIPTS / "bench"  # a package run as a directory: python scripts/bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module("bench.common")
 
 
 def test_help():

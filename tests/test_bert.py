@@ -14,7 +14,7 @@ from conftest import max_diff
 from mechjax.models import bert
 
 import mechjax as mj
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 
 REF = Path(__file__).parent / "fixtures" / "minilm" / "reference.npz"
 FAM = family_of_module("bert")
@@ -103,7 +103,7 @@ TEXTS = [
 def test_minilm_tokenizer_ids_equal_hf_autotokenizer(minilm):
     import transformers  # a test-time reference (the `reference` extra): no skip
 
-    from mechjax import registry
+    from mechjax.io import registry
 
     hf = transformers.AutoTokenizer.from_pretrained(
         str(registry.resolve("minilm-l6", progress=False).parent))

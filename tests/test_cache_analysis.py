@@ -9,7 +9,7 @@ from mechjax.models import neox
 
 import mechjax as mj
 from mechjax import cache_analysis as ca
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 
 TOL = 1e-4
 

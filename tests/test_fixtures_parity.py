@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 
 import mechjax as mj
 from conftest import max_diff
-from mechjax.families import family_for
+from mechjax.io.families import family_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Pinned, so a fixture that goes missing fails instead of silently not being tested.

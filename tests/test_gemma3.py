@@ -16,7 +16,7 @@ from mechjax.models import gemma3
 
 import mechjax as mj
 from mechjax import kv_cache
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 
 REF = Path(__file__).parent / "fixtures" / "gemma3" / "reference.npz"
 FAM = family_of_module("gemma3")
@@ -141,7 +141,7 @@ def test_decode_equals_forward_and_generate_equals_recompute():
 
 @pytest.fixture(scope="module")
 def gemma():
-    from mechjax.loading import read_checkpoint
+    from mechjax.io.loading import read_checkpoint
 
     ckpt = read_checkpoint("gemma3-270m")
     cfg = gemma3.config_from_hf(ckpt.config)

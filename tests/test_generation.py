@@ -9,7 +9,7 @@ from mechjax.models import llama
 
 import mechjax as mj
 from mechjax import kv_cache
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 from mechjax.generation import generate, iter_generate, sample_logits
 
 # GQA and a sliding window shorter than the sequences, so the cache's masks are exercised
@@ -190,14 +190,11 @@ def test_smollm2_greedy_with_cache_equals_recomputing():
 
 @pytest.mark.slow
 def test_cli_generate_streams_text():
-    import argparse
     import io
 
-    from mechjax import cli_generate
+    from mechjax.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    cli_generate.add_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["generate", "smollm2-135m", "Write a haiku about the sea.",
+    args = build_parser().parse_args(["generate", "smollm2-135m", "Write a haiku about the sea.",
                               "--chat", "-n", "12"])
     buf = io.StringIO()
     assert args.fn(args, out=buf) == 0

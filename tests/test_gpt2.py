@@ -9,7 +9,7 @@ import pytest
 
 import mechjax as mj
 from conftest import max_diff
-from mechjax.families import family_for
+from mechjax.io.families import family_for
 from mechjax.models import gpt2
 
 HF_CONFIG = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=64,

@@ -9,7 +9,7 @@ from mechjax.models import gpt2
 
 import mechjax as mj
 from mechjax import kv_cache
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 
 CFG = gpt2.Config(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=32)
 MODEL = mj.Model(gpt2.init(jax.random.PRNGKey(0), CFG, scale=0.3), CFG, family_of_module("gpt2"))

@@ -1,4 +1,4 @@
-"""analyses/induction.py: Theorem-1 confinement, the reduced dynamics, emergence, fits."""
+"""analyses/induction: Theorem-1 confinement, the reduced dynamics, emergence, fits."""
 
 import json
 

@@ -7,7 +7,7 @@ import pytest
 
 import mechjax as mj
 from conftest import jrun, max_diff
-from mechjax.families import family_for
+from mechjax.io.families import family_for
 from mechjax.models import llama
 
 torch = pytest.importorskip("torch")

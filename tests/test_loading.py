@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from mechjax import registry
+from mechjax.io import registry
 from mechjax.errors import CheckpointError, FetchError
-from mechjax.gguf_io import permute_qk, read_gguf, read_gguf_metadata, unpermute_qk
-from mechjax.safetensors_io import read_hf_dir
-from mechjax.tokenizer import Tokenizer
+from mechjax.io.gguf import permute_qk, read_gguf, read_gguf_metadata, unpermute_qk
+from mechjax.io.safetensors import read_hf_dir
+from mechjax.io.tokenizer import Tokenizer
 
 # --------------------------------------------------------------------------- oracles
 

@@ -120,8 +120,8 @@ def test_mismatched_batches_and_unknown_kinds(tiny_llama):
 
 
 def test_number_token_ids_on_smollm2_tokenizer():
-    from mechjax import gguf_io, registry
-    from mechjax.tokenizer import Tokenizer
+    from mechjax.io import gguf as gguf_io, registry
+    from mechjax.io.tokenizer import Tokenizer
 
     tok = Tokenizer.from_gguf_metadata(
         gguf_io.read_gguf_metadata(registry.resolve("smollm2-135m", progress=False)))

@@ -9,7 +9,7 @@ from mechjax.models import neox
 
 import mechjax as mj
 from mechjax import kv_cache
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 from mechjax.hooks import HookContext
 
 torch = pytest.importorskip("torch")

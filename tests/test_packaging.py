@@ -26,6 +26,13 @@ def test_built_wheel_imports_models_and_analyses(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "mechjax/models/llama.py" in names and "mechjax/analyses/__init__.py" in names
     assert not any(n.startswith(("models/", "analyses/")) for n in names), "no top-level models package"
+    # every subpackage of the source tree is in the wheel (pyproject lists them by hand)
+    for top, prefix in (("mechjax", "mechjax"), ("models", "mechjax/models"),
+                        ("analyses", "mechjax/analyses")):
+        for init in (ROOT / top).rglob("__init__.py"):
+            rel = init.relative_to(ROOT / top).as_posix()
+            assert f"{prefix}/{rel}" in names, f"{prefix}/{rel} missing from the wheel"
+    assert "mechjax/tasks/data/lm_arithmetic/entity_dict.json" in names
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                     str(wheel)], check=True)
     code = ("import mechjax, mechjax.models.llama, mechjax.analyses; "

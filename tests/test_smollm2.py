@@ -77,7 +77,7 @@ def test_greedy_continuations_match_hf(smollm2, reference):
 def test_live_hf_full_logits(smollm2):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from mechjax import registry
+    from mechjax.io import registry
 
     path = registry.resolve("smollm2-135m")
     hf = transformers.AutoModelForCausalLM.from_pretrained(

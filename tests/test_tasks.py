@@ -8,7 +8,11 @@ import tokenizers
 from tokenizers import models, pre_tokenizers
 
 from mechjax import tasks
-from mechjax.tokenizer import Tokenizer
+from mechjax.tasks.arithmetic import _calc
+from mechjax.tasks.greater_than import NOUNS
+from mechjax.tasks.ioi import NAMES, OBJECTS, PLACES
+from mechjax.tasks.retrieval import _PACKAGED_DATA
+from mechjax.io.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +20,7 @@ def tok():
     words = set()
     for t in tasks.BABA_TEMPLATES:
         words |= set(t.replace(",", " ,").replace(".", " .").split())
-    words |= set(tasks.NAMES[:20]) | set(tasks.PLACES) | set(tasks.OBJECTS)
+    words |= set(NAMES[:20]) | set(PLACES) | set(OBJECTS)
     words |= {str(i) for i in range(301)} | {"Q:", "A:", "?", "+", "=", "The", "capital", "of",
                                               "is", "Paris", "France", "Rome", "Italy"}
     words |= set(" ".join(sum(tasks.ARITHMETIC_TEMPLATES.values(), ())).replace("?", " ?").split())
@@ -72,7 +76,7 @@ def test_arithmetic_same_result_pairs_always_differ(tok, op):
         for clean, corr in zip(b.clean_text, b.corrupted_text):
             (x, y), (xa, ya) = ([int(v) for v in re.findall(r"\d+", t)] for t in (clean, corr))
             assert (x, y) != (xa, ya)
-            assert tasks._calc(x, op, y) == tasks._calc(xa, op, ya)
+            assert _calc(x, op, y) == _calc(xa, op, ya)
 
 
 def test_multi_token_answer_raises(tok):
@@ -105,7 +109,7 @@ def _word_tokenizer(texts, extra=()):
 def entity_tok():
     import json
 
-    entities = json.loads((tasks._PACKAGED_DATA / "entity_dict.json").read_text())
+    entities = json.loads((_PACKAGED_DATA / "entity_dict.json").read_text())
     names = [n for pair in sum(entities.values(), []) for n in pair]
     return _word_tokenizer(list(tasks.ENTITY_TEMPLATES) + names, [str(i) for i in range(10)])
 
@@ -166,7 +170,7 @@ def test_factual_recall(tok):
 
 def test_greater_than_years_and_digit_split_error():
     years = [f"{c}{y:02d}" for c in range(11, 18) for y in range(100)]
-    texts = [f"The {noun} lasted from the year to the" for noun in tasks.NOUNS]
+    texts = [f"The {noun} lasted from the year to the" for noun in NOUNS]
     tok = _word_tokenizer(texts, years + [f"{y:02d}" for y in range(100)]
                           + [str(c) for c in range(11, 18)])
     b = tasks.greater_than(tok, 6, seed=1)
@@ -214,7 +218,7 @@ def test_few_shot_prefixes_are_solved_examples_and_positions_follow(tok, entity_
 
 def test_rows_selects_pairs_with_their_positions_texts_and_info():
     years = [f"{c}{y:02d}" for c in range(11, 18) for y in range(100)]
-    texts = [f"The {noun} lasted from the year to the" for noun in tasks.NOUNS]
+    texts = [f"The {noun} lasted from the year to the" for noun in NOUNS]
     tok = _word_tokenizer(texts, years + [f"{y:02d}" for y in range(100)]
                           + [str(c) for c in range(11, 18)])
     b = tasks.greater_than(tok, 6, seed=2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mechjax as mj
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 from mechjax.hooks import HookContext
 from mechjax.models import toy
 

@@ -8,7 +8,7 @@ from mechjax.models import llama, neox
 
 import mechjax as mj
 from mechjax import weights
-from mechjax.families import family_of_module
+from mechjax.io.families import family_of_module
 
 
 @pytest.fixture(scope="module")

@@ -3,27 +3,11 @@
     mechjax generate smollm2-135m "Write a haiku about the sea." --chat
     mechjax generate smollm2-135m "Once upon a time" -n 40 --temperature 0.8 --top-p 0.9 --seed 1
 
-Registered by `mechjax.cli` through `add_commands(subparsers)`.
 """
 
 from __future__ import annotations
 
 import sys
-
-
-def add_commands(subparsers) -> None:
-    """Add the `generate` subcommand to the `mechjax` parser's subparsers."""
-    g = subparsers.add_parser("generate", help="generate a continuation (streamed)")
-    g.add_argument("model", help="registry name, .gguf file or HF checkpoint directory")
-    g.add_argument("prompt")
-    g.add_argument("-n", "--max-new-tokens", type=int, default=64)
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--seed", type=int, default=0, help="PRNG seed of sampling")
-    g.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
-    g.add_argument("--no-stream", action="store_true", help="print the text once at the end")
-    g.set_defaults(fn=cmd_generate)
 
 
 def cmd_generate(args, out=None) -> int:

@@ -7,124 +7,70 @@
     mechjax patch smollm2-135m --task ioi --site resid_pre --out grid.npz
     mechjax attribute smollm2-135m --task ioi --method eap-ig
     mechjax reproduce induction-emergence --out DIR [--quick]
+
+Every subcommand's arguments are declared here; each group's implementation is its own
+module (`info`, `generate`, `patch`, `reproduce`), imported only when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections import Counter
-from pathlib import Path
 
-_REPRODUCTIONS = {
-    "induction-emergence": "mechjax.analyses.induction",
-    "arithmetic-cma": "mechjax.analyses.arithmetic_cma",
-}
+from mechjax.cli import generate as generate_cmd
+from mechjax.cli import info as info_cmd
+from mechjax.cli import patch as patch_cmd
+from mechjax.cli.reproduce import REPRODUCTIONS, cmd_reproduce
 
-
-def _cmd_fetch(args) -> int:
-    from mechjax import registry
-
-    print(registry.resolve(args.model))
-    return 0
+TASKS = ("ioi", "ioi-abc", "arithmetic", "number-retrieval", "factual", "greater-than",
+         "induction")
 
 
-def _param_count(model) -> int:
-    """Distinct parameters: a tied W_U (stored as W_E.T, as TransformerLens does) counts once."""
-    import jax
-
-    total = sum(int(x.size) for x in jax.tree.leaves(model.params))
-    if getattr(model.config, "tie_embeddings", False):
-        total -= int(model.params["unembed"]["W_U"].size)
-    return total
-
-
-def _site_summary(sites: list[str]) -> list[str]:
-    """Group `blocks.{l}.X` names into one line per X with its layer range."""
-    import re
-
-    per_block: Counter = Counter()
-    order: list[str] = []
-    rest = []
-    for s in sites:
-        m = re.match(r"blocks\.(\d+)\.(.+)", s)
-        if m:
-            if m.group(2) not in per_block:
-                order.append(m.group(2))
-            per_block[m.group(2)] += 1
-        else:
-            rest.append(s)
-    lines = [s for s in rest if not s.startswith("ln_final")]
-    lines += [f"blocks.{{0..{per_block[k] - 1}}}.{k}" for k in order]
-    lines += [s for s in rest if s.startswith("ln_final")]
-    return lines
+def _add_generate(subparsers) -> None:
+    """Add the `generate` subcommand to the `mechjax` parser's subparsers."""
+    g = subparsers.add_parser("generate", help="generate a continuation (streamed)")
+    g.add_argument("model", help="registry name, .gguf file or HF checkpoint directory")
+    g.add_argument("prompt")
+    g.add_argument("-n", "--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=0, help="PRNG seed of sampling")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    g.add_argument("--no-stream", action="store_true", help="print the text once at the end")
+    g.set_defaults(fn=generate_cmd.cmd_generate)
 
 
-def _list_models() -> int:
-    from mechjax import registry
-
-    print("registered models (fetched offline from the package index, sha256-verified):")
-    for e in registry.list_models():
-        print(f"  {e.name:14s} {e.approx_size:>7s}  {e.architecture:8s} {e.description}")
-        extra = "".join(f", {Path(m).name}" for m, _ in e.sidecars)
-        print(f"  {'':14s} source: {', '.join(e.packages)} -> {e.filename}{extra}")
-    return 0
-
-
-def _cmd_info(args) -> int:
-    import dataclasses
-
-    import mechjax as mj
-
-    if args.model is None:
-        return _list_models()
-    model = mj.load(args.model)
-    cfg = dataclasses.asdict(model.config)
-    print(f"model: {args.model}  (family: {model.family.name})")
-    for k, v in cfg.items():
-        print(f"  {k:16s} {v}")
-    tied = " (W_U tied to W_E, counted once)" if getattr(model.config, "tie_embeddings", False) else ""
-    print(f"parameters: {_param_count(model):,}{tied}")
-    sites = model.sites
-    print(f"sites: {len(sites)}")
-    for line in (sites if args.all_sites else _site_summary(sites)):
-        print(f"  {line}")
-    return 0
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="registered name, GGUF file or HF directory")
+    p.add_argument("--task", choices=TASKS, default="ioi")
+    p.add_argument("--n", type=int, default=8, help="number of prompt pairs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="lm-arithmetic data folder (number-retrieval)")
+    p.add_argument("--clean", help="one explicit clean prompt (instead of --task)")
+    p.add_argument("--corrupt", help="its corrupted prompt (same token length)")
+    p.add_argument("--answer", help="the clean answer (one token)")
+    p.add_argument("--wrong", help="the competing answer (one token)")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--png", default=None, help="also save a heatmap here")
 
 
-def _cmd_run(args) -> int:
-    import jax
-    import numpy as np
-
-    import mechjax as mj
-
-    model = mj.load(args.model)
-    text = args.prompt
-    if args.chat:
-        text = model.tokenizer.apply_chat_template([{"role": "user", "content": text}])
-    ids = model.tokenizer.encode(text)
-    if not ids:
-        print("error: the prompt encodes to no tokens", file=sys.stderr)
-        return 2
-    logits = jax.jit(mj.run)(model, np.asarray([ids], np.int32)).logits[0, -1]
-    probs = np.asarray(jax.nn.softmax(logits))
-    top = np.argsort(-probs)[: args.top_k]
-    rows = [(int(t), model.tokenizer.decode([int(t)]), float(probs[t])) for t in top]
-    if args.json:
-        print(json.dumps([{"id": i, "token": s, "prob": p} for i, s, p in rows]))
-        return 0
-    print(f"prompt ({len(ids)} tokens): {text!r}")
-    for i, s, p in rows:
-        print(f"  {p:7.4f}  {i:6d}  {s!r}")
-    return 0
-
-
-def _cmd_reproduce(args, rest: list[str]) -> int:
-    import importlib
-
-    mod = importlib.import_module(_REPRODUCTIONS[args.name])
-    return mod.main(rest) or 0
+def _add_patch(subparsers) -> None:
+    """Register `patch` and `attribute` on the `mechjax` command's subparsers."""
+    p = subparsers.add_parser("patch", help="activation-patching grid over layers x positions")
+    _add_common(p)
+    p.add_argument("--site", default="resid_pre",
+                   help="site kind: resid_pre, attn_out, mlp_out, z, q, k, v, pattern, ...")
+    p.add_argument("--mode", choices=("denoise", "noise"), default="denoise")
+    p.add_argument("--all-positions", action="store_true",
+                   help="patch all positions at once (grid [layer] or [layer, head])")
+    p.set_defaults(fn=patch_cmd.cmd_patch)
+    a = subparsers.add_parser("attribute", help="AtP node scores or EAP/EAP-IG edge scores")
+    _add_common(a)
+    a.add_argument("--method", choices=("atp", "atp-gd", "eap", "eap-ig", "eap-ig-act"),
+                   default="eap-ig")
+    a.add_argument("--steps", type=int, default=5, help="EAP-IG steps (MIB uses 5)")
+    a.set_defaults(fn=patch_cmd.cmd_attribute)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,13 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fetch", help="fetch and verify a registered model")
     f.add_argument("model")
-    f.set_defaults(fn=_cmd_fetch)
+    f.set_defaults(fn=info_cmd.cmd_fetch)
 
     i = sub.add_parser("info", help="config, parameter count and sites of a model")
     i.add_argument("model", nargs="?", default=None,
                    help="registry name, .gguf file or HF checkpoint directory (none: list models)")
     i.add_argument("--all-sites", action="store_true", help="list every site, not a summary")
-    i.set_defaults(fn=_cmd_info)
+    i.set_defaults(fn=info_cmd.cmd_info)
 
     r = sub.add_parser("run", help="top-k next tokens for a prompt")
     r.add_argument("model")
@@ -147,15 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--top-k", type=int, default=10)
     r.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     r.add_argument("--json", action="store_true")
-    r.set_defaults(fn=_cmd_run)
+    r.set_defaults(fn=info_cmd.cmd_run)
 
-    from mechjax import cli_generate, cli_patch
-
-    cli_generate.add_commands(sub)
-    cli_patch.add_commands(sub)
+    _add_generate(sub)
+    _add_patch(sub)
 
     rp = sub.add_parser("reproduce", help="run a paper reproduction (see analyses/)")
-    rp.add_argument("name", choices=sorted(_REPRODUCTIONS))
+    rp.add_argument("name", choices=sorted(REPRODUCTIONS))
     rp.set_defaults(fn=None)
     return p
 
@@ -167,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     try:
         if args.command == "reproduce":
-            return _cmd_reproduce(args, rest)
+            return cmd_reproduce(args, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return args.fn(args)

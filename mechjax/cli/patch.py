@@ -12,44 +12,6 @@ the last position.
 
 from __future__ import annotations
 
-import argparse
-
-TASKS = ("ioi", "ioi-abc", "arithmetic", "number-retrieval", "factual", "greater-than",
-         "induction")
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered name, GGUF file or HF directory")
-    p.add_argument("--task", choices=TASKS, default="ioi")
-    p.add_argument("--n", type=int, default=8, help="number of prompt pairs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="lm-arithmetic data folder (number-retrieval)")
-    p.add_argument("--clean", help="one explicit clean prompt (instead of --task)")
-    p.add_argument("--corrupt", help="its corrupted prompt (same token length)")
-    p.add_argument("--answer", help="the clean answer (one token)")
-    p.add_argument("--wrong", help="the competing answer (one token)")
-    p.add_argument("--out", required=True, help="output .npz file")
-    p.add_argument("--png", default=None, help="also save a heatmap here")
-
-
-def add_commands(subparsers) -> None:
-    """Register `patch` and `attribute` on the `mechjax` command's subparsers."""
-    p = subparsers.add_parser("patch", help="activation-patching grid over layers x positions")
-    _add_common(p)
-    p.add_argument("--site", default="resid_pre",
-                   help="site kind: resid_pre, attn_out, mlp_out, z, q, k, v, pattern, ...")
-    p.add_argument("--mode", choices=("denoise", "noise"), default="denoise")
-    p.add_argument("--all-positions", action="store_true",
-                   help="patch all positions at once (grid [layer] or [layer, head])")
-    p.set_defaults(fn=cmd_patch)
-    a = subparsers.add_parser("attribute", help="AtP node scores or EAP/EAP-IG edge scores")
-    _add_common(a)
-    a.add_argument("--method", choices=("atp", "atp-gd", "eap", "eap-ig", "eap-ig-act"),
-                   default="eap-ig")
-    a.add_argument("--steps", type=int, default=5, help="EAP-IG steps (MIB uses 5)")
-    a.set_defaults(fn=cmd_attribute)
-
-
 def _batch(args, model):
     from mechjax import tasks
 

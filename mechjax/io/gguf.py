@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mechjax.errors import CheckpointError
-from mechjax.tokenizer import Tokenizer
+from mechjax.io.tokenizer import Tokenizer
 
 __all__ = [
     "GGUF_ARCHITECTURES", "Checkpoint", "GGUFArchitecture", "GGUFCheckpoint", "permute_qk",

@@ -12,13 +12,13 @@ from pathlib import Path
 import jax.numpy as jnp
 
 from mechjax.errors import CheckpointError
-from mechjax.families import family_for
+from mechjax.io.families import family_for
 from mechjax.model import Model
 
 
 def read_checkpoint(name_or_path: str | Path):
     """The raw checkpoint (HF-style config, HF-named float32 tensors, tokenizer)."""
-    from mechjax import registry
+    from mechjax.io import registry
 
     path = Path(name_or_path).expanduser()
     if not path.exists():
@@ -29,11 +29,11 @@ def read_checkpoint(name_or_path: str | Path):
     if path.is_file() and path.suffix == ".safetensors" and (path.parent / "config.json").is_file():
         path = path.parent  # a registered HF-directory model resolves to its weights file
     if path.is_dir():
-        from mechjax.safetensors_io import read_hf_dir
+        from mechjax.io.safetensors import read_hf_dir
 
         return read_hf_dir(path)
     if path.suffix == ".gguf":
-        from mechjax.gguf_io import read_gguf
+        from mechjax.io.gguf import read_gguf
 
         return read_gguf(path)
     raise CheckpointError(

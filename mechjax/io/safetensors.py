@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mechjax.errors import CheckpointError
-from mechjax.gguf_io import Checkpoint
-from mechjax.tokenizer import Tokenizer
+from mechjax.io.gguf import Checkpoint
+from mechjax.io.tokenizer import Tokenizer
 
 __all__ = ["read_hf_dir", "read_safetensors"]
 
