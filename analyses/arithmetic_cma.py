@@ -52,8 +52,11 @@ ROLES = ("op1", "operator", "op2", "end")
 
 def _bands(n_layers: int) -> dict[str, slice]:
     third = n_layers // 3
-    return {"early": slice(0, third), "middle": slice(third, 2 * third),
-            "late": slice(2 * third, n_layers)}
+    return {
+        "early": slice(0, third),
+        "middle": slice(third, 2 * third),
+        "late": slice(2 * third, n_layers),
+    }
 
 
 def _accuracy(model, batch, nums) -> float:
@@ -67,8 +70,9 @@ def _accuracy(model, batch, nums) -> float:
     return float((p.argmax(-1) == r).mean())
 
 
-def _batches(tok, task: str, op: str, template: int, n: int, batch_size: int, seed: int,
-             shots: int = 0):
+def _batches(
+    tok, task: str, op: str, template: int, n: int, batch_size: int, seed: int, shots: int = 0
+):
     """(base/alt batch, same-result batch or None) per chunk of `batch_size` pairs."""
     from mechjax import tasks
 
@@ -79,13 +83,32 @@ def _batches(tok, task: str, op: str, template: int, n: int, batch_size: int, se
         return
     for i, start in enumerate(range(0, n, batch_size)):
         m = min(batch_size, n - start)
-        yield (tasks.arithmetic(tok, m, seed + i, op=op, template=template, n_shots=shots),
-               tasks.arithmetic(tok, m, seed + i, op=op, template=template,
-                                intervention="same_result", n_shots=shots))
+        yield (
+            tasks.arithmetic(tok, m, seed + i, op=op, template=template, n_shots=shots),
+            tasks.arithmetic(
+                tok,
+                m,
+                seed + i,
+                op=op,
+                template=template,
+                intervention="same_result",
+                n_shots=shots,
+            ),
+        )
 
 
-def run_one(model, nums, op: str, template: int, n: int, batch_size: int, seed: int,
-            task: str = "arithmetic", shots: int = 0, last_only: bool = False) -> dict:
+def run_one(
+    model,
+    nums,
+    op: str,
+    template: int,
+    n: int,
+    batch_size: int,
+    seed: int,
+    task: str = "arithmetic",
+    shots: int = 0,
+    last_only: bool = False,
+) -> dict:
     """IE grids, effects and accuracy for `n` pairs of one operator and template (or of
     the number-retrieval control, `task="number_retrieval"`: no TCE/DCE). `last_only`:
     only the last position (grids [layer, 1]; for long few-shot prompts, where the full
@@ -96,8 +119,9 @@ def run_one(model, nums, op: str, template: int, n: int, batch_size: int, seed: 
     grids = {k: [] for k in KINDS}
     weights, acc, tce, dce, positions, labels, batches = [], [], [], [], None, None, []
     for batch, same in _batches(tok, task, op, template, n, batch_size, seed, shots):
-        g = mediation.ie_grid(model, batch, KINDS, candidates=nums,
-                              positions=[-1] if last_only else None)
+        g = mediation.ie_grid(
+            model, batch, KINDS, candidates=nums, positions=[-1] if last_only else None
+        )
         for k in KINDS:
             grids[k].append(np.asarray(g[k]))
         weights.append(len(batch))
@@ -107,31 +131,59 @@ def run_one(model, nums, op: str, template: int, n: int, batch_size: int, seed: 
             tce.append(mediation.causal_effect(model, batch, nums, result_changes=True)["rcc"])
             dce.append(mediation.causal_effect(model, same, nums, result_changes=False)["rcc"])
         if labels is not None and not last_only and batch.clean.shape[1] != len(labels):
-            raise ValueError(f"{task} '{op}' template {template}: batches of {len(labels)} and "
-                             f"{batch.clean.shape[1]} tokens; pass a --batch that covers --n")
-        labels = labels or batch.str_tokens(tok)[-1 if last_only else 0:]
-        fixed = {r: int(v[0]) for r in ROLES if r in batch.positions
-                 and (v := np.unique(np.asarray(batch.positions[r]))).size == 1}
+            raise ValueError(
+                f"{task} '{op}' template {template}: batches of {len(labels)} and "
+                f"{batch.clean.shape[1]} tokens; pass a --batch that covers --n"
+            )
+        labels = labels or batch.str_tokens(tok)[-1 if last_only else 0 :]
+        fixed = {
+            r: int(v[0])
+            for r in ROLES
+            if r in batch.positions and (v := np.unique(np.asarray(batch.positions[r]))).size == 1
+        }
         if last_only:
             fixed = {"end": 0}
-        positions = fixed if positions is None else {
-            r: p for r, p in positions.items() if fixed.get(r) == p}
+        positions = (
+            fixed
+            if positions is None
+            else {r: p for r, p in positions.items() if fixed.get(r) == p}
+        )
     w = np.asarray(weights, np.float64) / sum(weights)
     mean = lambda xs: float(np.dot(w, xs)) if xs else None  # noqa: E731
     grids = {k: np.tensordot(w, np.stack(v), 1) for k, v in grids.items()}
     spread = {}
     for k, g in grids.items():  # the pairs behind each grid's largest cell
         layer, pos = (int(i) for i in np.unravel_index(np.argmax(g), g.shape))
-        per = np.concatenate([mediation.ie_per_pair(
-            model, b, k, layer, b.clean.shape[1] - 1 if last_only else pos, candidates=nums)
-            for b in batches])
-        spread[k] = {"layer": layer, "pos": pos, "mean": float(per.mean()),
-                     "median": float(np.median(per)), "max": float(per.max()),
-                     "max_pair_share": float(per.max() / per.sum()) if per.sum() > 0 else None,
-                     "positive": float((per > 0).mean())}
-    return {"task": task, "op": op, "template": template, "n": n, "grids": grids,
-            "accuracy": mean(acc), "tce": mean(tce), "dce": mean(dce),
-            "positions": positions, "labels": labels, "spread": spread}
+        per = np.concatenate(
+            [
+                mediation.ie_per_pair(
+                    model, b, k, layer, b.clean.shape[1] - 1 if last_only else pos, candidates=nums
+                )
+                for b in batches
+            ]
+        )
+        spread[k] = {
+            "layer": layer,
+            "pos": pos,
+            "mean": float(per.mean()),
+            "median": float(np.median(per)),
+            "max": float(per.max()),
+            "max_pair_share": float(per.max() / per.sum()) if per.sum() > 0 else None,
+            "positive": float((per > 0).mean()),
+        }
+    return {
+        "task": task,
+        "op": op,
+        "template": template,
+        "n": n,
+        "grids": grids,
+        "accuracy": mean(acc),
+        "tce": mean(tce),
+        "dce": mean(dce),
+        "positions": positions,
+        "labels": labels,
+        "spread": spread,
+    }
 
 
 def summarise(res: dict, n_layers: int) -> dict:
@@ -139,43 +191,78 @@ def summarise(res: dict, n_layers: int) -> dict:
     out = {}
     for k, g in res["grids"].items():
         flat = np.argsort(g, axis=None)[::-1][:5]
-        top = [{"layer": int(l), "pos": int(p), "token": res["labels"][p], "ie": float(g[l, p])}
-               for l, p in zip(*np.unravel_index(flat, g.shape))]
-        roles = {f"{role}/{band}": float(g[sl, p].mean())
-                 for role, p in res["positions"].items() for band, sl in _bands(n_layers).items()}
-        out[k] = {"top": top, "roles": roles, "mean": float(g.mean()), "max": float(g.max()),
-                  "top_cell_pairs": res["spread"][k]}
+        top = [
+            {"layer": int(l), "pos": int(p), "token": res["labels"][p], "ie": float(g[l, p])}
+            for l, p in zip(*np.unravel_index(flat, g.shape))
+        ]
+        roles = {
+            f"{role}/{band}": float(g[sl, p].mean())
+            for role, p in res["positions"].items()
+            for band, sl in _bands(n_layers).items()
+        }
+        out[k] = {
+            "top": top,
+            "roles": roles,
+            "mean": float(g.mean()),
+            "max": float(g.max()),
+            "top_cell_pairs": res["spread"][k],
+        }
     return out
 
 
-def _record(res: dict, tag: str, title: str, secs: float, out: Path, arrays: dict,
-            n_layers: int, model_name: str) -> dict:
+def _record(
+    res: dict,
+    tag: str,
+    title: str,
+    secs: float,
+    out: Path,
+    arrays: dict,
+    n_layers: int,
+    model_name: str,
+) -> dict:
     """Figures and arrays of one run; prints its summary and returns it."""
     from mechjax import plotting
 
     s = summarise(res, n_layers)
     for k, g in res["grids"].items():
         arrays[f"{tag}/{k}"] = g
-        plotting.layer_position(g, out / f"{tag}_{k}.png", res["labels"],
-                                cbar_label="indirect effect",
-                                title=f"IE of {k}, {title}, {res['n']} pairs ({model_name})")
+        plotting.layer_position(
+            g,
+            out / f"{tag}_{k}.png",
+            res["labels"],
+            cbar_label="indirect effect",
+            title=f"IE of {k}, {title}, {res['n']} pairs ({model_name})",
+        )
     arrays[f"{tag}/labels"] = np.asarray(res["labels"])
-    effects = ("" if res["tce"] is None else
-               f"; TCE(N->R) {res['tce']:.3f}, DCE(N->R) {res['dce']:.3f}")
-    print(f"\n{title}: {res['n']} pairs in {secs:.0f} s; base accuracy "
-          f"{res['accuracy']:.2f}{effects}")
+    effects = (
+        "" if res["tce"] is None else f"; TCE(N->R) {res['tce']:.3f}, DCE(N->R) {res['dce']:.3f}"
+    )
+    print(
+        f"\n{title}: {res['n']} pairs in {secs:.0f} s; base accuracy {res['accuracy']:.2f}{effects}"
+    )
     print("  tokens: " + " ".join(f"{i}:{tok!r}" for i, tok in enumerate(res["labels"])))
     for k in KINDS:
-        top = ", ".join(f"L{c['layer']} {c['token']!r}@{c['pos']} {c['ie']:.3f}"
-                        for c in s[k]["top"])
+        top = ", ".join(
+            f"L{c['layer']} {c['token']!r}@{c['pos']} {c['ie']:.3f}" for c in s[k]["top"]
+        )
         sp = s[k]["top_cell_pairs"]
         print(f"  {k}: mean {s[k]['mean']:.4f}, top {top}")
-        print(f"    largest cell over pairs: median {sp['median']:.3f}, mean {sp['mean']:.3f}, "
-              f"largest pair {sp['max']:.3f}, positive in {sp['positive']:.0%} of pairs")
+        print(
+            f"    largest cell over pairs: median {sp['median']:.3f}, mean {sp['mean']:.3f}, "
+            f"largest pair {sp['max']:.3f}, positive in {sp['positive']:.0%} of pairs"
+        )
         print("    " + "  ".join(f"{r} {v:+.4f}" for r, v in s[k]["roles"].items()))
-    return {"task": res["task"], "op": res["op"], "template": res["template"],
-            "seconds": round(secs, 1), "accuracy": res["accuracy"], "tce": res["tce"],
-            "dce": res["dce"], "positions": res["positions"], **s}
+    return {
+        "task": res["task"],
+        "op": res["op"],
+        "template": res["template"],
+        "seconds": round(secs, 1),
+        "accuracy": res["accuracy"],
+        "tce": res["tce"],
+        "dce": res["dce"],
+        "positions": res["positions"],
+        **s,
+    }
 
 
 def _last_token_late_mlp(run: dict) -> float:
@@ -183,20 +270,29 @@ def _last_token_late_mlp(run: dict) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="mechjax reproduce arithmetic-cma",
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="mechjax reproduce arithmetic-cma", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--n", type=int, default=16, help="pairs per operator and template")
     ap.add_argument("--batch", type=int, default=8, help="pairs per compiled sweep")
     ap.add_argument("--ops", nargs="+", default=["+", "*"], choices=["+", "-", "*", "/"])
     ap.add_argument("--templates", nargs="+", type=int, default=[0])
-    ap.add_argument("--contrast", type=int, default=16,
-                    help="pairs of the number-retrieval control (0: skip)")
-    ap.add_argument("--shots", type=int, default=0,
-                    help="solved examples of the same template before every prompt")
-    ap.add_argument("--last-only", action="store_true",
-                    help="mediators at the last position only (cheap for long prompts)")
+    ap.add_argument(
+        "--contrast", type=int, default=16, help="pairs of the number-retrieval control (0: skip)"
+    )
+    ap.add_argument(
+        "--shots",
+        type=int,
+        default=0,
+        help="solved examples of the same template before every prompt",
+    )
+    ap.add_argument(
+        "--last-only",
+        action="store_true",
+        help="mediators at the last position only (cheap for long prompts)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -208,28 +304,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = mj.load(args.model)
     nums = mediation.number_token_ids(model.tokenizer)
     L = model.config.n_layers
-    arrays, summary = {}, {"model": args.model, "n": args.n, "shots": args.shots,
-                           "last_only": args.last_only, "runs": []}
+    arrays, summary = (
+        {},
+        {
+            "model": args.model,
+            "n": args.n,
+            "shots": args.shots,
+            "last_only": args.last_only,
+            "runs": [],
+        },
+    )
     names = {"+": "plus", "-": "minus", "*": "times", "/": "over"}
     for op in args.ops:
         for t in args.templates:
             t0 = time.perf_counter()
-            res = run_one(model, nums, op, t, args.n, args.batch, args.seed, shots=args.shots,
-                          last_only=args.last_only)
-            summary["runs"].append(_record(res, f"{names[op]}_t{t}", f"'{op}' template {t}",
-                                           time.perf_counter() - t0, out, arrays, L,
-                                           args.model))
+            res = run_one(
+                model,
+                nums,
+                op,
+                t,
+                args.n,
+                args.batch,
+                args.seed,
+                shots=args.shots,
+                last_only=args.last_only,
+            )
+            summary["runs"].append(
+                _record(
+                    res,
+                    f"{names[op]}_t{t}",
+                    f"'{op}' template {t}",
+                    time.perf_counter() - t0,
+                    out,
+                    arrays,
+                    L,
+                    args.model,
+                )
+            )
     if args.contrast:
         t0 = time.perf_counter()
-        res = run_one(model, nums, "", -1, args.contrast, args.batch, args.seed,
-                      task="number_retrieval", shots=args.shots, last_only=args.last_only)
-        summary["contrast"] = _record(res, "retrieval", "number retrieval (type 11)",
-                                      time.perf_counter() - t0, out, arrays, L, args.model)
+        res = run_one(
+            model,
+            nums,
+            "",
+            -1,
+            args.contrast,
+            args.batch,
+            args.seed,
+            task="number_retrieval",
+            shots=args.shots,
+            last_only=args.last_only,
+        )
+        summary["contrast"] = _record(
+            res,
+            "retrieval",
+            "number retrieval (type 11)",
+            time.perf_counter() - t0,
+            out,
+            arrays,
+            L,
+            args.model,
+        )
         late = _last_token_late_mlp(summary["contrast"])
-        print("\nlast-token MLP IE in the late layers (mean over the late third): "
-              f"number retrieval {late:.4f}; " + ", ".join(
-                  f"'{r['op']}' t{r['template']} {_last_token_late_mlp(r):.4f}"
-                  for r in summary["runs"]))
+        print(
+            "\nlast-token MLP IE in the late layers (mean over the late third): "
+            f"number retrieval {late:.4f}; "
+            + ", ".join(
+                f"'{r['op']}' t{r['template']} {_last_token_late_mlp(r):.4f}"
+                for r in summary["runs"]
+            )
+        )
     np.savez(out / "cma.npz", **arrays)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nwrote {out / 'cma.npz'}, {out / 'summary.json'} and the figures")

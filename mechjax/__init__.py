@@ -1,13 +1,14 @@
 """mechjax: mechanistic interpretability as JAX function transforms.
 
-    import mechjax as mj
-    model = mj.load("smollm2-135m")
-    tokens = model.tokenizer.encode_batch(["The Eiffel Tower is in"]).tokens
-    out = mj.run(model, tokens, hooks={"blocks.3.hook_resid_pre": mj.add(delta)},
-                 capture=["blocks.5.hook_resid_post"])
-    out.logits, out.cache["blocks.5.hook_resid_post"]
+import mechjax as mj
+model = mj.load("smollm2-135m")
+tokens = model.tokenizer.encode_batch(["The Eiffel Tower is in"]).tokens
+out = mj.run(model, tokens, hooks={"blocks.3.hook_resid_pre": mj.add(delta)},
+             capture=["blocks.5.hook_resid_post"])
+out.logits, out.cache["blocks.5.hook_resid_post"]
 """
 
+from mechjax import cache_analysis, weights
 from mechjax.errors import (
     CheckpointError,
     FetchError,
@@ -16,6 +17,7 @@ from mechjax.errors import (
     MechjaxError,
     SiteError,
 )
+from mechjax.generation import Generation, generate, iter_generate
 from mechjax.interventions import (
     Add,
     Apply,
@@ -32,8 +34,6 @@ from mechjax.interventions import (
     project,
     scale,
 )
-from mechjax import cache_analysis, weights
-from mechjax.generation import Generation, generate, iter_generate
 from mechjax.io.loading import load
 from mechjax.model import Family, Model, Output, run, run_with_cache
 from mechjax.sites import act_name
@@ -41,8 +41,36 @@ from mechjax.sites import act_name
 __version__ = "0.1.0"
 
 __all__ = [
-    "Add", "Apply", "Generation", "cache_analysis", "generate", "iter_generate", "weights", "CheckpointError", "Family", "FetchError", "InputError", "Intervention",
-    "InterventionError", "MeanAblate", "MechjaxError", "Model", "Output", "Patch", "Project",
-    "Resample", "Scale", "SiteError", "ablate", "act_name", "add", "apply_fn", "load",
-    "patch", "project", "run", "run_with_cache", "scale",
+    "Add",
+    "Apply",
+    "Generation",
+    "cache_analysis",
+    "generate",
+    "iter_generate",
+    "weights",
+    "CheckpointError",
+    "Family",
+    "FetchError",
+    "InputError",
+    "Intervention",
+    "InterventionError",
+    "MeanAblate",
+    "MechjaxError",
+    "Model",
+    "Output",
+    "Patch",
+    "Project",
+    "Resample",
+    "Scale",
+    "SiteError",
+    "ablate",
+    "act_name",
+    "add",
+    "apply_fn",
+    "load",
+    "patch",
+    "project",
+    "run",
+    "run_with_cache",
+    "scale",
 ]

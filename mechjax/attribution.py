@@ -95,8 +95,9 @@ def atp(
     base, source = _base_source(clean, corrupted, mode)
     names = tuple(node_names(model, kinds))
     arrays, static = split_static(metric)
-    out = _atp(model, base, source, attention_mask, arrays, static=static, names=names,
-               grad_drop=grad_drop)
+    out = _atp(
+        model, base, source, attention_mask, arrays, static=static, names=names, grad_drop=grad_drop
+    )
     return dict(zip(names, out))
 
 
@@ -133,17 +134,21 @@ def _atp(model, base, source, mask, arrays, *, static, names, grad_drop):
                 name = sites_mod.act_name(kind, l)
                 gate, prev = Apply(gates[l], _gate), hooks.get(name)
                 hooks[name] = (gate,) if prev is None else (prev, gate)
-        return run_metric(model, tokens, hooks, metric, capture=names, attention_mask=run_mask,
-                          rows=rows)
+        return run_metric(
+            model, tokens, hooks, metric, capture=names, attention_mask=run_mask, rows=rows
+        )
 
-    shapes = jax.eval_shape(lambda: run(model, tokens, capture=names, attention_mask=run_mask).cache)
+    shapes = jax.eval_shape(
+        lambda: run(model, tokens, capture=names, attention_mask=run_mask).cache
+    )
     zeros = [jnp.zeros(shapes[k].shape, shapes[k].dtype) for k in names]
 
     def scores(gates):
         grads, cache = jax.grad(f, has_aux=True)(zeros, gates)
         source_acts = {k: cache[k][:b] for k in names} if joint else src
-        return [_reduce(k, (source_acts[k] - cache[k][rows]) * g[rows])
-                for k, g in zip(names, grads)]
+        return [
+            _reduce(k, (source_acts[k] - cache[k][rows]) * g[rows]) for k, g in zip(names, grads)
+        ]
 
     if not grad_drop:
         return scores(jnp.ones(n))
@@ -154,8 +159,9 @@ def _atp(model, base, source, mask, arrays, *, static, names, grad_drop):
 # ------------------------------------------------------------------------- QK fix
 
 
-def atp_qk_fix(model: Model, clean, corrupted, metric: Callable, *, mode: str = "noise",
-               attention_mask=None) -> dict:
+def atp_qk_fix(
+    model: Model, clean, corrupted, metric: Callable, *, mode: str = "noise", attention_mask=None
+) -> dict:
     """AtP*'s QK fix: exact softmax for single patched queries and keys.
 
     Returns {"blocks.{l}.attn.hook_q": [pos, n_heads], "blocks.{l}.attn.hook_k":
@@ -274,8 +280,17 @@ def integrated_gradients(
         raise InputError(f"rule {rule!r}; valid: {sorted(offsets)}")
     alphas = (jnp.arange(steps) + offsets[rule]) / steps
     arrays, static = split_static(metric)
-    return _ig(model, clean, corrupted, attention_mask, alphas, arrays, static=static,
-               site=site, chunk=min(chunk_size, steps))
+    return _ig(
+        model,
+        clean,
+        corrupted,
+        attention_mask,
+        alphas,
+        arrays,
+        static=static,
+        site=site,
+        chunk=min(chunk_size, steps),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("static", "site", "chunk"))

@@ -70,8 +70,9 @@ def _is_layer_norm(model: Model) -> bool:
 # ---------------------------------------------------------------------------- stacks
 
 
-def accumulated_resid(cache: dict, model: Model, layer: int | None = None, *,
-                      incl_mid: bool = False) -> Stack:
+def accumulated_resid(
+    cache: dict, model: Model, layer: int | None = None, *, incl_mid: bool = False
+) -> Stack:
     """The residual stream before each layer `< layer`, then the stream entering `layer`.
 
     `layer=None`: `resid_pre` of every layer and the final `resid_post` (n_layers + 1
@@ -104,8 +105,9 @@ def _embeds(cache: dict) -> tuple[list[Array], list[str]]:
     return vals, labels
 
 
-def decompose_resid(cache: dict, model: Model, layer: int | None = None, *,
-                    mode: str = "all") -> Stack:
+def decompose_resid(
+    cache: dict, model: Model, layer: int | None = None, *, mode: str = "all"
+) -> Stack:
     """The residual stream entering `layer` (None: the final stream) as a sum of pieces.
 
     Pieces: `embed` (and `pos_embed`), then each layer's `attn_out` and/or `mlp_out`
@@ -146,8 +148,9 @@ def stack_head_results(cache: dict, model: Model, layer: int | None = None) -> S
     return Stack(jnp.concatenate(vals), labels)
 
 
-def stack_neuron_results(cache: dict, model: Model, layer: int,
-                         neurons: Sequence[int] | None = None) -> Stack:
+def stack_neuron_results(
+    cache: dict, model: Model, layer: int, neurons: Sequence[int] | None = None
+) -> Stack:
     """Each MLP neuron's write `post[n] * W_out[n]` in `layer`: `[n_neurons, batch, pos, d_model]`.
 
     Memory grows with d_mlp * d_model per position; pass `neurons` to keep a few, or use
@@ -187,7 +190,9 @@ def components(cache: dict, model: Model, *, heads: bool = True) -> Stack:
     return Stack(jnp.concatenate(vals), labels)
 
 
-def stack_attention_patterns(cache: dict, model: Model, layers: Sequence[int] | None = None) -> Stack:
+def stack_attention_patterns(
+    cache: dict, model: Model, layers: Sequence[int] | None = None
+) -> Stack:
     """Attention pattern of each head: `[n_selected_heads, batch, query_pos, key_pos]`."""
     layers = range(model.config.n_layers) if layers is None else layers
     vals, labels = [], []
@@ -223,8 +228,9 @@ def apply_final_norm(stack: Array, model: Model, scale: Array | None = None) -> 
     return x / scale * model.params["ln_final"]["w"]
 
 
-def logit_lens(cache: dict, model: Model, *, incl_mid: bool = False,
-               frozen_scale: bool = False) -> Stack:
+def logit_lens(
+    cache: dict, model: Model, *, incl_mid: bool = False, frozen_scale: bool = False
+) -> Stack:
     """Logits `[n_layers + 1, batch, pos, d_vocab]` read from the stream before each layer.
 
     The final norm is applied to each layer's stream with its own scale (default) or with
@@ -277,9 +283,17 @@ def _readout(model: Model, scale: Array, tokens, incorrect_tokens, centered: boo
     return _Readout(e, jnp.broadcast_to(c, e.shape[:-1]))
 
 
-def logit_attribution(stack: Stack | Array, model: Model, cache: dict, tokens,
-                      incorrect_tokens=None, *, centered: bool = False,
-                      include_bias: bool = True, scale: Array | None = None) -> Stack:
+def logit_attribution(
+    stack: Stack | Array,
+    model: Model,
+    cache: dict,
+    tokens,
+    incorrect_tokens=None,
+    *,
+    centered: bool = False,
+    include_bias: bool = True,
+    scale: Array | None = None,
+) -> Stack:
     """Direct logit attribution of each piece of a stack: `[n (+1), batch, pos]`.
 
     Each piece goes through the final norm frozen to the run's scale and is read out
@@ -294,8 +308,9 @@ def logit_attribution(stack: Stack | Array, model: Model, cache: dict, tokens,
     """
     labels = stack.labels if isinstance(stack, Stack) else [str(i) for i in range(len(stack))]
     values = stack.values if isinstance(stack, Stack) else stack
-    r = _readout(model, final_scale(cache) if scale is None else scale, tokens,
-                 incorrect_tokens, centered)
+    r = _readout(
+        model, final_scale(cache) if scale is None else scale, tokens, incorrect_tokens, centered
+    )
     attrs = jnp.einsum("nbpm,bpm->nbp", values, r.direction)
     if include_bias:
         attrs = jnp.concatenate([attrs, r.bias[None]])
@@ -303,19 +318,27 @@ def logit_attribution(stack: Stack | Array, model: Model, cache: dict, tokens,
     return Stack(attrs, labels)
 
 
-def head_attribution(cache: dict, model: Model, tokens, incorrect_tokens=None, *,
-                     centered: bool = False) -> Array:
+def head_attribution(
+    cache: dict, model: Model, tokens, incorrect_tokens=None, *, centered: bool = False
+) -> Array:
     """Direct logit attribution of every head: `[n_layers, n_heads, batch, pos]`."""
     r = _readout(model, final_scale(cache), tokens, incorrect_tokens, centered)
-    return jnp.stack([
-        jnp.einsum("bphd,hdm,bpm->hbp", _get(cache, f"blocks.{l}.attn.hook_z"),
-                   model.params["blocks"][l]["attn"]["W_O"], r.direction)
-        for l in range(model.config.n_layers)
-    ])
+    return jnp.stack(
+        [
+            jnp.einsum(
+                "bphd,hdm,bpm->hbp",
+                _get(cache, f"blocks.{l}.attn.hook_z"),
+                model.params["blocks"][l]["attn"]["W_O"],
+                r.direction,
+            )
+            for l in range(model.config.n_layers)
+        ]
+    )
 
 
-def neuron_attribution(cache: dict, model: Model, layer: int, tokens, incorrect_tokens=None, *,
-                       centered: bool = False) -> Array:
+def neuron_attribution(
+    cache: dict, model: Model, layer: int, tokens, incorrect_tokens=None, *, centered: bool = False
+) -> Array:
     """Direct logit attribution of each MLP neuron of `layer`: `[batch, pos, d_mlp]`.
 
     Summed over neurons and added to the attribution of `b_out`, it gives that of the

@@ -88,8 +88,9 @@ class _Static(NamedTuple):
 # ----------------------------------------------------------------------- sampling
 
 
-def sample_logits(logits: Array, key: Array | None, *, temperature=1.0, top_k: int | None = None,
-                  top_p=None) -> Array:
+def sample_logits(
+    logits: Array, key: Array | None, *, temperature=1.0, top_k: int | None = None, top_p=None
+) -> Array:
     """Draw token ids [batch] from logits [batch, d_vocab]; `temperature=0` is argmax.
 
     `temperature` and `top_p` may be traced arrays; `top_k` is static.
@@ -139,8 +140,13 @@ def _hooks_at(st: _Static, model: Model, step: Array, hook_args) -> HookContext:
 def _next(st: _Static, logits: Array, key, step, temperature, top_p) -> Array:
     if st.greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return sample_logits(logits, jax.random.fold_in(key, step), temperature=temperature,
-                         top_k=st.top_k, top_p=top_p if st.use_top_p else None)
+    return sample_logits(
+        logits,
+        jax.random.fold_in(key, step),
+        temperature=temperature,
+        top_k=st.top_k,
+        top_p=top_p if st.use_top_p else None,
+    )
 
 
 def _is_stop(st: _Static, tok: Array) -> Array:
@@ -164,8 +170,9 @@ def _prefill(st: _Static, model, tokens, mask, key, temperature, top_p, hook_arg
     step = jnp.zeros((), jnp.int32)
     cache = kv_cache.init(model.config, b, st.max_len, model.params["embed"]["W_E"].dtype)
     ctx = _hooks_at(st, model, step, hook_args)
-    res = decode(model.params, tokens, model.config, cache, hook=ctx, attention_mask=mask,
-                 last_only=True)
+    res = decode(
+        model.params, tokens, model.config, cache, hook=ctx, attention_mask=mask, last_only=True
+    )
     tok = _next(st, res.logits[:, -1], key, step, temperature, top_p)
     done = _is_stop(st, tok)
     out = jnp.full((b, st.max_new), st.pad, jnp.int32).at[:, 0].set(tok)
@@ -239,8 +246,8 @@ def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
     tokens = np.full((len(rows), width), pad, np.int32)
     mask = np.zeros((len(rows), width), bool)
     for i, r in enumerate(rows):
-        tokens[i, width - len(r):] = r
-        mask[i, width - len(r):] = True
+        tokens[i, width - len(r) :] = r
+        mask[i, width - len(r) :] = True
     return tokens, mask
 
 
@@ -259,8 +266,12 @@ def _prompt_rows(model: Model, prompts, attention_mask, chat: bool) -> list[list
         return [tok.encode(p) for p in prompts]
     if chat:
         raise InputError("chat=True needs text prompts (the template is applied to text)")
-    if isinstance(prompts, (list, tuple)) and prompts and all(
-            isinstance(p, (list, tuple, np.ndarray)) for p in prompts) and attention_mask is None:
+    if (
+        isinstance(prompts, (list, tuple))
+        and prompts
+        and all(isinstance(p, (list, tuple, np.ndarray)) for p in prompts)
+        and attention_mask is None
+    ):
         rows = [list(np.asarray(p, np.int64).reshape(-1)) for p in prompts]
     else:
         arr = np.asarray(prompts)
@@ -285,32 +296,63 @@ def _check_number(name, value, ok: bool, valid: str):
         raise InputError(f"{name}={value!r} is out of range; valid: {valid}")
 
 
-def _plan(model: Model, prompts, max_new_tokens, *, hooks, hook_args, temperature, top_k, top_p,
-          key, stop_tokens, chat, attention_mask) -> _Plan:
+def _plan(
+    model: Model,
+    prompts,
+    max_new_tokens,
+    *,
+    hooks,
+    hook_args,
+    temperature,
+    top_k,
+    top_p,
+    key,
+    stop_tokens,
+    chat,
+    attention_mask,
+) -> _Plan:
     cfg = model.config
     _decode_fn(model)
-    _check_number("max_new_tokens", max_new_tokens,
-                  isinstance(max_new_tokens, (int, np.integer)) and max_new_tokens >= 1,
-                  "an integer >= 1")
-    _check_number("temperature", temperature,
-                  isinstance(temperature, (int, float)) and math.isfinite(temperature)
-                  and temperature >= 0, "a finite number >= 0 (0 = greedy)")
+    _check_number(
+        "max_new_tokens",
+        max_new_tokens,
+        isinstance(max_new_tokens, (int, np.integer)) and max_new_tokens >= 1,
+        "an integer >= 1",
+    )
+    _check_number(
+        "temperature",
+        temperature,
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0,
+        "a finite number >= 0 (0 = greedy)",
+    )
     greedy = temperature == 0
     if top_k is not None:
-        _check_number("top_k", top_k, isinstance(top_k, (int, np.integer)) and 1 <= top_k <= cfg.d_vocab,
-                      f"an integer in [1, d_vocab={cfg.d_vocab}] or None")
+        _check_number(
+            "top_k",
+            top_k,
+            isinstance(top_k, (int, np.integer)) and 1 <= top_k <= cfg.d_vocab,
+            f"an integer in [1, d_vocab={cfg.d_vocab}] or None",
+        )
     if top_p is not None:
-        _check_number("top_p", top_p, isinstance(top_p, (int, float)) and 0 < top_p <= 1,
-                      "a number in (0, 1] or None")
+        _check_number(
+            "top_p",
+            top_p,
+            isinstance(top_p, (int, float)) and 0 < top_p <= 1,
+            "a number in (0, 1] or None",
+        )
     if greedy and (top_k is not None or top_p is not None):
-        raise InputError("top_k and top_p shape sampling; with temperature=0 (greedy) they "
-                         "would be ignored, so set temperature > 0 or leave them None")
+        raise InputError(
+            "top_k and top_p shape sampling; with temperature=0 (greedy) they "
+            "would be ignored, so set temperature > 0 or leave them None"
+        )
     if not greedy and key is None:
-        raise InputError("sampling (temperature > 0) needs an explicit PRNG key: "
-                         "key=jax.random.key(0)")
+        raise InputError(
+            "sampling (temperature > 0) needs an explicit PRNG key: key=jax.random.key(0)"
+        )
     if key is not None and not isinstance(key, jax.Array):
-        raise InputError(f"key must be a PRNG key array (jax.random.key(0)), got "
-                         f"{type(key).__name__}")
+        raise InputError(
+            f"key must be a PRNG key array (jax.random.key(0)), got {type(key).__name__}"
+        )
     tok = model.tokenizer
     pad = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
     if stop_tokens is None:
@@ -324,16 +366,20 @@ def _plan(model: Model, prompts, max_new_tokens, *, hooks, hook_args, temperatur
         raise InputError("a prompt encodes to no tokens; every row needs at least one")
     n_ctx = getattr(cfg, "n_ctx", None)
     if n_ctx is not None and longest > n_ctx:
-        raise InputError(f"the prompt has {longest} tokens, longer than the context window "
-                         f"n_ctx={n_ctx}")
+        raise InputError(
+            f"the prompt has {longest} tokens, longer than the context window n_ctx={n_ctx}"
+        )
     if n_ctx is not None and longest + max_new_tokens > n_ctx:
-        raise InputError(f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) = "
-                         f"{longest + max_new_tokens} exceeds the context window n_ctx={n_ctx}; "
-                         f"ask for at most {n_ctx - longest} new tokens")
+        raise InputError(
+            f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) = "
+            f"{longest + max_new_tokens} exceeds the context window n_ctx={n_ctx}; "
+            f"ask for at most {n_ctx - longest} new tokens"
+        )
     lo, hi = min(min(r) for r in rows), max(max(r) for r in rows)
     if lo < 0 or hi >= cfg.d_vocab:
-        raise InputError(f"token id {lo if lo < 0 else hi} is outside the vocabulary "
-                         f"[0, {cfg.d_vocab})")
+        raise InputError(
+            f"token id {lo if lo < 0 else hi} is outside the vocabulary [0, {cfg.d_vocab})"
+        )
     tokens, mask = _left_pad(rows, pad)
     if hooks is None or isinstance(hooks, dict):
         ivs = normalize_hooks(hooks)
@@ -342,14 +388,30 @@ def _plan(model: Model, prompts, max_new_tokens, *, hooks, hook_args, temperatur
     elif callable(hooks):
         hooks_fn, pass_args = hooks, hook_args is not None
     else:
-        raise InputError(f"hooks must be None, a dict or a function step -> dict, got "
-                         f"{type(hooks).__name__}")
-    st = _Static(int(max_new_tokens), tokens.shape[1] + int(max_new_tokens), greedy,
-                 None if top_k is None else int(top_k), top_p is not None, stop, int(pad),
-                 hooks_fn, pass_args)
+        raise InputError(
+            f"hooks must be None, a dict or a function step -> dict, got {type(hooks).__name__}"
+        )
+    st = _Static(
+        int(max_new_tokens),
+        tokens.shape[1] + int(max_new_tokens),
+        greedy,
+        None if top_k is None else int(top_k),
+        top_p is not None,
+        stop,
+        int(pad),
+        hooks_fn,
+        pass_args,
+    )
     key = jax.random.key(0) if key is None else key
-    return _Plan(st, tokens, mask, key, jnp.float32(temperature or 1.0),
-                 jnp.float32(1.0 if top_p is None else top_p), hook_args)
+    return _Plan(
+        st,
+        tokens,
+        mask,
+        key,
+        jnp.float32(temperature or 1.0),
+        jnp.float32(1.0 if top_p is None else top_p),
+        hook_args,
+    )
 
 
 def _texts(model: Model, st: _Static, out: np.ndarray, lengths: np.ndarray) -> list[str] | None:
@@ -400,11 +462,30 @@ def generate(
     Returns:
       `Generation(tokens, lengths, texts, prompt, prompt_mask)`.
     """
-    p = _plan(model, prompts, max_new_tokens, hooks=hooks, hook_args=hook_args,
-              temperature=temperature, top_k=top_k, top_p=top_p, key=key,
-              stop_tokens=stop_tokens, chat=chat, attention_mask=attention_mask)
-    s = _prefill_jit(p.st, model, jnp.asarray(p.tokens), jnp.asarray(p.mask), p.key,
-                     p.temperature, p.top_p, p.hook_args)
+    p = _plan(
+        model,
+        prompts,
+        max_new_tokens,
+        hooks=hooks,
+        hook_args=hook_args,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        key=key,
+        stop_tokens=stop_tokens,
+        chat=chat,
+        attention_mask=attention_mask,
+    )
+    s = _prefill_jit(
+        p.st,
+        model,
+        jnp.asarray(p.tokens),
+        jnp.asarray(p.mask),
+        p.key,
+        p.temperature,
+        p.top_p,
+        p.hook_args,
+    )
     out, lengths = _loop_jit(p.st, model, s, p.key, p.temperature, p.top_p, p.hook_args)
     out, lengths = np.asarray(out), np.asarray(lengths)
     return Generation(out, lengths, _texts(model, p.st, out, lengths), p.tokens, p.mask)
@@ -417,11 +498,33 @@ def iter_generate(model: Model, prompts, max_new_tokens: int, **kwargs) -> Itera
     is one compiled decode call, so the caller can print tokens as they come. Rows that
     have stopped yield the pad id; the iterator ends when every row has stopped.
     """
-    p = _plan(model, prompts, max_new_tokens, **{
-        "hooks": None, "hook_args": None, "temperature": 0.0, "top_k": None, "top_p": None,
-        "key": None, "stop_tokens": None, "chat": False, "attention_mask": None, **kwargs})
-    s = _prefill_jit(p.st, model, jnp.asarray(p.tokens), jnp.asarray(p.mask), p.key,
-                     p.temperature, p.top_p, p.hook_args)
+    p = _plan(
+        model,
+        prompts,
+        max_new_tokens,
+        **{
+            "hooks": None,
+            "hook_args": None,
+            "temperature": 0.0,
+            "top_k": None,
+            "top_p": None,
+            "key": None,
+            "stop_tokens": None,
+            "chat": False,
+            "attention_mask": None,
+            **kwargs,
+        },
+    )
+    s = _prefill_jit(
+        p.st,
+        model,
+        jnp.asarray(p.tokens),
+        jnp.asarray(p.mask),
+        p.key,
+        p.temperature,
+        p.top_p,
+        p.hook_args,
+    )
     yield np.asarray(s.last)
     while int(s.step) < p.st.max_new and not bool(jnp.all(s.done)):
         s = _step_jit(p.st, model, s, p.key, p.temperature, p.top_p, p.hook_args)

@@ -68,14 +68,14 @@ def _fit(value: Array, x: Array, site: str, what: str, heads=None) -> Array:
     vs, xs = tuple(value.shape), tuple(x.shape)
 
     def is_suffix(v, full):
-        return len(v) <= len(full) and (not v or full[len(full) - len(v):] == v)
+        return len(v) <= len(full) and (not v or full[len(full) - len(v) :] == v)
 
     if is_suffix(vs, xs):
         return value
     head_axis = sites.axes(site)[1]
     if heads is not None and head_axis is not None:
         inner = len(xs) - head_axis - 1  # axes after the head axis
-        if len(vs) >= inner and is_suffix(vs, xs[:head_axis] + xs[head_axis + 1:]):
+        if len(vs) >= inner and is_suffix(vs, xs[:head_axis] + xs[head_axis + 1 :]):
             return jnp.expand_dims(value, len(vs) - inner)
     raise InterventionError(
         f"{what} at site {site!r} has shape {vs}, but the activation there has shape {xs}; "

@@ -110,7 +110,9 @@ def begin(cache: KVCache, attention_mask: Array | None, n_new: int) -> tuple[Arr
     return positions, cache, start
 
 
-def write(cache: KVCache, layer: int, k: Array, v: Array, start: Array) -> tuple[Array, Array, KVCache]:
+def write(
+    cache: KVCache, layer: int, k: Array, v: Array, start: Array
+) -> tuple[Array, Array, KVCache]:
     """Write layer `layer`'s new keys/values at slot `start`; return all keys, values, cache.
 
     k, v: `[batch, n_new, n_kv_heads, d_head]`; the returned keys and values are
@@ -122,8 +124,11 @@ def write(cache: KVCache, layer: int, k: Array, v: Array, start: Array) -> tuple
     v_st = jax.lax.dynamic_update_slice(cache.v[layer], v_new, (0, 0, start, 0))
     ks, vs = list(cache.k), list(cache.v)
     ks[layer], vs[layer] = k_st, v_st
-    return (k_st.transpose(0, 3, 1, 2), v_st.transpose(0, 2, 1, 3),
-            cache.replace(k=tuple(ks), v=tuple(vs)))
+    return (
+        k_st.transpose(0, 3, 1, 2),
+        v_st.transpose(0, 2, 1, 3),
+        cache.replace(k=tuple(ks), v=tuple(vs)),
+    )
 
 
 def nbytes(cache: KVCache) -> int:

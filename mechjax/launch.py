@@ -90,7 +90,9 @@ def initialize(
     }
     accepted = inspect.signature(jax.distributed.initialize).parameters
     jax.distributed.initialize(
-        coordinator_address, num_processes, process_id,
+        coordinator_address,
+        num_processes,
+        process_id,
         **{k: v for k, v in timeouts.items() if k in accepted},
     )
 
@@ -140,11 +142,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _child_env(process_id: int, num_processes: int, devices: int, port: int,
-               extra: Mapping[str, str] | None = None) -> dict:
+def _child_env(
+    process_id: int,
+    num_processes: int,
+    devices: int,
+    port: int,
+    extra: Mapping[str, str] | None = None,
+) -> dict:
     env = {**os.environ, **(extra or {})}
-    flags = [f for f in env.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")]
+    flags = [
+        f
+        for f in env.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
     env.setdefault("JAX_PLATFORMS", "cpu")
     env["PYTHONUNBUFFERED"] = "1"
@@ -164,8 +174,10 @@ def diagnose(returncode: int | None, output: str) -> str:
     if "detected fatal errors" in output or "stopped sending heartbeats" in output:
         if "RegisterTask" in output and "DEADLINE_EXCEEDED" in output:
             return "could not reach all processes within the initialization timeout"
-        return ("lost its peer: JAX's coordination service reported a dead process "
-                "(missing heartbeats) or an unreachable coordinator, and terminated it")
+        return (
+            "lost its peer: JAX's coordination service reported a dead process "
+            "(missing heartbeats) or an unreachable coordinator, and terminated it"
+        )
     if returncode is None:
         return "killed by the launcher (timeout)"
     if returncode < 0:
@@ -195,8 +207,13 @@ def launch_local(
     start = time.monotonic()
     procs, outputs, readers, ended = [], [], [], {}
     for pid in range(num_processes):
-        p = subprocess.Popen(list(argv), env=_child_env(pid, num_processes, devices_per_process, port, env),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.Popen(
+            list(argv),
+            env=_child_env(pid, num_processes, devices_per_process, port, env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines: list[str] = []
         t = threading.Thread(target=_pump, args=(p.stdout, lines, f"[p{pid}] ", echo), daemon=True)
         t.start()
@@ -250,8 +267,16 @@ def check_problem(n_layers: int = 2):
     from mechjax.models.llama import Config
 
     llama = family_of_module("llama")
-    cfg = Config(d_model=32, n_layers=n_layers, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48,
-                 d_vocab=64, n_ctx=64)
+    cfg = Config(
+        d_model=32,
+        n_layers=n_layers,
+        n_heads=4,
+        n_kv_heads=2,
+        d_head=8,
+        d_mlp=48,
+        d_vocab=64,
+        n_ctx=64,
+    )
     model = mj.Model(llama.init(jax.random.PRNGKey(0), cfg, scale=0.3), cfg, llama)
     rng = np.random.RandomState(0)
     tokens = jnp.asarray(rng.randint(0, cfg.d_vocab, (4, 7)), jnp.int32)
@@ -304,8 +329,11 @@ def _maybe_fail(stage: str) -> None:
 
         pid, _, how = _FAIL_AT
         if jax.process_index() == pid:
-            print(f"simulating the {'hang' if how == 'hang' else 'loss'} of process {pid} "
-                  f"at stage {stage!r}", flush=True)
+            print(
+                f"simulating the {'hang' if how == 'hang' else 'loss'} of process {pid} "
+                f"at stage {stage!r}",
+                flush=True,
+            )
             if how == "hang":
                 time.sleep(10**6)
             os._exit(EXIT_SIMULATED)
@@ -321,8 +349,11 @@ def _check_worker(out_dir: str) -> None:
     _maybe_fail("start")
     n = jax.device_count()
     mesh = sharding.make_mesh(model=2, sweep=2) if n % 4 == 0 else sharding.make_mesh()
-    print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} "
-          f"local of {n} devices, mesh {dict(mesh.shape)}", flush=True)
+    print(
+        f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} "
+        f"local of {n} devices, mesh {dict(mesh.shape)}",
+        flush=True,
+    )
     _maybe_fail("forward")
     results = check_results(mesh)
     if jax.process_index() == 0:
@@ -339,20 +370,35 @@ def compare(sharded: dict, single: dict, tol: float = TOLERANCE) -> list[str]:
         ref = np.asarray(ref, np.float64)
         d = np.abs(got - ref)
         ok = got.shape == ref.shape and bool(np.all(d <= tol * (1 + np.abs(ref))))
-        lines.append(f"{'ok  ' if ok else 'FAIL'} {k}: max |diff| = {d.max():.3g}, "
-                     f"mean |diff| = {d.mean():.3g}")
+        lines.append(
+            f"{'ok  ' if ok else 'FAIL'} {k}: max |diff| = {d.max():.3g}, "
+            f"mean |diff| = {d.mean():.3g}"
+        )
     return lines
 
 
 def _check(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [sys.executable, "-m", "mechjax.launch", "--check-worker", tmp,
-                "--stage-timeout", str(args.stage_timeout)]
+        argv = [
+            sys.executable,
+            "-m",
+            "mechjax.launch",
+            "--check-worker",
+            tmp,
+            "--stage-timeout",
+            str(args.stage_timeout),
+        ]
         if args.simulate_failure:
             argv += ["--simulate-failure", args.simulate_failure]
-        results = launch_local(argv, args.num_processes, args.devices_per_process,
-                               timeout=args.timeout, grace=args.grace, echo=args.verbose,
-                               env=_env(args))
+        results = launch_local(
+            argv,
+            args.num_processes,
+            args.devices_per_process,
+            timeout=args.timeout,
+            grace=args.grace,
+            echo=args.verbose,
+            env=_env(args),
+        )
         for r in results:
             print(f"process {r.process_id}: {r.diagnosis} ({r.seconds:.1f} s)")
         if any(r.returncode != 0 for r in results):
@@ -365,8 +411,10 @@ def _check(args) -> int:
     lines = compare(sharded, single)
     print("\n".join(lines))
     ok = not any(ln.startswith("FAIL") for ln in lines)
-    print(f"mechjax.launch: {args.num_processes} processes x {args.devices_per_process} devices "
-          f"{'match' if ok else 'DO NOT match'} the single-process results (tolerance {TOLERANCE})")
+    print(
+        f"mechjax.launch: {args.num_processes} processes x {args.devices_per_process} devices "
+        f"{'match' if ok else 'DO NOT match'} the single-process results (tolerance {TOLERANCE})"
+    )
     return 0 if ok else 1
 
 
@@ -384,18 +432,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-processes", type=int, default=2)
     parser.add_argument("--devices-per-process", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole job")
-    parser.add_argument("--grace", type=float, default=30.0,
-                        help="seconds the others get to fail on their own after one fails")
-    parser.add_argument("--heartbeat-timeout", type=int,
-                        help="seconds of silence after which JAX declares a process dead (10)")
-    parser.add_argument("--stage-timeout", type=float, default=_STAGE_TIMEOUT,
-                        help="seconds a stage of the check may take before its watchdog fires")
-    parser.add_argument("--simulate-failure", metavar="PROCESS:STAGE[:hang]",
-                        help="make PROCESS exit abruptly (or hang) at STAGE (start, forward, sweep)")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds the others get to fail on their own after one fails",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        help="seconds of silence after which JAX declares a process dead (10)",
+    )
+    parser.add_argument(
+        "--stage-timeout",
+        type=float,
+        default=_STAGE_TIMEOUT,
+        help="seconds a stage of the check may take before its watchdog fires",
+    )
+    parser.add_argument(
+        "--simulate-failure",
+        metavar="PROCESS:STAGE[:hang]",
+        help="make PROCESS exit abruptly (or hang) at STAGE (start, forward, sweep)",
+    )
     parser.add_argument("--quiet", dest="verbose", action="store_false")
     parser.add_argument("--check-worker", metavar="DIR", help=argparse.SUPPRESS)
-    parser.add_argument("program", nargs=argparse.REMAINDER,
-                        help="-- program.py args... (it must call mechjax.launch.initialize())")
+    parser.add_argument(
+        "program",
+        nargs=argparse.REMAINDER,
+        help="-- program.py args... (it must call mechjax.launch.initialize())",
+    )
     args = parser.parse_args(argv)
     _STAGE_TIMEOUT = args.stage_timeout
     if args.simulate_failure:
@@ -408,9 +473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     program = [a for a in args.program if a != "--"]
     if not program:
         return _check(args)
-    results = launch_local([sys.executable, *program], args.num_processes,
-                           args.devices_per_process, timeout=args.timeout, grace=args.grace,
-                           echo=args.verbose, env=_env(args))
+    results = launch_local(
+        [sys.executable, *program],
+        args.num_processes,
+        args.devices_per_process,
+        timeout=args.timeout,
+        grace=args.grace,
+        echo=args.verbose,
+        env=_env(args),
+    )
     for r in results:
         print(f"process {r.process_id}: {r.diagnosis} ({r.seconds:.1f} s)")
     return 0 if all(r.returncode == 0 for r in results) else 1

@@ -62,8 +62,13 @@ class IndirectEffect:
 
 def number_token_ids(tokenizer, max_n: int = 9, space: bool = False) -> np.ndarray:
     """Ids of the single-token numbers 0..max_n (with a leading space if `space`)."""
-    return np.asarray([tokenizer.encode(f"{' ' if space else ''}{i}", add_bos=False)[0]
-                       for i in range(max_n + 1)], np.int32)
+    return np.asarray(
+        [
+            tokenizer.encode(f"{' ' if space else ''}{i}", add_bos=False)[0]
+            for i in range(max_n + 1)
+        ],
+        np.int32,
+    )
 
 
 def _indices_in(candidates, ids, what: str) -> np.ndarray:
@@ -72,22 +77,27 @@ def _indices_in(candidates, ids, what: str) -> np.ndarray:
     ids = np.asarray(ids).reshape(-1)
     missing = sorted({int(i) for i in ids if not (cand == i).any()})
     if missing:
-        raise ValueError(f"{what} {missing[:10]} not among the {cand.size} candidate token ids "
-                         f"({cand[:10].tolist()}{' ...' if cand.size > 10 else ''}); P is "
-                         f"restricted to the candidates, so every answer must be one of them")
+        raise ValueError(
+            f"{what} {missing[:10]} not among the {cand.size} candidate token ids "
+            f"({cand[:10].tolist()}{' ...' if cand.size > 10 else ''}); P is "
+            f"restricted to the candidates, so every answer must be one of them"
+        )
     return np.asarray([int(np.flatnonzero(cand == i)[0]) for i in ids], np.int32)
 
 
 def _check_pair(batch) -> None:
     clean, corr = np.asarray(batch.clean), np.asarray(batch.corrupted)
     if clean.shape != corr.shape or clean.ndim != 2:
-        raise ValueError(f"base (clean) tokens {clean.shape} and alt (corrupted) tokens "
-                         f"{corr.shape} must both be [batch, pos] of the same shape")
+        raise ValueError(
+            f"base (clean) tokens {clean.shape} and alt (corrupted) tokens "
+            f"{corr.shape} must both be [batch, pos] of the same shape"
+        )
     n = clean.shape[0]
     for what in ("answers", "wrongs"):
         if np.asarray(getattr(batch, what)).shape != (n,):
-            raise ValueError(f"{what} must be [batch] = ({n},), got "
-                             f"{np.asarray(getattr(batch, what)).shape}")
+            raise ValueError(
+                f"{what} must be [batch] = ({n},), got {np.asarray(getattr(batch, what)).shape}"
+            )
 
 
 def _probe(batch, candidates) -> IndirectEffect:
@@ -97,8 +107,13 @@ def _probe(batch, candidates) -> IndirectEffect:
     if candidates is not None:
         ans = _indices_in(candidates, ans, "answers (r)")
         wr = _indices_in(candidates, wr, "wrongs (r')")
-    return IndirectEffect(jnp.asarray(ans), jnp.asarray(wr), 1.0, 1.0,
-                          None if candidates is None else jnp.asarray(candidates))
+    return IndirectEffect(
+        jnp.asarray(ans),
+        jnp.asarray(wr),
+        1.0,
+        1.0,
+        None if candidates is None else jnp.asarray(candidates),
+    )
 
 
 def _with_base(probe: IndirectEffect, base_logits) -> IndirectEffect:
@@ -111,17 +126,36 @@ def _ie_metric(model, batch, candidates):
     return _with_base(probe, run(model, jnp.asarray(batch.clean)).logits)
 
 
-def ie_grid(model: Model, batch, kinds: Sequence[str] = ("attn_out", "mlp_out"), *,
-            candidates=None, chunk_size: int | None = None, positions=None) -> dict:
+def ie_grid(
+    model: Model,
+    batch,
+    kinds: Sequence[str] = ("attn_out", "mlp_out"),
+    *,
+    candidates=None,
+    chunk_size: int | None = None,
+    positions=None,
+) -> dict:
     """{kind: IE grid [layer, pos]} for a base/alt `TaskBatch` (e.g. `tasks.arithmetic`);
     `positions` restricts the mediators to those positions (e.g. `[-1]`, the last)."""
     metric = _ie_metric(model, batch, candidates)
-    return {k: patch_sweep(model, batch.clean, batch.corrupted, metric, k, mode="noise",
-                           chunk_size=chunk_size, positions=positions).grid for k in kinds}
+    return {
+        k: patch_sweep(
+            model,
+            batch.clean,
+            batch.corrupted,
+            metric,
+            k,
+            mode="noise",
+            chunk_size=chunk_size,
+            positions=positions,
+        ).grid
+        for k in kinds
+    }
 
 
-def ie_per_pair(model: Model, batch, kind: str, layer: int, pos: int, *,
-                candidates=None) -> np.ndarray:
+def ie_per_pair(
+    model: Model, batch, kind: str, layer: int, pos: int, *, candidates=None
+) -> np.ndarray:
     """IE of one mediator (`kind` at `layer`, `pos`) for each pair of `batch`: [batch].
 
     `ie_grid` averages over the pairs inside its compiled sweep; this is the spread
@@ -136,8 +170,16 @@ def ie_per_pair(model: Model, batch, kind: str, layer: int, pos: int, *,
     P = np.asarray(batch.clean).shape[1]
     if not 0 <= pos < P:
         raise ValueError(f"pos {pos} outside the prompts' {P} positions")
-    return np.asarray(_patched_ie(model, jnp.asarray(batch.clean), jnp.asarray(batch.corrupted),
-                                  _probe(batch, candidates), name, pos))
+    return np.asarray(
+        _patched_ie(
+            model,
+            jnp.asarray(batch.clean),
+            jnp.asarray(batch.corrupted),
+            _probe(batch, candidates),
+            name,
+            pos,
+        )
+    )
 
 
 @partial(jax.jit, static_argnames=("name", "pos"))
@@ -167,8 +209,12 @@ def causal_effect(model: Model, batch, number_ids, *, result_changes: bool = Tru
     p = M.restricted_probs(run(model, jnp.asarray(batch.clean)).logits, cand)
     q = M.restricted_probs(run(model, jnp.asarray(batch.corrupted)).logits, cand)
     take = lambda d, i: jnp.take_along_axis(d, i[:, None], 1)[:, 0]  # noqa
-    rcc = M.relative_confidence_change(take(p, r), take(q, r), take(p, r2), take(q, r2),
-                                       result_changes)
+    rcc = M.relative_confidence_change(
+        take(p, r), take(q, r), take(p, r2), take(q, r2), result_changes
+    )
     a, b = p.argmax(-1), q.argmax(-1)
-    return {"rcc": float(rcc.mean()), "changed": float((a != b).mean()),
-            "abs_diff": float(jnp.abs(a - b).mean())}
+    return {
+        "rcc": float(rcc.mean()),
+        "changed": float((a != b).mean()),
+        "abs_diff": float(jnp.abs(a - b).mean()),
+    }

@@ -26,14 +26,29 @@ from jaxtyping import Array, Float, Int
 from mechjax.errors import InputError
 
 __all__ = [
-    "AnswerLogProb", "AnswerProb", "KLToClean", "LogitDiff", "Negate", "RestrictedProb",
-    "answer_logprob", "answer_prob", "effect_average_diff", "effect_increase_p_res_alt",
-    "indirect_effect", "kl_to_clean", "logit_diff", "logits_at", "normalized_metric",
-    "relative_confidence_change", "restricted_probs",
+    "AnswerLogProb",
+    "AnswerProb",
+    "KLToClean",
+    "LogitDiff",
+    "Negate",
+    "RestrictedProb",
+    "answer_logprob",
+    "answer_prob",
+    "effect_average_diff",
+    "effect_increase_p_res_alt",
+    "indirect_effect",
+    "kl_to_clean",
+    "logit_diff",
+    "logits_at",
+    "normalized_metric",
+    "relative_confidence_change",
+    "restricted_probs",
 ]
 
 
-def logits_at(logits: Float[Array, "batch pos d_vocab"], positions=None) -> Float[Array, "batch d_vocab"]:
+def logits_at(
+    logits: Float[Array, "batch pos d_vocab"], positions=None
+) -> Float[Array, "batch d_vocab"]:
     """The logits at one position per batch row (default: the last position).
 
     `positions` may be negative (counted from the end) and is `[batch]` or a scalar.
@@ -57,8 +72,14 @@ def _reduce(x, mean: bool):
     return x.mean() if mean else x
 
 
-def logit_diff(logits, answers: Int[Array, " batch"], wrongs: Int[Array, " batch"],
-               positions=None, *, mean: bool = True):
+def logit_diff(
+    logits,
+    answers: Int[Array, " batch"],
+    wrongs: Int[Array, " batch"],
+    positions=None,
+    *,
+    mean: bool = True,
+):
     """logit[answer] - logit[wrong] at `positions`, averaged over the batch if `mean`."""
     x = logits_at(logits, positions)
     return _reduce(_gather(x, answers) - _gather(x, wrongs), mean)

@@ -51,8 +51,9 @@ class Model:
 
     def forward(self, tokens, *, hook=None, attention_mask=None):
         kw = {} if hook is None else {"hook": hook}
-        return self.family.forward(self.params, tokens, self.config,
-                                   attention_mask=attention_mask, **kw)
+        return self.family.forward(
+            self.params, tokens, self.config, attention_mask=attention_mask, **kw
+        )
 
 
 _SITE_CACHE: dict = {}

@@ -102,8 +102,15 @@ def attention_mask(
 
 
 def attend(
-    q: Array, k: Array, v: Array, mask: Array, hook: Hook, prefix: str,
-    *, scale: float, softcap: float | None = None,
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Array,
+    hook: Hook,
+    prefix: str,
+    *,
+    scale: float,
+    softcap: float | None = None,
 ) -> Array:
     """Scaled dot-product attention with GQA, sites `attn_scores`, `pattern`, `z`.
 
@@ -121,8 +128,9 @@ def attend(
     # transpose the whole key cache every step.
     one = qp == 1
     if one:
-        scores = jax.lax.dot_general(qg[:, 0], k.transpose(0, 2, 3, 1),
-                                     (((3,), (2,)), ((0, 1), (0, 1))))  # [b, kv, g, k_pos]
+        scores = jax.lax.dot_general(
+            qg[:, 0], k.transpose(0, 2, 3, 1), (((3,), (2,)), ((0, 1), (0, 1)))
+        )  # [b, kv, g, k_pos]
         scores = scores.reshape(b, h, 1, k.shape[1]) * scale
     else:
         scores = jnp.einsum("bqkgd,bskd->bkgqs", qg, k).reshape(b, h, qp, k.shape[1]) * scale
@@ -135,8 +143,9 @@ def attend(
     pattern = hook(f"{prefix}.hook_pattern", pattern)
     if one:
         pg = pattern.reshape(b, kvh, g, -1)
-        z = jax.lax.dot_general(pg, v.transpose(0, 2, 1, 3),
-                                (((3,), (2,)), ((0, 1), (0, 1))))[:, None]  # [b, 1, kv, g, d]
+        z = jax.lax.dot_general(pg, v.transpose(0, 2, 1, 3), (((3,), (2,)), ((0, 1), (0, 1))))[
+            :, None
+        ]  # [b, 1, kv, g, d]
     else:
         z = jnp.einsum("bkgqs,bskd->bqkgd", pattern.reshape(b, kvh, g, qp, -1), v)
     return hook(f"{prefix}.hook_z", z.reshape(b, qp, h, dh))
@@ -184,10 +193,14 @@ def model_major_heads(params):
 
     def walk(node):
         if isinstance(node, dict):
-            return {k: (ModelMajorHeads(jax.lax.optimization_barrier(v.transpose(1, 0, 2)))
-                        if k in ("W_Q", "W_K", "W_V") and getattr(v, "ndim", 0) == 3
-                        else walk(v))
-                    for k, v in node.items()}
+            return {
+                k: (
+                    ModelMajorHeads(jax.lax.optimization_barrier(v.transpose(1, 0, 2)))
+                    if k in ("W_Q", "W_K", "W_V") and getattr(v, "ndim", 0) == 3
+                    else walk(v)
+                )
+                for k, v in node.items()
+            }
         if isinstance(node, (list, tuple)):
             return type(node)(walk(v) for v in node)
         return node
@@ -238,8 +251,9 @@ def attn_output(z: Array, W_O: Array, b_O: Array | None, hook: Hook, prefix: str
         out = result.sum(axis=2)
     else:
         bsz, pos, h, dh = z.shape
-        out = jax.lax.dot_general(z.reshape(bsz, pos, h * dh), W_O.reshape(h * dh, -1),
-                                  (((2,), (0,)), ((), ())))
+        out = jax.lax.dot_general(
+            z.reshape(bsz, pos, h * dh), W_O.reshape(h * dh, -1), (((2,), (0,)), ((), ()))
+        )
     return out if b_O is None else out + b_O
 
 
@@ -300,8 +314,9 @@ def check_param_shapes(params, shapes) -> None:
     """Raise `CheckpointError` naming the first parameter whose shape the config rejects."""
     from mechjax.errors import CheckpointError
 
-    want = dict(jax.tree_util.tree_flatten_with_path(
-        shapes, is_leaf=lambda x: isinstance(x, tuple))[0])
+    want = dict(
+        jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))[0]
+    )
     for path, arr in jax.tree_util.tree_flatten_with_path(params)[0]:
         exp = want.get(path)
         if exp is not None and tuple(arr.shape) != exp:

@@ -48,9 +48,15 @@ from mechjax.hooks import HookContext
 from mechjax.interventions import Patch, _as_index
 from mechjax.model import Model, run
 
-__all__ = ["PatchResult", "metric_of_final", "patch_sweep", "path_patch", "run_from_layer",
-           "run_metric", "split_static"]
-
+__all__ = [
+    "PatchResult",
+    "metric_of_final",
+    "patch_sweep",
+    "path_patch",
+    "run_from_layer",
+    "run_metric",
+    "split_static",
+]
 
 
 class PatchResult(NamedTuple):
@@ -82,7 +88,11 @@ class _Static:
         self.treedef, self.leaves, self.mask = treedef, tuple(leaves), tuple(mask)
 
     def _key(self):
-        return (self.treedef, tuple(id(x) if not _hashable(x) else x for x in self.leaves), self.mask)
+        return (
+            self.treedef,
+            tuple(id(x) if not _hashable(x) else x for x in self.leaves),
+            self.mask,
+        )
 
     def __hash__(self):
         return hash(self._key())
@@ -102,8 +112,10 @@ def _hashable(x) -> bool:
 def split_static(tree) -> tuple[list, _Static]:
     """(array leaves, hashable rest): pass the first to `jit`, the second as static."""
     leaves, treedef = jax.tree.flatten(tree)
-    mask = [isinstance(x, (jax.Array, np.ndarray, np.generic, float, int)) and not isinstance(x, bool)
-            for x in leaves]
+    mask = [
+        isinstance(x, (jax.Array, np.ndarray, np.generic, float, int)) and not isinstance(x, bool)
+        for x in leaves
+    ]
     arrays = [jnp.asarray(x) for x, m in zip(leaves, mask) if m]
     return arrays, _Static(treedef, [None if m else x for x, m in zip(leaves, mask)], mask)
 
@@ -122,12 +134,14 @@ def _check_pair(clean, corrupted):
     if clean.ndim != 2 or corrupted.ndim != 2:
         raise InputError(
             f"clean and corrupted tokens must be [batch, pos], got shapes "
-            f"{tuple(clean.shape)} and {tuple(corrupted.shape)}")
+            f"{tuple(clean.shape)} and {tuple(corrupted.shape)}"
+        )
     if clean.shape != corrupted.shape:
         raise InputError(
             f"clean and corrupted tokens must have the same shape to be patched position by "
             f"position, got {tuple(clean.shape)} (clean) and {tuple(corrupted.shape)} "
-            "(corrupted); pad or pick equal-length pairs")
+            "(corrupted); pad or pick equal-length pairs"
+        )
     return clean, corrupted
 
 
@@ -153,8 +167,16 @@ def _layer_config(cfg, layer: int | None):
     return dataclasses.replace(cfg, layer_types=(types[layer],) + tuple(types[1:]))
 
 
-def _block(model: Model, block_params, resid, tokens, attention_mask, hooks=None, capture=(),
-           layer: int | None = None):
+def _block(
+    model: Model,
+    block_params,
+    resid,
+    tokens,
+    attention_mask,
+    hooks=None,
+    capture=(),
+    layer: int | None = None,
+):
     """One block of the family's forward, from `resid` (its resid_pre) to its resid_post.
 
     `hooks` and `capture` use layer-0 site names (`blocks.0.attn.hook_z`). `layer`: the
@@ -166,8 +188,9 @@ def _block(model: Model, block_params, resid, tokens, attention_mask, hooks=None
     for site, iv in (hooks or {}).items():
         ivs[site] = ivs.get(site, ()) + tuple(iv if isinstance(iv, (list, tuple)) else (iv,))
     ctx = HookContext(ivs, ("blocks.0.hook_resid_post", *capture))
-    model.family.forward(params, tokens, _layer_config(model.config, layer), hook=ctx,
-                         attention_mask=attention_mask)
+    model.family.forward(
+        params, tokens, _layer_config(model.config, layer), hook=ctx, attention_mask=attention_mask
+    )
     return ctx.cache["blocks.0.hook_resid_post"], ctx.cache
 
 
@@ -178,7 +201,9 @@ def _unembed(model: Model, resid, tokens, attention_mask):
     if "hook_pos_embed" in model.sites:
         ivs["hook_pos_embed"] = (Patch(jnp.zeros((), resid.dtype)),)
     ctx = HookContext(ivs)
-    return model.family.forward(params, tokens, model.config, hook=ctx, attention_mask=attention_mask)
+    return model.family.forward(
+        params, tokens, model.config, hook=ctx, attention_mask=attention_mask
+    )
 
 
 def metric_of_final(model: Model, resid, tokens, attention_mask, metric):
@@ -198,8 +223,9 @@ def metric_of_final(model: Model, resid, tokens, attention_mask, metric):
     return one(_unembed(model, resid, tokens, mask))
 
 
-def run_metric(model: Model, tokens, hooks, metric, *, capture=(), attention_mask=None,
-               rows=slice(None)):
+def run_metric(
+    model: Model, tokens, hooks, metric, *, capture=(), attention_mask=None, rows=slice(None)
+):
     """(metric of the logits of `tokens[rows]`, cache of `capture`) for a hooked run.
 
     Like `metric(run(...).logits[rows])`, but the unembedding is only done where the
@@ -208,13 +234,18 @@ def run_metric(model: Model, tokens, hooks, metric, *, capture=(), attention_mas
     """
     final = sites_mod.act_name("resid_post", model.config.n_layers - 1)
     sites = model.sites
-    after = set(sites[sites.index(final) + 1:]) if final in sites else set()
+    after = set(sites[sites.index(final) + 1 :]) if final in sites else set()
     if final not in sites or after & (set(hooks or ()) | set(capture)):
         # no final residual site, or hooks/captures on the final norm: full logits
         out = run(model, tokens, hooks, capture=capture, attention_mask=attention_mask)
         return metric(out.logits[rows]), out.cache
-    out = run(model, tokens, hooks, capture=tuple(dict.fromkeys((*capture, final))),
-              attention_mask=attention_mask)
+    out = run(
+        model,
+        tokens,
+        hooks,
+        capture=tuple(dict.fromkeys((*capture, final))),
+        attention_mask=attention_mask,
+    )
     mask = None if attention_mask is None else attention_mask[rows]
     value = metric_of_final(model, out.cache[final][rows], tokens[rows], mask, metric)
     return value, {k: out.cache[k] for k in capture}
@@ -224,8 +255,17 @@ def _stack_blocks(model: Model):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *model.params["blocks"])
 
 
-def run_from_layer(model: Model, layer, resid, tokens, *, attention_mask=None, hooks=None,
-                   stacked=None, metric=None):
+def run_from_layer(
+    model: Model,
+    layer,
+    resid,
+    tokens,
+    *,
+    attention_mask=None,
+    hooks=None,
+    stacked=None,
+    metric=None,
+):
     """Logits of the model run from `resid` = resid_pre of `layer` (may be traced).
 
     `hooks` (layer-0 site names) apply to `layer` only; later layers run plainly. With
@@ -236,7 +276,8 @@ def run_from_layer(model: Model, layer, resid, tokens, *, attention_mask=None, h
         raise InputError(
             f"run_from_layer traces one layer body for every layer; the {model.family.name!r} "
             "family's layers differ (layer types or index-dependent code): use "
-            "`run(model, tokens, hooks={act_name('resid_pre', layer): patch(resid)})`")
+            "`run(model, tokens, hooks={act_name('resid_pre', layer): patch(resid)})`"
+        )
     stacked = _stack_blocks(model) if stacked is None else stacked
     n = model.config.n_layers
     take = lambda l: jax.tree.map(lambda x: x[l], stacked)  # noqa: E731
@@ -267,12 +308,18 @@ def _elements(n_pos: int, n_heads: int | None, per_position: bool, positions=Non
     if per_position:
         p, h = np.meshgrid(pos, np.arange(n_heads), indexing="ij")
         return p.reshape(-1, 1), h.reshape(-1, 1), (k, n_heads), ("pos", "head")
-    return (np.tile(pos[None], (n_heads, 1)), np.arange(n_heads)[:, None],
-            (n_heads,), ("head",))
+    return (np.tile(pos[None], (n_heads, 1)), np.arange(n_heads)[:, None], (n_heads,), ("head",))
 
 
-def _chunk(model: Model, tokens_shape, n_elems: int, chunk_size, memory_mb: float,
-           streams: int = 1, logit_rows: int | None = None) -> int:
+def _chunk(
+    model: Model,
+    tokens_shape,
+    n_elems: int,
+    chunk_size,
+    memory_mb: float,
+    streams: int = 1,
+    logit_rows: int | None = None,
+) -> int:
     """Sweep elements per vmapped batch: `chunk_size`, or as many as fit `memory_mb`.
 
     An element holds `streams` runs at once (the patched layers of `_sweep_wave`), each
@@ -360,8 +407,10 @@ def patch_sweep(
         if pos_arr.size == 0:
             raise InputError("empty sweep: positions is empty")
         if pos_arr.min() < -P or pos_arr.max() >= P:
-            raise InputError(f"positions must be in [-{P}, {P}) for prompts of {P} tokens, "
-                             f"got {pos_arr.tolist()}")
+            raise InputError(
+                f"positions must be in [-{P}, {P}) for prompts of {P} tokens, "
+                f"got {pos_arr.tolist()}"
+            )
         pos_arr = pos_arr % P
         if len(set(pos_arr.tolist())) != pos_arr.size:
             raise InputError(f"positions has repeated entries: {pos_arr.tolist()}")
@@ -375,43 +424,75 @@ def patch_sweep(
     elif strategy == "scan" and not _layer_invariant(model):
         strategy = "wave"  # layers of different types: each block traced with its index
     narrowable = metrics_mod.narrow(metric, clean.shape[1]) is not None
-    chunk = _chunk(model, clean.shape, len(pos_idx), chunk_size, memory_mb,
-                   streams=len(layers) if strategy == "wave" else 1,
-                   logit_rows=1 if narrowable else None)
+    chunk = _chunk(
+        model,
+        clean.shape,
+        len(pos_idx),
+        chunk_size,
+        memory_mb,
+        streams=len(layers) if strategy == "wave" else 1,
+        logit_rows=1 if narrowable else None,
+    )
     grid, m_t, m_s = _patch_sweep(
-        model, target, source, attention_mask, jnp.asarray(pos_idx, jnp.int32),
-        None if head_idx is None else jnp.asarray(head_idx, jnp.int32), arrays,
-        static=static, kind=site, chunk=chunk, layers=tuple(int(x) for x in layers),
-        strategy=strategy)
+        model,
+        target,
+        source,
+        attention_mask,
+        jnp.asarray(pos_idx, jnp.int32),
+        None if head_idx is None else jnp.asarray(head_idx, jnp.int32),
+        arrays,
+        static=static,
+        kind=site,
+        chunk=chunk,
+        layers=tuple(int(x) for x in layers),
+        strategy=strategy,
+    )
     grid = grid.reshape((len(layers),) + cell)
     clean_m, corr_m = (m_s, m_t) if mode == "denoise" else (m_t, m_s)
     return PatchResult(grid, ("layer",) + cell_axes, clean_m, corr_m, layers, positions)
 
 
 @functools.partial(jax.jit, static_argnames=("static", "kind", "chunk", "layers", "strategy"))
-def _patch_sweep(model, target, source, mask, pos_idx, head_idx, arrays, *, static, kind,
-                 chunk, layers, strategy):
+def _patch_sweep(
+    model, target, source, mask, pos_idx, head_idx, arrays, *, static, kind, chunk, layers, strategy
+):
     """The whole sweep as one program: both cached runs, then every patched run."""
     metric = join_static(arrays, static)
     names = [sites_mod.act_name(kind, l) for l in layers]
     resid_names = [sites_mod.act_name("resid_pre", l) for l in layers]
     # target and source as one batch: one program for both reference runs
     b = target.shape[0]
-    both = run(model, jnp.concatenate([target, source]),
-               capture=tuple(dict.fromkeys(resid_names + names)),
-               attention_mask=None if mask is None else jnp.concatenate([mask, mask]))
+    both = run(
+        model,
+        jnp.concatenate([target, source]),
+        capture=tuple(dict.fromkeys(resid_names + names)),
+        attention_mask=None if mask is None else jnp.concatenate([mask, mask]),
+    )
     resid_pre = jnp.stack([both.cache[x][:b] for x in resid_names])
     src = jnp.stack([both.cache[x][b:] for x in names])
     t_logits, s_logits = both.logits[:b], both.logits[b:]
     if strategy == "unrolled":
-        grid = _sweep_unrolled(model, target, mask, resid_pre, src, pos_idx, head_idx,
-                               metric, kind, chunk, layers)
+        grid = _sweep_unrolled(
+            model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, chunk, layers
+        )
     elif strategy == "scan":
-        grid = _sweep_scan(model, target, mask, resid_pre, src, jnp.asarray(layers, jnp.int32),
-                           pos_idx, head_idx, metric, kind, chunk)
+        grid = _sweep_scan(
+            model,
+            target,
+            mask,
+            resid_pre,
+            src,
+            jnp.asarray(layers, jnp.int32),
+            pos_idx,
+            head_idx,
+            metric,
+            kind,
+            chunk,
+        )
     else:
-        grid = _sweep_wave(model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind,
-                           chunk, layers)
+        grid = _sweep_wave(
+            model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, chunk, layers
+        )
     return grid, metric(t_logits), metric(s_logits)
 
 
@@ -419,8 +500,9 @@ def _patch_iv(value, pos, head):
     return Patch(value, pos, head)
 
 
-def _sweep_wave(model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, chunk,
-                layers):
+def _sweep_wave(
+    model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, chunk, layers
+):
     """The patched runs of a chunk of sweep elements, advanced together layer by layer.
 
     The run patched at layer L starts from the target run's cached resid_pre of L.
@@ -457,8 +539,14 @@ def _sweep_wave(model, target, mask, resid_pre, src, pos_idx, head_idx, metric, 
             parts = []
             if streams is not None:
                 k = streams.shape[0] * c
-                out = _block(model, blocks[l], streams.reshape((k * b, p, d)), tiled(target, k),
-                             tiled(mask, k), layer=l)[0]
+                out = _block(
+                    model,
+                    blocks[l],
+                    streams.reshape((k * b, p, d)),
+                    tiled(target, k),
+                    tiled(mask, k),
+                    layer=l,
+                )[0]
                 parts.append(out.reshape(streams.shape))
             if l in entry:
                 i = entry[l]
@@ -482,8 +570,9 @@ def _sweep_wave(model, target, mask, resid_pre, src, pos_idx, head_idx, metric, 
     return grid[jnp.argsort(jnp.asarray(order)), :n_elems]  # rows back in `layers` order
 
 
-def _sweep_scan(model, target, mask, resid_pre, src, layers, pos_idx, head_idx, metric, kind,
-                chunk):
+def _sweep_scan(
+    model, target, mask, resid_pre, src, layers, pos_idx, head_idx, metric, kind, chunk
+):
     """Layers as a `lax.map` over one traced layer body, started at a dynamic layer.
 
     One block is compiled (about 4x faster to compile than `_sweep_wave`), at the price
@@ -499,16 +588,25 @@ def _sweep_scan(model, target, mask, resid_pre, src, layers, pos_idx, head_idx, 
         def element(e):
             pos, head = e
             hooks = {site0: _patch_iv(value, pos, head)}
-            return run_from_layer(model, layer, r0, target, attention_mask=mask,
-                                  hooks=hooks, stacked=stacked, metric=metric)
+            return run_from_layer(
+                model,
+                layer,
+                r0,
+                target,
+                attention_mask=mask,
+                hooks=hooks,
+                stacked=stacked,
+                metric=metric,
+            )
 
         return jax.lax.map(element, (pos_idx, head_idx), batch_size=chunk)
 
     return jax.lax.map(layer_fn, (layers, resid_pre, src))
 
 
-def _sweep_unrolled(model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind,
-                    chunk, layers):
+def _sweep_unrolled(
+    model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, chunk, layers
+):
     """Fallback for families whose blocks depend on their index: one trace per layer.
 
     The full forward runs with layer L's resid_pre replaced wholesale by the cached
@@ -522,8 +620,11 @@ def _sweep_unrolled(model, target, mask, resid_pre, src, pos_idx, head_idx, metr
         def element(e, i=i, site=site, rp=rp):
             pos, head = e
             patch = _patch_iv(src[i], pos, head)
-            hooks = {rp: (Patch(resid_pre[i]), patch)} if site == rp else {
-                rp: Patch(resid_pre[i]), site: patch}
+            hooks = (
+                {rp: (Patch(resid_pre[i]), patch)}
+                if site == rp
+                else {rp: Patch(resid_pre[i]), site: patch}
+            )
             return metric(run(model, target, hooks, attention_mask=mask).logits)
 
         out.append(jax.lax.map(element, (pos_idx, head_idx), batch_size=chunk))
@@ -574,15 +675,32 @@ def path_patch(
     chunk = _chunk(model, clean.shape, int(senders.shape[0]), chunk_size, memory_mb / 2)
     arrays, static = split_static(metric)
     recv = tuple((name, None if h is None else tuple(int(x) for x in h)) for name, h in receivers)
-    grid = _path_sweep(model, clean, attention_mask, z_clean, z_corr, mlp_clean, senders,
-                       arrays, static=static, receivers=recv, chunk=chunk)
-    return PatchResult(grid.reshape(n, n_heads), ("layer", "head"), metric(c_out.logits),
-                       metric(k_out.logits), np.arange(n))
+    grid = _path_sweep(
+        model,
+        clean,
+        attention_mask,
+        z_clean,
+        z_corr,
+        mlp_clean,
+        senders,
+        arrays,
+        static=static,
+        receivers=recv,
+        chunk=chunk,
+    )
+    return PatchResult(
+        grid.reshape(n, n_heads),
+        ("layer", "head"),
+        metric(c_out.logits),
+        metric(k_out.logits),
+        np.arange(n),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("static", "receivers", "chunk"))
-def _path_sweep(model, clean, mask, z_clean, z_corr, mlp_clean, senders, arrays, *, static,
-                receivers, chunk):
+def _path_sweep(
+    model, clean, mask, z_clean, z_corr, mlp_clean, senders, arrays, *, static, receivers, chunk
+):
     metric = join_static(arrays, static)
     n, n_heads = z_clean.shape[0], z_clean.shape[3]
     recv_names = tuple(r[0] for r in receivers)

@@ -103,8 +103,9 @@ def make_mesh(data: int | None = None, model: int = 1, sweep: int = 1, *, device
             f"mesh data={data} x sweep={sweep} x model={model} = {data * sweep * model} "
             f"devices, but {n} are given; pass devices= or sizes whose product is {n}"
         )
-    return jax.make_mesh((data, sweep, model), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
-                         devices=devices)
+    return jax.make_mesh(
+        (data, sweep, model), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices
+    )
 
 
 def replicate(rules: Rules, *names: str) -> tuple:
@@ -117,12 +118,14 @@ def replicate(rules: Rules, *names: str) -> tuple:
 
 def _rules_for(axis_sizes: Mapping[str, int], rules: Rules) -> tuple:
     """Drop mesh axes the mesh does not have, so a `("data", "model")` mesh also works."""
+
     def keep(target):
         if target is None:
             return None
         names = (target,) if isinstance(target, str) else tuple(target)
         names = tuple(a for a in names if a in axis_sizes)
         return None if not names else names[0] if len(names) == 1 else names
+
     return tuple((name, keep(target)) for name, target in rules)
 
 
@@ -150,7 +153,9 @@ def leaf_axes(path: str | Sequence[str], ndim: int) -> tuple[str | None, ...]:
     Extra leading axes (a `lax.scan` layer stack, a stack of checkpoints) are unnamed,
     i.e. replicated; a leaf whose name is unknown is replicated whole.
     """
-    parts = path.replace("[", ".").replace("]", "").split(".") if isinstance(path, str) else list(path)
+    parts = (
+        path.replace("[", ".").replace("]", "").split(".") if isinstance(path, str) else list(path)
+    )
     name, parent = parts[-1], parts[-2] if len(parts) > 1 else ""
     axes = PARAM_AXES.get(name)
     if axes is None and name in ("w", "b") and parent.startswith("ln"):
@@ -163,7 +168,8 @@ def leaf_axes(path: str | Sequence[str], ndim: int) -> tuple[str | None, ...]:
 def logical_axes(params) -> Any:
     """A pytree like `params` holding each leaf's logical `PartitionSpec`."""
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: PartitionSpec(*leaf_axes(_names(p), np.ndim(x))), params)
+        lambda p, x: PartitionSpec(*leaf_axes(_names(p), np.ndim(x))), params
+    )
 
 
 def mesh_specs(params, rules: Rules = DEFAULT_RULES, axis_sizes: Mapping[str, int] | None = None):
@@ -177,8 +183,11 @@ def mesh_specs(params, rules: Rules = DEFAULT_RULES, axis_sizes: Mapping[str, in
     """
     if axis_sizes is not None:
         rules = _rules_for(axis_sizes, rules)
-    specs = jax.tree.map(lambda s: nn.logical_to_mesh_axes(tuple(s), rules), logical_axes(params),
-                         is_leaf=lambda x: isinstance(x, PartitionSpec))
+    specs = jax.tree.map(
+        lambda s: nn.logical_to_mesh_axes(tuple(s), rules),
+        logical_axes(params),
+        is_leaf=lambda x: isinstance(x, PartitionSpec),
+    )
     if axis_sizes is not None:
         _check_divisible(params, specs, axis_sizes)
     return specs
@@ -212,8 +221,12 @@ def _check_divisible(params, specs, axis_sizes, what: str = "parameter") -> None
             f"not divisible by mesh axis {entry!r} of size {n}"
         )
     names = sorted({k[1] for k in problems if k[1]})
-    hint = (f"; pick a mesh axis size that divides it, or keep it whole with "
-            f"rules=replicate(rules, {', '.join(repr(n) for n in names)})" if names else "")
+    hint = (
+        f"; pick a mesh axis size that divides it, or keep it whole with "
+        f"rules=replicate(rules, {', '.join(repr(n) for n in names)})"
+        if names
+        else ""
+    )
     raise ShardingError("cannot shard: " + "; ".join(lines) + hint)
 
 
@@ -308,8 +321,15 @@ def _constrain(tree, mesh: Mesh | None, rules: Rules, axes: Sequence[str]):
 Metric = Callable[[Array], Array]
 
 
-def patching_sweep(site: str, metric: Metric, *, positions=None, heads=None,
-                   mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES) -> Callable:
+def patching_sweep(
+    site: str,
+    metric: Metric,
+    *,
+    positions=None,
+    heads=None,
+    mesh: Mesh | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> Callable:
     """Activation patching over many values as one program.
 
     Returns `sweep(model, tokens, values) -> metric per value`: for each `values[i]`, the
@@ -339,8 +359,9 @@ class Attribution(NamedTuple):
     acts: dict[str, Array]
 
 
-def attribution(sites: Sequence[str], metric: Metric, *, mesh: Mesh | None = None,
-                rules: Rules = DEFAULT_RULES) -> Callable:
+def attribution(
+    sites: Sequence[str], metric: Metric, *, mesh: Mesh | None = None, rules: Rules = DEFAULT_RULES
+) -> Callable:
     """Attribution pass (Nanda 2023; Syed et al. 2023) vmapped over prompt sets.
 
     Returns `attr(model, tokens) -> Attribution` for `tokens [n_sweep, batch, pos]`:
@@ -380,8 +401,13 @@ def _data_axis(rules: Rules) -> str | None:
     return None
 
 
-def state_specs(state, rules: Rules = DEFAULT_RULES, axis_sizes: Mapping[str, int] | None = None,
-                *, zero: bool = True):
+def state_specs(
+    state,
+    rules: Rules = DEFAULT_RULES,
+    axis_sizes: Mapping[str, int] | None = None,
+    *,
+    zero: bool = True,
+):
     """Mesh `PartitionSpec`s of a `training.TrainState` (a pytree with a `params` field).
 
     Params follow `rules`. An optimizer-state leaf that mirrors a parameter (same path
@@ -395,8 +421,10 @@ def state_specs(state, rules: Rules = DEFAULT_RULES, axis_sizes: Mapping[str, in
     params = state.params
     specs = mesh_specs(params, rules, axis_sizes)
     by_path = {}
-    for (path, x), spec in zip(jax.tree_util.tree_flatten_with_path(params)[0],
-                               jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, PartitionSpec))):
+    for (path, x), spec in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0],
+        jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, PartitionSpec)),
+    ):
         by_path[tuple(_names(path))] = (np.shape(x), spec)
     data = _data_axis(rules) if zero else None
 
@@ -417,8 +445,9 @@ def state_specs(state, rules: Rules = DEFAULT_RULES, axis_sizes: Mapping[str, in
 def state_shardings(state, mesh: Mesh, rules: Rules = DEFAULT_RULES, *, zero: bool = True):
     """`state_specs` as `NamedSharding`s on `mesh`."""
     specs = state_specs(state, rules, dict(mesh.shape), zero=zero)
-    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+    return jax.tree.map(
+        lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec)
+    )
 
 
 def _add_axis(spec: tuple, shape: tuple, axis: str, sizes: Mapping[str, int]) -> tuple:
@@ -427,7 +456,7 @@ def _add_axis(spec: tuple, shape: tuple, axis: str, sizes: Mapping[str, int]) ->
         return spec
     for dim, (entry, size) in enumerate(zip(spec, shape)):
         if entry is None and size % sizes[axis] == 0:
-            return spec[:dim] + (axis,) + spec[dim + 1:]
+            return spec[:dim] + (axis,) + spec[dim + 1 :]
     return spec
 
 
@@ -436,8 +465,9 @@ def shard_state(state, mesh: Mesh, rules: Rules = DEFAULT_RULES, *, zero: bool =
     return jax.tree.map(_place, state, state_shardings(state, mesh, rules, zero=zero))
 
 
-def sharded_train_step(loss_fn, optimizer, state, mesh: Mesh, rules: Rules = DEFAULT_RULES,
-                       *, zero: bool = True) -> Callable:
+def sharded_train_step(
+    loss_fn, optimizer, state, mesh: Mesh, rules: Rules = DEFAULT_RULES, *, zero: bool = True
+) -> Callable:
     """`mechjax.training`'s step, compiled to keep `state` sharded as `state_shardings`.
 
     Data parallel: place each batch with `shard_batch` (batch on `data`); XLA reduces

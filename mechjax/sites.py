@@ -108,8 +108,18 @@ def axes(name: str) -> tuple[int, int | None]:
     if hook in ("hook_attn_scores", "hook_pattern"):
         return 2, 1
     if hook in (
-        "hook_q", "hook_k", "hook_v", "hook_z", "hook_rot_q", "hook_rot_k", "hook_result",
-        "hook_q_input", "hook_k_input", "hook_v_input", "hook_q_normed", "hook_k_normed",
+        "hook_q",
+        "hook_k",
+        "hook_v",
+        "hook_z",
+        "hook_rot_q",
+        "hook_rot_k",
+        "hook_result",
+        "hook_q_input",
+        "hook_k_input",
+        "hook_v_input",
+        "hook_q_normed",
+        "hook_k_normed",
     ):
         return 1, 2
     return 1, None

@@ -97,7 +97,9 @@ def fold_layer_norm(params: Params, *, center_reading: bool = True) -> Params:
     params = _copy(params)
     center = center_reading and _is_layer_norm(params)
     for block in params["blocks"]:
-        _fold_into(block["ln1"], block["attn"], [("W_Q", "b_Q"), ("W_K", "b_K"), ("W_V", "b_V")], center)
+        _fold_into(
+            block["ln1"], block["attn"], [("W_Q", "b_Q"), ("W_K", "b_K"), ("W_V", "b_V")], center
+        )
         _fold_into(block["ln2"], block["mlp"], [("W_in", "b_in"), ("W_gate", "b_gate")], center)
         for name in ("ln1", "ln2"):
             block[name] = _identity_norm(block[name])

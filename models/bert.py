@@ -103,18 +103,39 @@ def config_from_hf(hf: dict) -> Config:
 
 def site_names(cfg: Config) -> list[str]:
     """Every site of the forward, in the order the forward visits them."""
-    names = ["embed.hook_embed", "embed.hook_pos_embed", "embed.hook_token_type_embed",
-             "embed.ln.hook_scale", "embed.ln.hook_normalized", "hook_full_embed"]
+    names = [
+        "embed.hook_embed",
+        "embed.hook_pos_embed",
+        "embed.hook_token_type_embed",
+        "embed.ln.hook_scale",
+        "embed.ln.hook_normalized",
+        "hook_full_embed",
+    ]
     for l in range(cfg.n_layers):
         b = f"blocks.{l}"
         names += [
-            f"{b}.hook_resid_pre", f"{b}.hook_q_input", f"{b}.hook_k_input", f"{b}.hook_v_input",
-            f"{b}.attn.hook_q", f"{b}.attn.hook_k", f"{b}.attn.hook_v",
-            f"{b}.attn.hook_attn_scores", f"{b}.attn.hook_pattern", f"{b}.attn.hook_z",
-            f"{b}.attn.hook_result", f"{b}.hook_attn_out", f"{b}.hook_resid_mid",
-            f"{b}.hook_mlp_in", f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized",
-            f"{b}.mlp.hook_pre", f"{b}.mlp.hook_post", f"{b}.hook_mlp_out",
-            f"{b}.hook_resid_post", f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized",
+            f"{b}.hook_resid_pre",
+            f"{b}.hook_q_input",
+            f"{b}.hook_k_input",
+            f"{b}.hook_v_input",
+            f"{b}.attn.hook_q",
+            f"{b}.attn.hook_k",
+            f"{b}.attn.hook_v",
+            f"{b}.attn.hook_attn_scores",
+            f"{b}.attn.hook_pattern",
+            f"{b}.attn.hook_z",
+            f"{b}.attn.hook_result",
+            f"{b}.hook_attn_out",
+            f"{b}.hook_resid_mid",
+            f"{b}.hook_mlp_in",
+            f"{b}.ln1.hook_scale",
+            f"{b}.ln1.hook_normalized",
+            f"{b}.mlp.hook_pre",
+            f"{b}.mlp.hook_post",
+            f"{b}.hook_mlp_out",
+            f"{b}.hook_resid_post",
+            f"{b}.ln2.hook_scale",
+            f"{b}.ln2.hook_normalized",
             f"{b}.hook_normalized_resid_post",
         ]
     return names
@@ -135,6 +156,7 @@ def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, mask: A
         def head_input(s):
             x = jnp.broadcast_to(resid[:, :, None, :], resid.shape[:2] + (cfg.n_heads, cfg.d_model))
             return hook(f"{b}.hook_{s}_input", x)
+
         q_in, k_in, v_in = head_input("q"), head_input("k"), head_input("v")
     else:
         q_in = k_in = v_in = resid
@@ -199,8 +221,15 @@ def mean_pool(hidden: Array, attention_mask: Array | None) -> Array:
     return (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1e-9)
 
 
-def sentence_embedding(params: Params, tokens: Array, cfg: Config, *, hook: Hook = NULL_HOOK,
-                       attention_mask: Array | None = None, normalize: bool = True) -> Array:
+def sentence_embedding(
+    params: Params,
+    tokens: Array,
+    cfg: Config,
+    *,
+    hook: Hook = NULL_HOOK,
+    attention_mask: Array | None = None,
+    normalize: bool = True,
+) -> Array:
     """Sentence-BERT embeddings [batch, d_model] of `tokens` [batch, pos].
 
     The final hidden states averaged over the real tokens (`attention_mask` True; all
@@ -209,8 +238,9 @@ def sentence_embedding(params: Params, tokens: Array, cfg: Config, *, hook: Hook
     Normalize pipeline of all-MiniLM-L6-v2; tokens come from the model's tokenizer, with
     [CLS] and [SEP] (`model.tokenizer.encode_batch(texts)` gives tokens and mask).
     """
-    pooled = mean_pool(forward(params, tokens, cfg, hook=hook, attention_mask=attention_mask),
-                       attention_mask)
+    pooled = mean_pool(
+        forward(params, tokens, cfg, hook=hook, attention_mask=attention_mask), attention_mask
+    )
     if not normalize:
         return pooled
     return pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
@@ -242,23 +272,28 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
     for l in range(cfg.n_layers):
         pre = f"encoder.layer.{l}"
         s = f"{pre}.attention.self"
-        blocks.append({
-            "attn": {
-                "W_Q": heads_in(get(f"{s}.query.weight")), "b_Q": get(f"{s}.query.bias").reshape(h, dh),
-                "W_K": heads_in(get(f"{s}.key.weight")), "b_K": get(f"{s}.key.bias").reshape(h, dh),
-                "W_V": heads_in(get(f"{s}.value.weight")), "b_V": get(f"{s}.value.bias").reshape(h, dh),
-                "W_O": get(f"{pre}.attention.output.dense.weight").T.reshape(h, dh, d),
-                "b_O": get(f"{pre}.attention.output.dense.bias"),
-            },
-            "ln1": ln(f"{pre}.attention.output.LayerNorm"),
-            "mlp": {
-                "W_in": get(f"{pre}.intermediate.dense.weight").T,
-                "b_in": get(f"{pre}.intermediate.dense.bias"),
-                "W_out": get(f"{pre}.output.dense.weight").T,
-                "b_out": get(f"{pre}.output.dense.bias"),
-            },
-            "ln2": ln(f"{pre}.output.LayerNorm"),
-        })
+        blocks.append(
+            {
+                "attn": {
+                    "W_Q": heads_in(get(f"{s}.query.weight")),
+                    "b_Q": get(f"{s}.query.bias").reshape(h, dh),
+                    "W_K": heads_in(get(f"{s}.key.weight")),
+                    "b_K": get(f"{s}.key.bias").reshape(h, dh),
+                    "W_V": heads_in(get(f"{s}.value.weight")),
+                    "b_V": get(f"{s}.value.bias").reshape(h, dh),
+                    "W_O": get(f"{pre}.attention.output.dense.weight").T.reshape(h, dh, d),
+                    "b_O": get(f"{pre}.attention.output.dense.bias"),
+                },
+                "ln1": ln(f"{pre}.attention.output.LayerNorm"),
+                "mlp": {
+                    "W_in": get(f"{pre}.intermediate.dense.weight").T,
+                    "b_in": get(f"{pre}.intermediate.dense.bias"),
+                    "W_out": get(f"{pre}.output.dense.weight").T,
+                    "b_out": get(f"{pre}.output.dense.bias"),
+                },
+                "ln2": ln(f"{pre}.output.LayerNorm"),
+            }
+        )
     params = {
         "embed": {
             "W_E": get("embeddings.word_embeddings.weight"),
@@ -276,13 +311,29 @@ def param_shapes(cfg: Config) -> Params:
     """The expected shape of every parameter, as a pytree of tuples."""
     d, h, dh, m = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
     ln = {"w": (d,), "b": (d,)}
-    attn = {"W_Q": (h, d, dh), "b_Q": (h, dh), "W_K": (h, d, dh), "b_K": (h, dh),
-            "W_V": (h, d, dh), "b_V": (h, dh), "W_O": (h, dh, d), "b_O": (d,)}
-    block = {"attn": attn, "ln1": ln,
-             "mlp": {"W_in": (d, m), "b_in": (m,), "W_out": (m, d), "b_out": (d,)}, "ln2": ln}
+    attn = {
+        "W_Q": (h, d, dh),
+        "b_Q": (h, dh),
+        "W_K": (h, d, dh),
+        "b_K": (h, dh),
+        "W_V": (h, d, dh),
+        "b_V": (h, dh),
+        "W_O": (h, dh, d),
+        "b_O": (d,),
+    }
+    block = {
+        "attn": attn,
+        "ln1": ln,
+        "mlp": {"W_in": (d, m), "b_in": (m,), "W_out": (m, d), "b_out": (d,)},
+        "ln2": ln,
+    }
     return {
-        "embed": {"W_E": (cfg.d_vocab, d), "W_pos": (cfg.n_ctx, d),
-                  "W_token_type": (cfg.n_token_types, d), "ln": ln},
+        "embed": {
+            "W_E": (cfg.d_vocab, d),
+            "W_pos": (cfg.n_ctx, d),
+            "W_token_type": (cfg.n_token_types, d),
+            "ln": ln,
+        },
         "blocks": [block] * cfg.n_layers,
     }
 

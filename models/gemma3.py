@@ -81,14 +81,16 @@ class Config:
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
-                f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+                f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}"
+            )
         if self.act not in ACTIVATIONS:
             raise ValueError(f"activation {self.act!r}; supported: {sorted(ACTIVATIONS)}")
         if not self.layer_types:
             object.__setattr__(self, "layer_types", default_layer_types(self.n_layers))
         if len(self.layer_types) != self.n_layers:
-            raise ValueError(f"layer_types has {len(self.layer_types)} entries for "
-                             f"{self.n_layers} layers")
+            raise ValueError(
+                f"layer_types has {len(self.layer_types)} entries for {self.n_layers} layers"
+            )
 
     def is_sliding(self, layer: int) -> bool:
         return bool(self.layer_types[layer])
@@ -142,8 +144,9 @@ def config_from_hf(hf: dict) -> Config:
         eps=float(hf.get("rms_norm_eps", 1e-6)),
         rope_theta=float(theta),
         rope_local_theta=float(local_theta),
-        rope_scaling=None if not scaling else tuple(sorted(
-            (k, v) for k, v in scaling.items() if not isinstance(v, (list, dict)))),
+        rope_scaling=None
+        if not scaling
+        else tuple(sorted((k, v) for k, v in scaling.items() if not isinstance(v, (list, dict)))),
         sliding_window=int(hf.get("sliding_window") or 4096),
         layer_types=layer_types,
         query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", 256)),
@@ -165,19 +168,39 @@ def site_names(cfg: Config) -> list[str]:
     for l in range(cfg.n_layers):
         b = f"blocks.{l}"
         names += [
-            f"{b}.hook_resid_pre", f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized",
-            f"{b}.hook_q_input", f"{b}.hook_k_input", f"{b}.hook_v_input",
-            f"{b}.attn.hook_q", f"{b}.attn.hook_k", f"{b}.attn.hook_v",
-            f"{b}.attn.q_norm.hook_scale", f"{b}.attn.q_norm.hook_normalized",
-            f"{b}.attn.k_norm.hook_scale", f"{b}.attn.k_norm.hook_normalized",
-            f"{b}.attn.hook_rot_q", f"{b}.attn.hook_rot_k",
-            f"{b}.attn.hook_attn_scores", f"{b}.attn.hook_pattern", f"{b}.attn.hook_z",
-            f"{b}.attn.hook_result", f"{b}.ln1_post.hook_scale", f"{b}.ln1_post.hook_normalized",
-            f"{b}.hook_attn_out", f"{b}.hook_resid_mid",
-            f"{b}.hook_mlp_in", f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized",
-            f"{b}.mlp.hook_pre", f"{b}.mlp.hook_pre_linear", f"{b}.mlp.hook_post",
-            f"{b}.ln2_post.hook_scale", f"{b}.ln2_post.hook_normalized",
-            f"{b}.hook_mlp_out", f"{b}.hook_resid_post",
+            f"{b}.hook_resid_pre",
+            f"{b}.ln1.hook_scale",
+            f"{b}.ln1.hook_normalized",
+            f"{b}.hook_q_input",
+            f"{b}.hook_k_input",
+            f"{b}.hook_v_input",
+            f"{b}.attn.hook_q",
+            f"{b}.attn.hook_k",
+            f"{b}.attn.hook_v",
+            f"{b}.attn.q_norm.hook_scale",
+            f"{b}.attn.q_norm.hook_normalized",
+            f"{b}.attn.k_norm.hook_scale",
+            f"{b}.attn.k_norm.hook_normalized",
+            f"{b}.attn.hook_rot_q",
+            f"{b}.attn.hook_rot_k",
+            f"{b}.attn.hook_attn_scores",
+            f"{b}.attn.hook_pattern",
+            f"{b}.attn.hook_z",
+            f"{b}.attn.hook_result",
+            f"{b}.ln1_post.hook_scale",
+            f"{b}.ln1_post.hook_normalized",
+            f"{b}.hook_attn_out",
+            f"{b}.hook_resid_mid",
+            f"{b}.hook_mlp_in",
+            f"{b}.ln2.hook_scale",
+            f"{b}.ln2.hook_normalized",
+            f"{b}.mlp.hook_pre",
+            f"{b}.mlp.hook_pre_linear",
+            f"{b}.mlp.hook_post",
+            f"{b}.ln2_post.hook_scale",
+            f"{b}.ln2_post.hook_normalized",
+            f"{b}.hook_mlp_out",
+            f"{b}.hook_resid_post",
         ]
     return names + ["ln_final.hook_scale", "ln_final.hook_normalized"]
 
@@ -196,8 +219,17 @@ def _proj(x, W):
     return nn.head_proj(x, W)
 
 
-def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positions, mask,
-               cache: KVCache | None = None, start=None):
+def _attention(
+    p: Params,
+    resid: Array,
+    cfg: Config,
+    hook: Hook,
+    l: int,
+    positions,
+    mask,
+    cache: KVCache | None = None,
+    start=None,
+):
     b = f"blocks.{l}"
     a = p["attn"]
     if any(hook.wants(f"{b}.hook_{s}_input") for s in "qkv"):
@@ -206,6 +238,7 @@ def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positio
             x = jnp.broadcast_to(resid[:, :, None, :], resid.shape[:2] + (n, cfg.d_model))
             x = hook(f"{b}.hook_{s}_input", x)
             return _norm(x, p["ln1"]["w"], cfg, NULL_HOOK, "")
+
         q_in, k_in = head_input("q", cfg.n_heads), head_input("k", cfg.n_kv_heads)
         v_in = head_input("v", cfg.n_kv_heads)
     else:
@@ -223,8 +256,16 @@ def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positio
     k = hook(f"{b}.attn.hook_rot_k", nn.apply_rope(k, positions, inv_freq))
     if cache is not None:
         k, v, cache = kv_cache.write(cache, l, k, v, start)
-    z = nn.attend(q, k, v, mask, hook, f"{b}.attn", scale=cfg.query_pre_attn_scalar**-0.5,
-                  softcap=cfg.attn_softcap)
+    z = nn.attend(
+        q,
+        k,
+        v,
+        mask,
+        hook,
+        f"{b}.attn",
+        scale=cfg.query_pre_attn_scalar**-0.5,
+        softcap=cfg.attn_softcap,
+    )
     return nn.attn_output(z, a["W_O"], None, hook, f"{b}.attn"), cache
 
 
@@ -251,8 +292,10 @@ def forward(
     position ids count real tokens only, so a padded prompt gives the logits it gives alone.
     """
     positions = nn.positions_from_mask(attention_mask, tokens.shape)
-    masks = (nn.attention_mask(positions, positions, attention_mask, None),
-             nn.attention_mask(positions, positions, attention_mask, cfg.sliding_window))
+    masks = (
+        nn.attention_mask(positions, positions, attention_mask, None),
+        nn.attention_mask(positions, positions, attention_mask, cfg.sliding_window),
+    )
     return _transformer(params, tokens, cfg, hook, positions, masks)[0]
 
 
@@ -272,15 +315,19 @@ def decode(
     cached keys more than `sliding_window` positions back (the cache keeps every slot).
     """
     positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
-    masks = (nn.attention_mask(positions, cache.positions, cache.valid, None),
-             nn.attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window))
-    logits, cache = _transformer(params, tokens, cfg, hook, positions, masks, cache, start,
-                                 last_only)
+    masks = (
+        nn.attention_mask(positions, cache.positions, cache.valid, None),
+        nn.attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window),
+    )
+    logits, cache = _transformer(
+        params, tokens, cfg, hook, positions, masks, cache, start, last_only
+    )
     return DecodeOutput(logits, cache)
 
 
-def _transformer(params, tokens, cfg, hook, positions, masks, cache=None, start=None,
-                 last_only=False):
+def _transformer(
+    params, tokens, cfg, hook, positions, masks, cache=None, start=None, last_only=False
+):
     W_E = params["embed"]["W_E"]
     emb = nn.embed(W_E, tokens) * jnp.asarray(cfg.d_model**0.5, W_E.dtype)
     resid = hook("hook_embed", emb)
@@ -289,14 +336,16 @@ def _transformer(params, tokens, cfg, hook, positions, masks, cache=None, start=
         mask = masks[1] if cfg.is_sliding(l) else masks[0]
         resid = hook(f"{b}.hook_resid_pre", resid)
         attn, cache = _attention(p, resid, cfg, hook, l, positions, mask, cache, start)
-        attn_out = hook(f"{b}.hook_attn_out", _norm(attn, p["ln1_post"]["w"], cfg, hook,
-                                                    f"{b}.ln1_post"))
+        attn_out = hook(
+            f"{b}.hook_attn_out", _norm(attn, p["ln1_post"]["w"], cfg, hook, f"{b}.ln1_post")
+        )
         resid = hook(f"{b}.hook_resid_mid", resid + attn_out)
         mlp_in = hook(f"{b}.hook_mlp_in", resid) if hook.wants(f"{b}.hook_mlp_in") else resid
         x = _norm(mlp_in, p["ln2"]["w"], cfg, hook, f"{b}.ln2")
         mlp = _mlp(p, x, cfg, hook, l)
-        mlp_out = hook(f"{b}.hook_mlp_out", _norm(mlp, p["ln2_post"]["w"], cfg, hook,
-                                                  f"{b}.ln2_post"))
+        mlp_out = hook(
+            f"{b}.hook_mlp_out", _norm(mlp, p["ln2_post"]["w"], cfg, hook, f"{b}.ln2_post")
+        )
         resid = hook(f"{b}.hook_resid_post", resid + mlp_out)
     x = _norm(resid, params["ln_final"]["w"], cfg, hook, "ln_final")
     if last_only:
@@ -334,26 +383,29 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
     blocks = []
     for l in range(cfg.n_layers):
         pre = f"layers.{l}"
-        blocks.append({
-            "ln1": {"w": get(f"{pre}.input_layernorm.weight")},
-            "attn": {
-                "W_Q": heads_in(get(f"{pre}.self_attn.q_proj.weight"), cfg.n_heads),
-                "W_K": heads_in(get(f"{pre}.self_attn.k_proj.weight"), cfg.n_kv_heads),
-                "W_V": heads_in(get(f"{pre}.self_attn.v_proj.weight"), cfg.n_kv_heads),
-                "W_O": get(f"{pre}.self_attn.o_proj.weight").T.reshape(
-                    cfg.n_heads, cfg.d_head, cfg.d_model),
-                "q_norm": {"w": get(f"{pre}.self_attn.q_norm.weight")},
-                "k_norm": {"w": get(f"{pre}.self_attn.k_norm.weight")},
-            },
-            "ln1_post": {"w": get(f"{pre}.post_attention_layernorm.weight")},
-            "ln2": {"w": get(f"{pre}.pre_feedforward_layernorm.weight")},
-            "mlp": {
-                "W_gate": get(f"{pre}.mlp.gate_proj.weight").T,
-                "W_in": get(f"{pre}.mlp.up_proj.weight").T,
-                "W_out": get(f"{pre}.mlp.down_proj.weight").T,
-            },
-            "ln2_post": {"w": get(f"{pre}.post_feedforward_layernorm.weight")},
-        })
+        blocks.append(
+            {
+                "ln1": {"w": get(f"{pre}.input_layernorm.weight")},
+                "attn": {
+                    "W_Q": heads_in(get(f"{pre}.self_attn.q_proj.weight"), cfg.n_heads),
+                    "W_K": heads_in(get(f"{pre}.self_attn.k_proj.weight"), cfg.n_kv_heads),
+                    "W_V": heads_in(get(f"{pre}.self_attn.v_proj.weight"), cfg.n_kv_heads),
+                    "W_O": get(f"{pre}.self_attn.o_proj.weight").T.reshape(
+                        cfg.n_heads, cfg.d_head, cfg.d_model
+                    ),
+                    "q_norm": {"w": get(f"{pre}.self_attn.q_norm.weight")},
+                    "k_norm": {"w": get(f"{pre}.self_attn.k_norm.weight")},
+                },
+                "ln1_post": {"w": get(f"{pre}.post_attention_layernorm.weight")},
+                "ln2": {"w": get(f"{pre}.pre_feedforward_layernorm.weight")},
+                "mlp": {
+                    "W_gate": get(f"{pre}.mlp.gate_proj.weight").T,
+                    "W_in": get(f"{pre}.mlp.up_proj.weight").T,
+                    "W_out": get(f"{pre}.mlp.down_proj.weight").T,
+                },
+                "ln2_post": {"w": get(f"{pre}.post_feedforward_layernorm.weight")},
+            }
+        )
     W_E = get("embed_tokens.weight")
     if cfg.tie_embeddings or "lm_head.weight" not in tensors:
         W_U = W_E.T
@@ -372,11 +424,22 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
 def param_shapes(cfg: Config) -> Params:
     """The expected shape of every parameter, as a pytree of tuples."""
     d, h, kv, dh, m = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp
-    attn = {"W_Q": (h, d, dh), "W_K": (kv, d, dh), "W_V": (kv, d, dh), "W_O": (h, dh, d),
-            "q_norm": {"w": (dh,)}, "k_norm": {"w": (dh,)}}
-    block = {"ln1": {"w": (d,)}, "attn": attn, "ln1_post": {"w": (d,)}, "ln2": {"w": (d,)},
-             "mlp": {"W_gate": (d, m), "W_in": (d, m), "W_out": (m, d)},
-             "ln2_post": {"w": (d,)}}
+    attn = {
+        "W_Q": (h, d, dh),
+        "W_K": (kv, d, dh),
+        "W_V": (kv, d, dh),
+        "W_O": (h, dh, d),
+        "q_norm": {"w": (dh,)},
+        "k_norm": {"w": (dh,)},
+    }
+    block = {
+        "ln1": {"w": (d,)},
+        "attn": attn,
+        "ln1_post": {"w": (d,)},
+        "ln2": {"w": (d,)},
+        "mlp": {"W_gate": (d, m), "W_in": (d, m), "W_out": (m, d)},
+        "ln2_post": {"w": (d,)},
+    }
     return {
         "embed": {"W_E": (cfg.d_vocab, d)},
         "blocks": [block] * cfg.n_layers,
@@ -392,7 +455,8 @@ def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Par
     """
     params = nn.init_from_shapes(key, param_shapes(cfg), scale, dtype)
     params = jax.tree_util.tree_map_with_path(
-        lambda p, x: x - 1 if jax.tree_util.keystr(p).endswith("['w']") else x, params)
+        lambda p, x: x - 1 if jax.tree_util.keystr(p).endswith("['w']") else x, params
+    )
     if cfg.tie_embeddings:
         params["unembed"]["W_U"] = params["embed"]["W_E"].T
     return params

@@ -109,14 +109,28 @@ def site_names(cfg: Config) -> list[str]:
     for l in range(cfg.n_layers):
         b = f"blocks.{l}"
         names += [
-            f"{b}.hook_resid_pre", f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized",
-            f"{b}.hook_q_input", f"{b}.hook_k_input", f"{b}.hook_v_input",
-            f"{b}.attn.hook_q", f"{b}.attn.hook_k", f"{b}.attn.hook_v",
-            f"{b}.attn.hook_attn_scores", f"{b}.attn.hook_pattern", f"{b}.attn.hook_z",
-            f"{b}.attn.hook_result", f"{b}.hook_attn_out", f"{b}.hook_resid_mid",
-            f"{b}.hook_mlp_in", f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized",
-            f"{b}.mlp.hook_pre", f"{b}.mlp.hook_post",
-            f"{b}.hook_mlp_out", f"{b}.hook_resid_post",
+            f"{b}.hook_resid_pre",
+            f"{b}.ln1.hook_scale",
+            f"{b}.ln1.hook_normalized",
+            f"{b}.hook_q_input",
+            f"{b}.hook_k_input",
+            f"{b}.hook_v_input",
+            f"{b}.attn.hook_q",
+            f"{b}.attn.hook_k",
+            f"{b}.attn.hook_v",
+            f"{b}.attn.hook_attn_scores",
+            f"{b}.attn.hook_pattern",
+            f"{b}.attn.hook_z",
+            f"{b}.attn.hook_result",
+            f"{b}.hook_attn_out",
+            f"{b}.hook_resid_mid",
+            f"{b}.hook_mlp_in",
+            f"{b}.ln2.hook_scale",
+            f"{b}.ln2.hook_normalized",
+            f"{b}.mlp.hook_pre",
+            f"{b}.mlp.hook_post",
+            f"{b}.hook_mlp_out",
+            f"{b}.hook_resid_post",
         ]
     return names + ["ln_final.hook_scale", "ln_final.hook_normalized"]
 
@@ -128,8 +142,16 @@ def _proj(x, W, b):
     return nn.head_proj(x, W, b)
 
 
-def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, mask: Array,
-               cache: KVCache | None = None, start=None):
+def _attention(
+    p: Params,
+    resid: Array,
+    cfg: Config,
+    hook: Hook,
+    l: int,
+    mask: Array,
+    cache: KVCache | None = None,
+    start=None,
+):
     b = f"blocks.{l}"
     a, ln = p["attn"], p["ln1"]
     if any(hook.wants(f"{b}.hook_{s}_input") for s in "qkv"):
@@ -140,6 +162,7 @@ def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, mask: A
             x = jnp.broadcast_to(resid[:, :, None, :], resid.shape[:2] + (cfg.n_heads, cfg.d_model))
             x = hook(f"{b}.hook_{s}_input", x)
             return nn.layer_norm(x, ln["w"], ln["b"], cfg.eps, NULL_HOOK, "")
+
         q_in, k_in, v_in = head_input("q"), head_input("k"), head_input("v")
     else:
         q_in = k_in = v_in = nn.layer_norm(resid, ln["w"], ln["b"], cfg.eps, hook, f"{b}.ln1")
@@ -201,13 +224,15 @@ def decode(
     """
     positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
     mask = nn.attention_mask(positions, cache.positions, cache.valid, None)
-    logits, cache = _transformer(params, tokens, cfg, hook, positions, mask, cache, start,
-                                 last_only)
+    logits, cache = _transformer(
+        params, tokens, cfg, hook, positions, mask, cache, start, last_only
+    )
     return DecodeOutput(logits, cache)
 
 
-def _transformer(params, tokens, cfg, hook, positions, mask, cache=None, start=None,
-                 last_only=False):
+def _transformer(
+    params, tokens, cfg, hook, positions, mask, cache=None, start=None, last_only=False
+):
     embed = hook("hook_embed", nn.embed(params["embed"]["W_E"], tokens))
     pos_embed = hook("hook_pos_embed", nn.embed(params["pos_embed"]["W_pos"], positions))
     resid = embed + pos_embed
@@ -257,20 +282,28 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
         pre = f"h.{l}"
         W_q, W_k, W_v = np.split(get(f"{pre}.attn.c_attn.weight"), 3, axis=1)
         b_q, b_k, b_v = np.split(get(f"{pre}.attn.c_attn.bias"), 3)
-        blocks.append({
-            "ln1": {"w": get(f"{pre}.ln_1.weight"), "b": get(f"{pre}.ln_1.bias")},
-            "attn": {
-                "W_Q": heads_in(W_q), "W_K": heads_in(W_k), "W_V": heads_in(W_v),
-                "b_Q": b_q.reshape(h, dh), "b_K": b_k.reshape(h, dh), "b_V": b_v.reshape(h, dh),
-                "W_O": get(f"{pre}.attn.c_proj.weight").reshape(h, dh, d),
-                "b_O": get(f"{pre}.attn.c_proj.bias"),
-            },
-            "ln2": {"w": get(f"{pre}.ln_2.weight"), "b": get(f"{pre}.ln_2.bias")},
-            "mlp": {
-                "W_in": get(f"{pre}.mlp.c_fc.weight"), "b_in": get(f"{pre}.mlp.c_fc.bias"),
-                "W_out": get(f"{pre}.mlp.c_proj.weight"), "b_out": get(f"{pre}.mlp.c_proj.bias"),
-            },
-        })
+        blocks.append(
+            {
+                "ln1": {"w": get(f"{pre}.ln_1.weight"), "b": get(f"{pre}.ln_1.bias")},
+                "attn": {
+                    "W_Q": heads_in(W_q),
+                    "W_K": heads_in(W_k),
+                    "W_V": heads_in(W_v),
+                    "b_Q": b_q.reshape(h, dh),
+                    "b_K": b_k.reshape(h, dh),
+                    "b_V": b_v.reshape(h, dh),
+                    "W_O": get(f"{pre}.attn.c_proj.weight").reshape(h, dh, d),
+                    "b_O": get(f"{pre}.attn.c_proj.bias"),
+                },
+                "ln2": {"w": get(f"{pre}.ln_2.weight"), "b": get(f"{pre}.ln_2.bias")},
+                "mlp": {
+                    "W_in": get(f"{pre}.mlp.c_fc.weight"),
+                    "b_in": get(f"{pre}.mlp.c_fc.bias"),
+                    "W_out": get(f"{pre}.mlp.c_proj.weight"),
+                    "b_out": get(f"{pre}.mlp.c_proj.bias"),
+                },
+            }
+        )
     W_E = get("wte.weight")
     if cfg.tie_embeddings or "lm_head.weight" not in tensors:
         W_U = W_E.T
@@ -291,8 +324,14 @@ def param_shapes(cfg: Config) -> Params:
     """The expected shape of every parameter, as a pytree of tuples."""
     d, h, dh, m = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
     attn = {
-        "W_Q": (h, d, dh), "W_K": (h, d, dh), "W_V": (h, d, dh),
-        "b_Q": (h, dh), "b_K": (h, dh), "b_V": (h, dh), "W_O": (h, dh, d), "b_O": (d,),
+        "W_Q": (h, d, dh),
+        "W_K": (h, d, dh),
+        "W_V": (h, d, dh),
+        "b_Q": (h, dh),
+        "b_K": (h, dh),
+        "b_V": (h, dh),
+        "W_O": (h, dh, d),
+        "b_O": (d,),
     }
     mlp = {"W_in": (d, m), "b_in": (m,), "W_out": (m, d), "b_out": (d,)}
     ln = {"w": (d,), "b": (d,)}

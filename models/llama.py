@@ -109,9 +109,9 @@ def config_from_hf(hf: dict) -> Config:
         n_ctx=hf.get("max_position_embeddings", 2048),
         eps=hf.get("rms_norm_eps", 1e-6),
         rope_theta=float(theta),
-        rope_scaling=None if not scaling else tuple(sorted(
-            (k, v) for k, v in scaling.items() if not isinstance(v, (list, dict))
-        )),
+        rope_scaling=None
+        if not scaling
+        else tuple(sorted((k, v) for k, v in scaling.items() if not isinstance(v, (list, dict)))),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         qkv_bias=mt == "qwen2" or bool(hf.get("attention_bias", False)),
         o_bias=bool(hf.get("attention_bias", False)) and mt == "llama",
@@ -131,15 +131,31 @@ def site_names(cfg: Config) -> list[str]:
     for l in range(cfg.n_layers):
         b = f"blocks.{l}"
         names += [
-            f"{b}.hook_resid_pre", f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized",
-            f"{b}.hook_q_input", f"{b}.hook_k_input", f"{b}.hook_v_input",
-            f"{b}.attn.hook_q", f"{b}.attn.hook_k", f"{b}.attn.hook_v",
-            f"{b}.attn.hook_rot_q", f"{b}.attn.hook_rot_k",
-            f"{b}.attn.hook_attn_scores", f"{b}.attn.hook_pattern", f"{b}.attn.hook_z",
-            f"{b}.attn.hook_result", f"{b}.hook_attn_out", f"{b}.hook_resid_mid",
-            f"{b}.hook_mlp_in", f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized",
-            f"{b}.mlp.hook_pre", f"{b}.mlp.hook_pre_linear", f"{b}.mlp.hook_post",
-            f"{b}.hook_mlp_out", f"{b}.hook_resid_post",
+            f"{b}.hook_resid_pre",
+            f"{b}.ln1.hook_scale",
+            f"{b}.ln1.hook_normalized",
+            f"{b}.hook_q_input",
+            f"{b}.hook_k_input",
+            f"{b}.hook_v_input",
+            f"{b}.attn.hook_q",
+            f"{b}.attn.hook_k",
+            f"{b}.attn.hook_v",
+            f"{b}.attn.hook_rot_q",
+            f"{b}.attn.hook_rot_k",
+            f"{b}.attn.hook_attn_scores",
+            f"{b}.attn.hook_pattern",
+            f"{b}.attn.hook_z",
+            f"{b}.attn.hook_result",
+            f"{b}.hook_attn_out",
+            f"{b}.hook_resid_mid",
+            f"{b}.hook_mlp_in",
+            f"{b}.ln2.hook_scale",
+            f"{b}.ln2.hook_normalized",
+            f"{b}.mlp.hook_pre",
+            f"{b}.mlp.hook_pre_linear",
+            f"{b}.mlp.hook_post",
+            f"{b}.hook_mlp_out",
+            f"{b}.hook_resid_post",
         ]
     return names + ["ln_final.hook_scale", "ln_final.hook_normalized"]
 
@@ -151,8 +167,17 @@ def _proj(x, W, b):
     return nn.head_proj(x, W, b)
 
 
-def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positions, mask,
-               cache: KVCache | None = None, start=None):
+def _attention(
+    p: Params,
+    resid: Array,
+    cfg: Config,
+    hook: Hook,
+    l: int,
+    positions,
+    mask,
+    cache: KVCache | None = None,
+    start=None,
+):
     b = f"blocks.{l}"
     a = p["attn"]
     split = any(hook.wants(f"{b}.hook_{s}_input") for s in "qkv")
@@ -163,6 +188,7 @@ def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positio
             x = jnp.broadcast_to(resid[:, :, None, :], resid.shape[:2] + (n, cfg.d_model))
             x = hook(f"{b}.hook_{s}_input", x)
             return nn.rms_norm(x, p["ln1"]["w"], cfg.eps, NULL_HOOK, "")
+
         q_in, k_in = head_input("q", cfg.n_heads), head_input("k", cfg.n_kv_heads)
         v_in = head_input("v", cfg.n_kv_heads)
     else:
@@ -228,12 +254,15 @@ def decode(
     """
     positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
     mask = nn.attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window)
-    logits, cache = _transformer(params, tokens, cfg, hook, positions, mask, cache, start, last_only)
+    logits, cache = _transformer(
+        params, tokens, cfg, hook, positions, mask, cache, start, last_only
+    )
     return DecodeOutput(logits, cache)
 
 
-def _transformer(params, tokens, cfg, hook, positions, mask, cache=None, start=None,
-                 last_only=False):
+def _transformer(
+    params, tokens, cfg, hook, positions, mask, cache=None, start=None, last_only=False
+):
     resid = hook("hook_embed", nn.embed(params["embed"]["W_E"], tokens))
     for l, p in enumerate(params["blocks"]):
         b = f"blocks.{l}"
@@ -257,6 +286,7 @@ def _transformer(params, tokens, cfg, hook, positions, mask, cache=None, start=N
 
 def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float32) -> Params:
     """TransformerLens-named params from HF-named tensors (`model.layers.0.self_attn...`)."""
+
     def get(name):
         if name not in tensors:
             raise CheckpointError(f"checkpoint has no tensor {name!r} (needed by {cfg.model_type})")
@@ -273,7 +303,8 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
             "W_K": heads_in(get(f"{pre}.self_attn.k_proj.weight"), cfg.n_kv_heads),
             "W_V": heads_in(get(f"{pre}.self_attn.v_proj.weight"), cfg.n_kv_heads),
             "W_O": get(f"{pre}.self_attn.o_proj.weight").T.reshape(
-                cfg.n_heads, cfg.d_head, cfg.d_model),
+                cfg.n_heads, cfg.d_head, cfg.d_model
+            ),
         }
         if cfg.qkv_bias:
             attn["b_Q"] = get(f"{pre}.self_attn.q_proj.bias").reshape(cfg.n_heads, cfg.d_head)
@@ -287,14 +318,19 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
             "W_out": get(f"{pre}.mlp.down_proj.weight").T,
         }
         if cfg.mlp_bias:
-            mlp.update(b_gate=get(f"{pre}.mlp.gate_proj.bias"), b_in=get(f"{pre}.mlp.up_proj.bias"),
-                       b_out=get(f"{pre}.mlp.down_proj.bias"))
-        blocks.append({
-            "ln1": {"w": get(f"{pre}.input_layernorm.weight")},
-            "attn": attn,
-            "ln2": {"w": get(f"{pre}.post_attention_layernorm.weight")},
-            "mlp": mlp,
-        })
+            mlp.update(
+                b_gate=get(f"{pre}.mlp.gate_proj.bias"),
+                b_in=get(f"{pre}.mlp.up_proj.bias"),
+                b_out=get(f"{pre}.mlp.down_proj.bias"),
+            )
+        blocks.append(
+            {
+                "ln1": {"w": get(f"{pre}.input_layernorm.weight")},
+                "attn": attn,
+                "ln2": {"w": get(f"{pre}.post_attention_layernorm.weight")},
+                "mlp": mlp,
+            }
+        )
     W_E = get("model.embed_tokens.weight")
     if cfg.tie_embeddings or "lm_head.weight" not in tensors:
         W_U = W_E.T

@@ -124,19 +124,33 @@ def site_names(cfg: Config) -> list[str]:
     for l in range(cfg.n_layers):
         b = f"blocks.{l}"
         names += [
-            f"{b}.hook_resid_pre", f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized",
-            f"{b}.hook_q_input", f"{b}.hook_k_input", f"{b}.hook_v_input",
-            f"{b}.attn.hook_q", f"{b}.attn.hook_k", f"{b}.attn.hook_v",
-            f"{b}.attn.hook_rot_q", f"{b}.attn.hook_rot_k",
-            f"{b}.attn.hook_attn_scores", f"{b}.attn.hook_pattern", f"{b}.attn.hook_z",
-            f"{b}.attn.hook_result", f"{b}.hook_attn_out",
+            f"{b}.hook_resid_pre",
+            f"{b}.ln1.hook_scale",
+            f"{b}.ln1.hook_normalized",
+            f"{b}.hook_q_input",
+            f"{b}.hook_k_input",
+            f"{b}.hook_v_input",
+            f"{b}.attn.hook_q",
+            f"{b}.attn.hook_k",
+            f"{b}.attn.hook_v",
+            f"{b}.attn.hook_rot_q",
+            f"{b}.attn.hook_rot_k",
+            f"{b}.attn.hook_attn_scores",
+            f"{b}.attn.hook_pattern",
+            f"{b}.attn.hook_z",
+            f"{b}.attn.hook_result",
+            f"{b}.hook_attn_out",
         ]
         if not cfg.parallel_residual:
             names.append(f"{b}.hook_resid_mid")
         names += [
-            f"{b}.hook_mlp_in", f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized",
-            f"{b}.mlp.hook_pre", f"{b}.mlp.hook_post",
-            f"{b}.hook_mlp_out", f"{b}.hook_resid_post",
+            f"{b}.hook_mlp_in",
+            f"{b}.ln2.hook_scale",
+            f"{b}.ln2.hook_normalized",
+            f"{b}.mlp.hook_pre",
+            f"{b}.mlp.hook_post",
+            f"{b}.hook_mlp_out",
+            f"{b}.hook_resid_post",
         ]
     return names + ["ln_final.hook_scale", "ln_final.hook_normalized"]
 
@@ -148,8 +162,17 @@ def _proj(x, W, b):
     return nn.head_proj(x, W, b)
 
 
-def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positions, mask,
-               cache: KVCache | None, start):
+def _attention(
+    p: Params,
+    resid: Array,
+    cfg: Config,
+    hook: Hook,
+    l: int,
+    positions,
+    mask,
+    cache: KVCache | None,
+    start,
+):
     b = f"blocks.{l}"
     a, ln = p["attn"], p["ln1"]
     if any(hook.wants(f"{b}.hook_{s}_input") for s in "qkv"):
@@ -159,6 +182,7 @@ def _attention(p: Params, resid: Array, cfg: Config, hook: Hook, l: int, positio
             x = jnp.broadcast_to(resid[:, :, None, :], resid.shape[:2] + (cfg.n_heads, cfg.d_model))
             x = hook(f"{b}.hook_{s}_input", x)
             return nn.layer_norm(x, ln["w"], ln["b"], cfg.eps, NULL_HOOK, "")
+
         q_in, k_in, v_in = head_input("q"), head_input("k"), head_input("v")
     else:
         q_in = k_in = v_in = nn.layer_norm(resid, ln["w"], ln["b"], cfg.eps, hook, f"{b}.ln1")
@@ -184,8 +208,9 @@ def _mlp(p: Params, resid: Array, cfg: Config, hook: Hook, l: int) -> Array:
     return hook(f"{b}.hook_mlp_out", post @ m["W_out"] + m["b_out"])
 
 
-def _transformer(params, tokens, cfg, hook, positions, mask, cache=None, start=None,
-                 last_only=False):
+def _transformer(
+    params, tokens, cfg, hook, positions, mask, cache=None, start=None, last_only=False
+):
     resid = hook("hook_embed", nn.embed(params["embed"]["W_E"], tokens))
     for l, p in enumerate(params["blocks"]):
         b = f"blocks.{l}"
@@ -242,7 +267,9 @@ def decode(
     """
     positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
     mask = nn.attention_mask(positions, cache.positions, cache.valid, None)
-    logits, cache = _transformer(params, tokens, cfg, hook, positions, mask, cache, start, last_only)
+    logits, cache = _transformer(
+        params, tokens, cfg, hook, positions, mask, cache, start, last_only
+    )
     return DecodeOutput(logits, cache)
 
 
@@ -266,25 +293,39 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
         # rows of query_key_value: head-major, then (q, k, v), then d_head
         qkv = get(f"{pre}.attention.query_key_value.weight").reshape(h, 3, dh, d)
         W_Q, W_K, W_V = (qkv[:, i].transpose(0, 2, 1) for i in range(3))
-        attn = {"W_Q": W_Q, "W_K": W_K, "W_V": W_V,
-                "W_O": get(f"{pre}.attention.dense.weight").T.reshape(h, dh, d)}
+        attn = {
+            "W_Q": W_Q,
+            "W_K": W_K,
+            "W_V": W_V,
+            "W_O": get(f"{pre}.attention.dense.weight").T.reshape(h, dh, d),
+        }
         if cfg.bias:
             b_qkv = get(f"{pre}.attention.query_key_value.bias").reshape(h, 3, dh)
-            attn.update(b_Q=b_qkv[:, 0], b_K=b_qkv[:, 1], b_V=b_qkv[:, 2],
-                        b_O=get(f"{pre}.attention.dense.bias"))
-        blocks.append({
-            "ln1": {"w": get(f"{pre}.input_layernorm.weight"),
-                    "b": get(f"{pre}.input_layernorm.bias")},
-            "attn": attn,
-            "ln2": {"w": get(f"{pre}.post_attention_layernorm.weight"),
-                    "b": get(f"{pre}.post_attention_layernorm.bias")},
-            "mlp": {
-                "W_in": get(f"{pre}.mlp.dense_h_to_4h.weight").T,
-                "b_in": get(f"{pre}.mlp.dense_h_to_4h.bias"),
-                "W_out": get(f"{pre}.mlp.dense_4h_to_h.weight").T,
-                "b_out": get(f"{pre}.mlp.dense_4h_to_h.bias"),
-            },
-        })
+            attn.update(
+                b_Q=b_qkv[:, 0],
+                b_K=b_qkv[:, 1],
+                b_V=b_qkv[:, 2],
+                b_O=get(f"{pre}.attention.dense.bias"),
+            )
+        blocks.append(
+            {
+                "ln1": {
+                    "w": get(f"{pre}.input_layernorm.weight"),
+                    "b": get(f"{pre}.input_layernorm.bias"),
+                },
+                "attn": attn,
+                "ln2": {
+                    "w": get(f"{pre}.post_attention_layernorm.weight"),
+                    "b": get(f"{pre}.post_attention_layernorm.bias"),
+                },
+                "mlp": {
+                    "W_in": get(f"{pre}.mlp.dense_h_to_4h.weight").T,
+                    "b_in": get(f"{pre}.mlp.dense_h_to_4h.bias"),
+                    "W_out": get(f"{pre}.mlp.dense_4h_to_h.weight").T,
+                    "b_out": get(f"{pre}.mlp.dense_4h_to_h.bias"),
+                },
+            }
+        )
     W_E = get("embed_in.weight")
     # Pythia's checkpoints call the unembedding `embed_out`; transformers >= 5 `lm_head`.
     head = next((k for k in ("embed_out.weight", "lm_head.weight") if k in tensors), None)

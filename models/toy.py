@@ -98,7 +98,7 @@ def init(key: Array, cfg: ToyConfig) -> Params:
     shapes.append((d, cfg.d_vocab))
     flat = std * jax.random.normal(key, (sum(math.prod(s) for s in shapes),))
     offsets = np.cumsum([0] + [math.prod(s) for s in shapes])
-    weights = iter(flat[o:o + math.prod(s)].reshape(s) for o, s in zip(offsets, shapes))
+    weights = iter(flat[o : o + math.prod(s)].reshape(s) for o, s in zip(offsets, shapes))
 
     params: Params = {
         "embed": {"W_E": next(weights)},
@@ -108,9 +108,13 @@ def init(key: Array, cfg: ToyConfig) -> Params:
     for _ in range(cfg.n_layers):
         block: Params = {
             "attn": {
-                "W_Q": next(weights), "W_K": next(weights), "W_V": next(weights),
+                "W_Q": next(weights),
+                "W_K": next(weights),
+                "W_V": next(weights),
                 "W_O": next(weights),
-                "b_Q": jnp.zeros((h, dh)), "b_K": jnp.zeros((h, dh)), "b_V": jnp.zeros((h, dh)),
+                "b_Q": jnp.zeros((h, dh)),
+                "b_K": jnp.zeros((h, dh)),
+                "b_V": jnp.zeros((h, dh)),
                 "b_O": jnp.zeros((d,)),
             }
         }
@@ -118,8 +122,10 @@ def init(key: Array, cfg: ToyConfig) -> Params:
             block["ln1"] = _ln_params(d)
         if not cfg.attn_only:
             block["mlp"] = {
-                "W_in": next(weights), "b_in": jnp.zeros((cfg.d_mlp,)),
-                "W_out": next(weights), "b_out": jnp.zeros((d,)),
+                "W_in": next(weights),
+                "b_in": jnp.zeros((cfg.d_mlp,)),
+                "W_out": next(weights),
+                "b_out": jnp.zeros((d,)),
             }
             if cfg.normalization == "LN":
                 block["ln2"] = _ln_params(d)
@@ -146,8 +152,9 @@ def site_names(cfg: ToyConfig) -> list[str]:
         names.append(f"{b}.hook_resid_pre")
         if ln:
             names += [f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized"]
-        names += [f"{b}.attn.hook_{s}" for s in
-                  ("q", "k", "v", "attn_scores", "pattern", "z", "result")]
+        names += [
+            f"{b}.attn.hook_{s}" for s in ("q", "k", "v", "attn_scores", "pattern", "z", "result")
+        ]
         names.append(f"{b}.hook_attn_out")
         if not cfg.attn_only:
             names.append(f"{b}.hook_resid_mid")

@@ -44,8 +44,10 @@ def main(argv=None):
         r = np.corrcoef(a.ravel(), g.ravel())[0, 1]
         top = np.argsort(-np.abs(g.ravel()))[:20]
         r_top = np.corrcoef(a.ravel()[top], g.ravel()[top])[0, 1]
-        print(f"{kind:8s} nodes {g.size:5d}  Pearson r {r:.3f}  (top-20 by |exact| r {r_top:.3f})  "
-              f"exact sweep {t_exact:.1f}s, AtP (all kinds) {t_atp:.1f}s")
+        print(
+            f"{kind:8s} nodes {g.size:5d}  Pearson r {r:.3f}  (top-20 by |exact| r {r_top:.3f})  "
+            f"exact sweep {t_exact:.1f}s, AtP (all kinds) {t_atp:.1f}s"
+        )
 
 
 if __name__ == "__main__":

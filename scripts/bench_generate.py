@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     import jax
 
     import mechjax as mj
-    from mechjax.io import registry
     from mechjax.generation import generate
+    from mechjax.io import registry
 
     path = registry.resolve(args.model)
     model = mj.load(path)
@@ -62,15 +62,18 @@ def main(argv=None) -> int:
 
     t = time.perf_counter()
     ours = run_mechjax()
-    print(f"mechjax: first call (compile + run) {time.perf_counter() - t:.1f} s "
-          f"on {jax.default_backend()}")
+    print(
+        f"mechjax: first call (compile + run) {time.perf_counter() - t:.1f} s "
+        f"on {jax.default_backend()}"
+    )
     t_ours = _best(run_mechjax, args.repeats)
 
     import torch
     from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                              dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     ids, am = torch.tensor(tokens, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
     pad = model.tokenizer.pad_token_id or 0
     # No EOS, like stop_tokens=() above: every row runs to the end and EOS stays a
@@ -79,17 +82,24 @@ def main(argv=None) -> int:
 
     def run_hf():
         with torch.no_grad():
-            return hf.generate(input_ids=ids, attention_mask=am, max_new_tokens=args.new,
-                               do_sample=False, pad_token_id=pad)
+            return hf.generate(
+                input_ids=ids,
+                attention_mask=am,
+                max_new_tokens=args.new,
+                do_sample=False,
+                pad_token_id=pad,
+            )
 
     theirs = run_hf()  # warm-up
     t_hf = _best(run_hf, args.repeats)
 
-    ref = theirs[:, tokens.shape[1]:].numpy()
+    ref = theirs[:, tokens.shape[1] :].numpy()
     same_rows = int((ref == ours.tokens).all(1).sum())
     agree = float((ref == ours.tokens).mean())
-    print(f"greedy, batch {args.batch}, {args.new} new tokens, prompt width {tokens.shape[1]}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"greedy, batch {args.batch}, {args.new} new tokens, prompt width {tokens.shape[1]}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"  mechjax       {n_tokens / t_ours:8.1f} tokens/s  ({t_ours:.2f} s)")
     print(f"  HF generate   {n_tokens / t_hf:8.1f} tokens/s  ({t_hf:.2f} s)")
     print(f"  ratio mechjax / HF: {t_hf / t_ours:.2f}x")

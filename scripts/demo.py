@@ -40,13 +40,17 @@ def main(argv=None):
     t0 = time.perf_counter()
     model = mj.load(args.model)
     tok = model.tokenizer
-    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f}s "
-          f"({model.config.n_layers} layers, d_model {model.config.d_model})")
+    print(
+        f"loaded {args.model} in {time.perf_counter() - t0:.1f}s "
+        f"({model.config.n_layers} layers, d_model {model.config.d_model})"
+    )
 
     clean = jnp.asarray([tok.encode(CLEAN)], jnp.int32)
     corrupt = jnp.asarray([tok.encode(CORRUPT)], jnp.int32)
     if clean.shape != corrupt.shape:
-        raise SystemExit(f"clean and corrupted prompts tokenize to {clean.shape} vs {corrupt.shape}")
+        raise SystemExit(
+            f"clean and corrupted prompts tokenize to {clean.shape} vs {corrupt.shape}"
+        )
     answer, wrong = tok.to_single_token(" Mary"), tok.to_single_token(" John")
 
     run = jax.jit(mj.run)
@@ -62,8 +66,9 @@ def main(argv=None):
     print(f"\nlogit diff ' Mary' - ' John': clean {clean_ld:.3f}, corrupted {corrupt_ld:.3f}")
 
     t0 = time.perf_counter()
-    result = patch_sweep(model, clean, corrupt, LogitDiff(jnp.array([answer]), jnp.array([wrong])),
-                         "resid_pre")
+    result = patch_sweep(
+        model, clean, corrupt, LogitDiff(jnp.array([answer]), jnp.array([wrong])), "resid_pre"
+    )
     grid = np.asarray(result.grid)
     norm = np.asarray(result.normalized())
     secs = time.perf_counter() - t0
@@ -72,11 +77,22 @@ def main(argv=None):
     best = np.unravel_index(np.argmax(norm), norm.shape)
     print(f"largest recovery {norm[best]:.2f} at layer {best[0]}, token {labels[best[1]]!r}")
 
-    np.savez(out / "ioi_resid_pre_patching.npz", grid=grid, normalized=norm,
-             clean_metric=clean_ld, corrupted_metric=corrupt_ld, tokens=np.asarray(clean[0]))
+    np.savez(
+        out / "ioi_resid_pre_patching.npz",
+        grid=grid,
+        normalized=norm,
+        clean_metric=clean_ld,
+        corrupted_metric=corrupt_ld,
+        tokens=np.asarray(clean[0]),
+    )
     png = out / "ioi_resid_pre_patching.png"
-    layer_position(norm, png, labels, title="IOI denoising: clean resid_pre into corrupted run",
-                   cbar_label="normalised logit difference (1 = clean, 0 = corrupted)")
+    layer_position(
+        norm,
+        png,
+        labels,
+        title="IOI denoising: clean resid_pre into corrupted run",
+        cbar_label="normalised logit difference (1 = clean, 0 = corrupted)",
+    )
     print(f"wrote {png} and {out / 'ioi_resid_pre_patching.npz'}")
 
 

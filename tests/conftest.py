@@ -22,8 +22,15 @@ def tiny_llama() -> mj.Model:
     """2-layer GQA Llama with weights large enough that a wrong op shows up."""
     llama = family_of_module("llama")
     cfg = LlamaConfig(
-        d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50,
-        n_ctx=64, rope_theta=10000.0,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_head=8,
+        d_mlp=48,
+        d_vocab=50,
+        n_ctx=64,
+        rope_theta=10000.0,
     )
     params = llama.init(jax.random.PRNGKey(0), cfg, scale=0.3)
     return mj.Model(params, cfg, llama)

@@ -12,8 +12,25 @@ from mechjax.analyses import arithmetic_cma
 @pytest.mark.slow
 def test_reproduction_writes_grids_summary_and_the_retrieval_contrast(tmp_path):
     out = tmp_path / "cma"
-    assert arithmetic_cma.main(["--out", str(out), "--n", "2", "--batch", "2", "--ops", "*",
-                                "--templates", "5", "--contrast", "2"]) == 0
+    assert (
+        arithmetic_cma.main(
+            [
+                "--out",
+                str(out),
+                "--n",
+                "2",
+                "--batch",
+                "2",
+                "--ops",
+                "*",
+                "--templates",
+                "5",
+                "--contrast",
+                "2",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     grids = np.load(out / "cma.npz")
     (run,), contrast = summary["runs"], summary["contrast"]
@@ -31,4 +48,5 @@ def test_reproduction_writes_grids_summary_and_the_retrieval_contrast(tmp_path):
             assert g[cell["layer"], cell["pos"]] == pytest.approx(g.max())
             assert cell["mean"] == pytest.approx(g.max(), rel=1e-3, abs=1e-5)
             assert rec[kind]["roles"]["end/late"] == pytest.approx(
-                g[20:, -1].mean(), rel=1e-6, abs=1e-9)
+                g[20:, -1].mean(), rel=1e-6, abs=1e-9
+            )

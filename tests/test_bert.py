@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import max_diff
-from mechjax.models import bert
 
 import mechjax as mj
 from mechjax.io.families import family_of_module
+from mechjax.models import bert
 
 REF = Path(__file__).parent / "fixtures" / "minilm" / "reference.npz"
 FAM = family_of_module("bert")
@@ -23,9 +23,15 @@ FAM = family_of_module("bert")
 def _hf_model():
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    hf_cfg = transformers.BertConfig(vocab_size=97, hidden_size=64, intermediate_size=96,
-                                     num_hidden_layers=2, num_attention_heads=4,
-                                     max_position_embeddings=32, type_vocab_size=2)
+    hf_cfg = transformers.BertConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=32,
+        type_vocab_size=2,
+    )
     hf_cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     m = transformers.BertModel(hf_cfg, add_pooling_layer=False).eval()
@@ -47,15 +53,26 @@ def test_hidden_states_match_hf_with_padding_and_token_types():
     mask[1, 6:] = False
     tt = (np.arange(9)[None] >= 4).astype(int).repeat(2, 0)
     with torch.no_grad():
-        ref = m(torch.tensor(toks), attention_mask=torch.tensor(mask.astype(int)),
-                token_type_ids=torch.tensor(tt)).last_hidden_state.numpy()
-    got = np.asarray(jax.jit(lambda p, t, a, y: bert.forward(p, t, model.config, attention_mask=a,
-                                                             token_type_ids=y))(
-        model.params, jnp.asarray(toks), jnp.asarray(mask), jnp.asarray(tt)))
+        ref = m(
+            torch.tensor(toks),
+            attention_mask=torch.tensor(mask.astype(int)),
+            token_type_ids=torch.tensor(tt),
+        ).last_hidden_state.numpy()
+    got = np.asarray(
+        jax.jit(
+            lambda p, t, a, y: bert.forward(p, t, model.config, attention_mask=a, token_type_ids=y)
+        )(model.params, jnp.asarray(toks), jnp.asarray(mask), jnp.asarray(tt))
+    )
     assert np.abs(got[mask] - ref[mask]).max() <= 1e-4, max_diff(got[mask], ref[mask])
     # a padded row equals the same sentence alone
-    alone = np.asarray(bert.forward(model.params, jnp.asarray(toks[1:, :6]), model.config,
-                                    token_type_ids=jnp.asarray(tt[1:, :6])))
+    alone = np.asarray(
+        bert.forward(
+            model.params,
+            jnp.asarray(toks[1:, :6]),
+            model.config,
+            token_type_ids=jnp.asarray(tt[1:, :6]),
+        )
+    )
     assert np.abs(alone[0] - got[1, :6]).max() <= 1e-4
 
 
@@ -66,7 +83,9 @@ def test_every_site_fires_and_resid_chain_is_post_ln():
     out = jax.jit(mj.run, static_argnames="capture")(model, toks, capture=tuple(sites))
     assert set(out.cache) == set(sites)
     c = out.cache
-    np.testing.assert_allclose(c["blocks.1.hook_resid_pre"], c["blocks.0.hook_normalized_resid_post"])
+    np.testing.assert_allclose(
+        c["blocks.1.hook_resid_pre"], c["blocks.0.hook_normalized_resid_post"]
+    )
     np.testing.assert_allclose(out.logits, c["blocks.1.hook_normalized_resid_post"])
     assert c["blocks.0.attn.hook_pattern"].shape == (1, 4, 4, 4)  # bidirectional: no zeros above
     assert float(np.asarray(c["blocks.0.attn.hook_pattern"])[0, :, 0, 3].min()) > 0
@@ -106,11 +125,14 @@ def test_minilm_tokenizer_ids_equal_hf_autotokenizer(minilm):
     from mechjax.io import registry
 
     hf = transformers.AutoTokenizer.from_pretrained(
-        str(registry.resolve("minilm-l6", progress=False).parent))
+        str(registry.resolve("minilm-l6", progress=False).parent)
+    )
     tok = minilm.tokenizer
     for text in TEXTS:
         assert tok.encode(text) == hf(text)["input_ids"], text
-        assert tok.encode(text, add_bos=False) == hf(text, add_special_tokens=False)["input_ids"], text
+        assert tok.encode(text, add_bos=False) == hf(text, add_special_tokens=False)["input_ids"], (
+            text
+        )
     batch = tok.encode_batch(TEXTS)
     ref = hf(TEXTS, padding=True)
     np.testing.assert_array_equal(batch.tokens, np.asarray(ref["input_ids"]))
@@ -146,14 +168,21 @@ def test_minilm_sentence_embeddings_from_text_match_reference(minilm):
     batch = model.tokenizer.encode_batch(sentences)
     toks, mask = jnp.asarray(batch.tokens), jnp.asarray(batch.attention_mask)
     emb = jax.jit(lambda p: bert.sentence_embedding(p, toks, c, attention_mask=mask))(model.params)
-    assert np.abs(np.asarray(emb) - data["embeddings"]).max() <= 1e-4, max_diff(emb, data["embeddings"])
+    assert np.abs(np.asarray(emb) - data["embeddings"]).max() <= 1e-4, max_diff(
+        emb, data["embeddings"]
+    )
     np.testing.assert_allclose(np.linalg.norm(np.asarray(emb), axis=-1), 1.0, atol=1e-5)
     hidden = np.asarray(bert.forward(model.params, toks[:1], c, attention_mask=mask[:1]))[0]
     n = int(data["attention_mask"][0].sum())
-    assert np.abs(hidden[:n] - data["hidden_0"][:n]).max() <= 1e-4, max_diff(hidden[:n], data["hidden_0"][:n])
+    assert np.abs(hidden[:n] - data["hidden_0"][:n]).max() <= 1e-4, max_diff(
+        hidden[:n], data["hidden_0"][:n]
+    )
 
 
 def test_unknown_model_name_names_the_registered_ones():
-    with pytest.raises(mj.CheckpointError, match=r"'minilm-l7'.*Did you mean 'minilm-l6'.*"
-                                                 r"Registered models: .*minilm-l6"):
+    with pytest.raises(
+        mj.CheckpointError,
+        match=r"'minilm-l7'.*Did you mean 'minilm-l6'.*"
+        r"Registered models: .*minilm-l6",
+    ):
         mj.load("minilm-l7")

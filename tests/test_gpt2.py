@@ -6,14 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import max_diff
 
 import mechjax as mj
-from conftest import max_diff
 from mechjax.io.families import family_for
 from mechjax.models import gpt2
 
-HF_CONFIG = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=64,
-                 bos_token_id=0, eos_token_id=0)
+HF_CONFIG = dict(
+    n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=64, bos_token_id=0, eos_token_id=0
+)
 
 # TransformerLens's hook names for a 1-layer GPT-2, in forward order. Written by hand;
 # the split q/k/v inputs sit where the ln1 sites would be (they replace them when asked).
@@ -53,8 +54,9 @@ forward = jax.jit(gpt2.forward, static_argnames=("cfg",))
 
 
 def _close(a, b, tol=1e-4):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=tol, rtol=0,
-                               err_msg=max_diff(a, b))
+    np.testing.assert_allclose(
+        np.asarray(a), np.asarray(b), atol=tol, rtol=0, err_msg=max_diff(a, b)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,11 @@ def hf():
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = 0.2 * torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + noise if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
-                    else noise)
+            p.copy_(
+                1.0 + noise
+                if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
+                else noise
+            )
     tensors = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     return model, tensors
 
@@ -91,8 +96,9 @@ def toks() -> np.ndarray:
 def hf_out(hf, toks):
     torch = pytest.importorskip("torch")
     with torch.no_grad():
-        return hf[0](torch.from_numpy(toks).long(), output_hidden_states=True,
-                     output_attentions=True)
+        return hf[0](
+            torch.from_numpy(toks).long(), output_hidden_states=True, output_attentions=True
+        )
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +136,25 @@ def test_prefixless_checkpoint_names(hf, model, ours, toks):
 
 def test_split_inputs_result_and_mlp_in_change_nothing(model, ours, toks):
     """Expensive sites computed on request hold the right values and change no logit."""
-    sites = ("blocks.0.hook_resid_pre", "blocks.0.hook_q_input", "blocks.1.hook_v_input",
-             "blocks.0.attn.hook_result", "blocks.0.hook_attn_out", "blocks.1.hook_mlp_in")
+    sites = (
+        "blocks.0.hook_resid_pre",
+        "blocks.0.hook_q_input",
+        "blocks.1.hook_v_input",
+        "blocks.0.attn.hook_result",
+        "blocks.0.hook_attn_out",
+        "blocks.1.hook_mlp_in",
+    )
     out = run(model, toks, capture=sites)
     _close(out.logits, ours.logits, tol=1e-5)
     q_in = out.cache["blocks.0.hook_q_input"]
     assert q_in.shape == (2, 11, 4, 64)
     _close(q_in, jnp.broadcast_to(out.cache["blocks.0.hook_resid_pre"][:, :, None], q_in.shape), 0)
     b_O = model.params["blocks"][0]["attn"]["b_O"]
-    _close(out.cache["blocks.0.attn.hook_result"].sum(axis=2) + b_O,
-           out.cache["blocks.0.hook_attn_out"], tol=1e-5)
+    _close(
+        out.cache["blocks.0.attn.hook_result"].sum(axis=2) + b_O,
+        out.cache["blocks.0.hook_attn_out"],
+        tol=1e-5,
+    )
 
 
 # -------------------------------------------------------------- without the reference
@@ -186,8 +201,12 @@ def test_init_deterministic_and_shaped():
 
 def test_run_with_capture_through_family(small):
     toks = jnp.asarray([[1, 2, 3, 4, 5]], jnp.int32)
-    capture = ("hook_pos_embed", "blocks.1.attn.hook_z", "blocks.0.mlp.hook_post",
-               "ln_final.hook_scale")
+    capture = (
+        "hook_pos_embed",
+        "blocks.1.attn.hook_z",
+        "blocks.0.mlp.hook_post",
+        "ln_final.hook_scale",
+    )
     out = run(small, toks, capture=capture)
     assert out.logits.shape == (1, 5, 50)
     assert out.cache["hook_pos_embed"].shape == (1, 5, 32)
@@ -202,4 +221,4 @@ def test_run_with_capture_through_family(small):
 def test_position_past_n_ctx_is_nan(small):
     """A position without a learned embedding is loud (NaN), never a clamped row."""
     logits = forward(small.params, jnp.ones((1, SMALL.n_ctx + 2), jnp.int32), SMALL)
-    assert np.isnan(np.asarray(logits[0, SMALL.n_ctx:])).all()
+    assert np.isnan(np.asarray(logits[0, SMALL.n_ctx :])).all()

@@ -49,12 +49,14 @@ def test_ansatz_projection_is_the_block_structure():
     np.testing.assert_allclose(P["W1"][p, p], a2 * np.eye(6) + a3 * M, atol=1e-6)
     np.testing.assert_allclose(P["W1"][t, p], 0, atol=0)
     # beta_2: query token block (t) x key block h1t (offset 10) of W2
-    np.testing.assert_allclose(P["W2"][0:4, 10:14], np.trace(W["W2"][0:4, 10:14]) / 4 * np.eye(4),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        P["W2"][0:4, 10:14], np.trace(W["W2"][0:4, 10:14]) / 4 * np.eye(4), atol=1e-6
+    )
     np.testing.assert_allclose(P["W2"][0:4, 4:10], 0, atol=0)
     # gamma_3 reads the token part of layer 2's output, columns 20..23 of W3
-    np.testing.assert_allclose(P["W3"][:, 20:24], np.trace(W["W3"][:, 20:24]) / 4 * np.eye(4),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        P["W3"][:, 20:24], np.trace(W["W3"][:, 20:24]) / 4 * np.eye(4), atol=1e-6
+    )
     np.testing.assert_allclose(P["W3"][:, 4:10], 0, atol=0)
     # a projector: idempotent, residual orthogonal to the span
     np.testing.assert_allclose(th2, th, atol=1e-5)
@@ -118,8 +120,10 @@ def test_reduced_loss_equals_full_model():
     @jax.jit
     def both(th):
         full = I.disentangled_forward(A.embed(th), seqs.tok, seqs.pos)
-        return (full, I.mse_loss(A.embed(th), seqs)), (I.reduced_forward(th, grams),
-                                                        I.reduced_loss(th, grams)[0])
+        return (full, I.mse_loss(A.embed(th), seqs)), (
+            I.reduced_forward(th, grams),
+            I.reduced_loss(th, grams)[0],
+        )
 
     for seed in range(3):
         th = jax.random.normal(jax.random.PRNGKey(seed), (19,))
@@ -148,8 +152,9 @@ def test_fit_loglog_recovers_power_laws():
 
 def test_progress_measures_match_loops():
     """Eqs. 20-22 against plain Python loops over positions, tokens and heads."""
-    cfg = toy.ToyConfig(n_layers=2, d_model=6, n_heads=2, d_head=3, d_vocab=5, n_ctx=4,
-                        normalization=None)
+    cfg = toy.ToyConfig(
+        n_layers=2, d_model=6, n_heads=2, d_head=3, d_vocab=5, n_ctx=4, normalization=None
+    )
     p = jax.device_get(jax.jit(toy.init, static_argnums=1)(jax.random.PRNGKey(1), cfg))
     m = jax.device_get(jax.jit(I.progress_measures)(p))
     P, E, U = p["pos_embed"]["W_pos"], p["embed"]["W_E"], p["unembed"]["W_U"]
@@ -160,14 +165,17 @@ def test_progress_measures_match_loops():
         gamma = sum((E[t] @ a1["W_V"][h] @ a1["W_O"][h] @ U)[t] for t in range(5))
         assert m["gamma_3"][h] == pytest.approx(gamma, rel=1e-5)
         for g in range(2):
-            beta = sum((E[t] @ a0["W_V"][h] @ a0["W_O"][h] @ a1["W_K"][g]) @ (E[t] @ a1["W_Q"][g])
-                       for t in range(5))
+            beta = sum(
+                (E[t] @ a0["W_V"][h] @ a0["W_O"][h] @ a1["W_K"][g]) @ (E[t] @ a1["W_Q"][g])
+                for t in range(5)
+            )
             assert m["beta_2"][h, g] == pytest.approx(beta, rel=1e-5)
 
 
 def test_induction_batch_sources():
     tokens, source = jax.jit(I.induction_batch, static_argnums=(1, 2, 3))(
-        jax.random.PRNGKey(0), 16, 6, 50)
+        jax.random.PRNGKey(0), 16, 6, 50
+    )
     tokens, source = np.asarray(tokens), np.asarray(source)
     for b in range(16):
         for i in range(5):

@@ -4,15 +4,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import jrun, max_diff
 
 import mechjax as mj
-from conftest import jrun, max_diff
 
 L1 = "blocks.1.hook_resid_pre"
 
 
 def _close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=tol, rtol=0, err_msg=max_diff(a, b))
+    np.testing.assert_allclose(
+        np.asarray(a), np.asarray(b), atol=tol, rtol=0, err_msg=max_diff(a, b)
+    )
 
 
 # ----------------------------------------------------------------------------- oracle
@@ -69,21 +71,31 @@ def oracle_forward(params, tokens, cfg, resid_patch=None, z_patch=None):
 
 
 def test_oracle_matches_plain_forward(tiny_llama, tokens):
-    _close(jrun(tiny_llama, tokens).logits, oracle_forward(tiny_llama.params, tokens, tiny_llama.config), 1e-4)
+    _close(
+        jrun(tiny_llama, tokens).logits,
+        oracle_forward(tiny_llama.params, tokens, tiny_llama.config),
+        1e-4,
+    )
 
 
 def test_resid_patch_at_position_equals_oracle(tiny_llama, tokens):
     value = jnp.linspace(-2, 2, tiny_llama.config.d_model)
     out = jrun(tiny_llama, tokens, hooks={L1: mj.patch(value, positions=[3])}).logits
-    ref = oracle_forward(tiny_llama.params, tokens, tiny_llama.config, resid_patch=(1, 3, np.asarray(value)))
+    ref = oracle_forward(
+        tiny_llama.params, tokens, tiny_llama.config, resid_patch=(1, 3, np.asarray(value))
+    )
     _close(out, ref, 1e-4)
     assert np.abs(np.asarray(out) - np.asarray(jrun(tiny_llama, tokens).logits)).max() > 1e-2
 
 
 def test_head_patch_equals_oracle(tiny_llama, tokens):
     value = jnp.ones((tokens.shape[1], tiny_llama.config.d_head)) * 0.7
-    out = jrun(tiny_llama, tokens, hooks={"blocks.0.attn.hook_z": mj.patch(value, heads=[2])}).logits
-    ref = oracle_forward(tiny_llama.params, tokens, tiny_llama.config, z_patch=(0, 2, np.asarray(value)))
+    out = jrun(
+        tiny_llama, tokens, hooks={"blocks.0.attn.hook_z": mj.patch(value, heads=[2])}
+    ).logits
+    ref = oracle_forward(
+        tiny_llama.params, tokens, tiny_llama.config, z_patch=(0, 2, np.asarray(value))
+    )
     _close(out, ref, 1e-4)
 
 
@@ -126,13 +138,17 @@ def test_split_input_of_one_head_changes_only_through_that_head(tiny_llama, toke
     site = "blocks.0.hook_q_input"
     cap = ["blocks.0.attn.hook_z"]
     base = jrun(tiny_llama, tokens, capture=cap).cache[cap[0]]
-    out = jrun(tiny_llama, tokens, hooks={site: mj.add(jnp.ones(32), heads=[1])}, capture=cap).cache[cap[0]]
+    out = jrun(
+        tiny_llama, tokens, hooks={site: mj.add(jnp.ones(32), heads=[1])}, capture=cap
+    ).cache[cap[0]]
     changed = np.abs(np.asarray(out - base)).max(axis=(0, 1, 3))
     assert changed[1] > 1e-1 and np.all(changed[[0, 2, 3]] < 1e-5), changed
 
 
 def test_per_head_result_sums_to_attn_out(tiny_llama, tokens):
-    c = jrun(tiny_llama, tokens, capture=["blocks.1.attn.hook_result", "blocks.1.hook_attn_out"]).cache
+    c = jrun(
+        tiny_llama, tokens, capture=["blocks.1.attn.hook_result", "blocks.1.hook_attn_out"]
+    ).cache
     _close(c["blocks.1.attn.hook_result"].sum(2), c["blocks.1.hook_attn_out"], 1e-5)
 
 
@@ -140,9 +156,14 @@ def test_per_head_result_sums_to_attn_out(tiny_llama, tokens):
 
 
 def test_jit_equals_no_jit(tiny_llama, tokens):
-    hooks = {L1: mj.add(jnp.full((32,), 0.3), positions=[-1]), "blocks.0.attn.hook_z": mj.ablate("zero", heads=[0])}
+    hooks = {
+        L1: mj.add(jnp.full((32,), 0.3), positions=[-1]),
+        "blocks.0.attn.hook_z": mj.ablate("zero", heads=[0]),
+    }
     eager = mj.run(tiny_llama, tokens, hooks=hooks, capture=["blocks.1.hook_resid_post"])
-    jitted = jax.jit(mj.run, static_argnames="capture")(tiny_llama, tokens, hooks, capture=("blocks.1.hook_resid_post",))
+    jitted = jax.jit(mj.run, static_argnames="capture")(
+        tiny_llama, tokens, hooks, capture=("blocks.1.hook_resid_post",)
+    )
     # XLA fuses differently under jit: float32 rounding only (logits are O(10) here)
     _close(jitted.logits, eager.logits, 1e-4)
     _close(jitted.cache["blocks.1.hook_resid_post"], eager.cache["blocks.1.hook_resid_post"], 1e-4)
@@ -178,8 +199,11 @@ def test_vmap_over_prompts(tiny_llama, tokens):
 def test_grad_wrt_additive_delta_matches_finite_differences(tiny_llama, tokens):
     jax.config.update("jax_enable_x64", True)
     try:
-        model64 = mj.Model(jax.tree.map(lambda x: x.astype(jnp.float64), tiny_llama.params),
-                           tiny_llama.config, tiny_llama.family)
+        model64 = mj.Model(
+            jax.tree.map(lambda x: x.astype(jnp.float64), tiny_llama.params),
+            tiny_llama.config,
+            tiny_llama.family,
+        )
 
         @jax.jit
         def metric64(delta):
@@ -193,7 +217,12 @@ def test_grad_wrt_additive_delta_matches_finite_differences(tiny_llama, tokens):
             i, j = rng.randint(tokens.shape[1]), rng.randint(32)
             e = zero.at[i, j].set(1e-5)
             fd = (metric64(e) - metric64(-e)) / 2e-5
-            assert abs(float(g[i, j]) - float(fd)) < 1e-6 * max(1.0, abs(float(fd))), (i, j, g[i, j], fd)
+            assert abs(float(g[i, j]) - float(fd)) < 1e-6 * max(1.0, abs(float(fd))), (
+                i,
+                j,
+                g[i, j],
+                fd,
+            )
         assert float(jnp.abs(g).max()) > 1e-3
     finally:
         jax.config.update("jax_enable_x64", False)
@@ -207,7 +236,11 @@ def test_grad_through_parametrised_function(tiny_llama, tokens):
         return jrun(tiny_llama, tokens, hooks={L1: mj.apply_fn(fn, w)}).logits[:, -1, 0].sum()
 
     eye = jnp.eye(32)
-    _close(jrun(tiny_llama, tokens, hooks={L1: mj.apply_fn(fn, eye)}).logits, jrun(tiny_llama, tokens).logits, 1e-5)
+    _close(
+        jrun(tiny_llama, tokens, hooks={L1: mj.apply_fn(fn, eye)}).logits,
+        jrun(tiny_llama, tokens).logits,
+        1e-5,
+    )
     g = jax.grad(loss)(eye)
     assert g.shape == (32, 32) and float(jnp.abs(g).max()) > 0
 
@@ -217,7 +250,9 @@ def test_grad_through_parametrised_function(tiny_llama, tokens):
 
 def test_positions_restrict_the_patch(tiny_llama, tokens):
     cap = [L1]
-    out = jrun(tiny_llama, tokens, hooks={L1: mj.patch(jnp.zeros(32), positions=[1, -1])}, capture=cap)
+    out = jrun(
+        tiny_llama, tokens, hooks={L1: mj.patch(jnp.zeros(32), positions=[1, -1])}, capture=cap
+    )
     base = jrun(tiny_llama, tokens, capture=cap).cache[L1]
     got = np.asarray(out.cache[L1])
     assert np.all(got[:, [1, 6]] == 0)
@@ -226,7 +261,12 @@ def test_positions_restrict_the_patch(tiny_llama, tokens):
 
 def test_interventions_compose_in_order(tiny_llama, tokens):
     cap = [L1]
-    out = jrun(tiny_llama, tokens, hooks={L1: [mj.patch(jnp.ones(32)), mj.scale(3.0), mj.add(jnp.ones(32))]}, capture=cap)
+    out = jrun(
+        tiny_llama,
+        tokens,
+        hooks={L1: [mj.patch(jnp.ones(32)), mj.scale(3.0), mj.add(jnp.ones(32))]},
+        capture=cap,
+    )
     _close(out.cache[L1], jnp.full((3, 7, 32), 4.0), 0)
 
 
@@ -238,7 +278,9 @@ def test_project_out_and_onto_sum_to_identity(tiny_llama, tokens):
     _close(out_ + onto, base, 1e-5)
     _close(out_ @ dirs.T, jnp.zeros((3, 7, 3)), 1e-4)
     u = dirs[0] / jnp.linalg.norm(dirs[0])
-    setv = jrun(tiny_llama, tokens, hooks={L1: mj.project(u, "set", coeffs=2.5)}, capture=[L1]).cache[L1]
+    setv = jrun(
+        tiny_llama, tokens, hooks={L1: mj.project(u, "set", coeffs=2.5)}, capture=[L1]
+    ).cache[L1]
     _close(setv @ u, jnp.full((3, 7), 2.5), 1e-4)
 
 
@@ -248,9 +290,13 @@ def test_ablations(tiny_llama, tokens):
     mean = jrun(tiny_llama, tokens, hooks={site: mj.ablate("mean")}, capture=[site]).cache[site]
     _close(mean, jnp.broadcast_to(base.mean(0), base.shape), 1e-6)
     key = jax.random.PRNGKey(0)
-    res = jrun(tiny_llama, tokens, hooks={site: mj.ablate("resample", key=key)}, capture=[site]).cache[site]
+    res = jrun(
+        tiny_llama, tokens, hooks={site: mj.ablate("resample", key=key)}, capture=[site]
+    ).cache[site]
     _close(res, base[jax.random.permutation(key, 3)], 0)
-    zero = jrun(tiny_llama, tokens, hooks={site: mj.ablate("zero", positions=[0])}, capture=[site]).cache[site]
+    zero = jrun(
+        tiny_llama, tokens, hooks={site: mj.ablate("zero", positions=[0])}, capture=[site]
+    ).cache[site]
     assert np.all(np.asarray(zero)[:, 0] == 0) and np.any(np.asarray(zero)[:, 1] != 0)
 
 
@@ -265,7 +311,9 @@ def test_unknown_site_suggests_close_names(tiny_llama, tokens):
 
 
 def test_wrong_patch_shape_names_site_and_shapes(tiny_llama, tokens):
-    with pytest.raises(mj.InterventionError, match=r"blocks\.1\.hook_resid_pre.*\(3, 5, 32\).*\(3, 7, 32\)"):
+    with pytest.raises(
+        mj.InterventionError, match=r"blocks\.1\.hook_resid_pre.*\(3, 5, 32\).*\(3, 7, 32\)"
+    ):
         mj.run(tiny_llama, tokens, hooks={L1: mj.patch(jnp.zeros((3, 5, 32)))})
 
 

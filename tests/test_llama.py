@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import jrun, max_diff
 
 import mechjax as mj
-from conftest import jrun, max_diff
 from mechjax.io.families import family_for
 from mechjax.models import llama
 
@@ -15,26 +15,54 @@ transformers = pytest.importorskip("transformers")
 
 CONFIGS = {
     "llama_mha": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=4)),
-    "llama_gqa_llama3_rope": ("LlamaConfig", "LlamaForCausalLM", dict(
-        num_key_value_heads=2, rope_theta=500000.0, tie_word_embeddings=False,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8})),
-    "qwen2_bias_gqa": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_key_value_heads=1, tie_word_embeddings=True)),
-    "mistral_window": ("MistralConfig", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=4)),
+    "llama_gqa_llama3_rope": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            num_key_value_heads=2,
+            rope_theta=500000.0,
+            tie_word_embeddings=False,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8,
+            },
+        ),
+    ),
+    "qwen2_bias_gqa": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        dict(num_key_value_heads=1, tie_word_embeddings=True),
+    ),
+    "mistral_window": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        dict(num_key_value_heads=2, sliding_window=4),
+    ),
 }
 
 
 def _hf_model(name):
     cfg_cls, model_cls, extra = CONFIGS[name]
-    base = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=64)
+    base = dict(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+    )
     hf_cfg = getattr(transformers, cfg_cls)(**{**base, **extra})
     hf_cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     m = getattr(transformers, model_cls)(hf_cfg).eval()
     with torch.no_grad():
         for p in m.parameters():  # large enough weights that any wrong op shows
-            p.copy_(torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.5) + (1.0 if p.dim() == 1 else 0.0))
+            p.copy_(
+                torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.5) + (1.0 if p.dim() == 1 else 0.0)
+            )
     return hf_cfg, m
 
 
@@ -62,8 +90,12 @@ def test_residual_stream_and_patterns_match_hf():
     toks = np.random.RandomState(2).randint(0, 97, (1, 12))
     with torch.no_grad():
         r = m(torch.tensor(toks), output_hidden_states=True, output_attentions=True)
-    cap = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.0.attn.hook_pattern",
-           "blocks.1.attn.hook_pattern"]
+    cap = [
+        "blocks.0.hook_resid_pre",
+        "blocks.1.hook_resid_pre",
+        "blocks.0.attn.hook_pattern",
+        "blocks.1.attn.hook_pattern",
+    ]
     c = mj.run(model, jnp.asarray(toks), capture=cap).cache
     for l in range(2):
         ref = r.hidden_states[l].numpy()
@@ -79,7 +111,11 @@ def test_residual_stream_and_patterns_match_hf():
 def test_sliding_window_is_in_effect():
     hf_cfg, m = _hf_model("mistral_window")
     model = _port(hf_cfg, m)
-    no_window = mj.Model(model.params, llama.Config(**{**model.config.__dict__, "sliding_window": None}), model.family)
+    no_window = mj.Model(
+        model.params,
+        llama.Config(**{**model.config.__dict__, "sliding_window": None}),
+        model.family,
+    )
     toks = jnp.asarray(np.random.RandomState(3).randint(0, 97, (1, 12)))
     a, b = mj.run(model, toks).logits, mj.run(no_window, toks).logits
     assert np.abs(np.asarray(a[0, :4] - b[0, :4])).max() < 1e-5  # inside the window
@@ -96,7 +132,9 @@ def test_padded_batch_equals_one_at_a_time(tiny_llama, side):
     for i, p in enumerate(prompts):
         sl = slice(width - len(p), width) if side == "left" else slice(0, len(p))
         toks[i, sl], mask[i, sl] = p, True
-    batched = np.asarray(jrun(tiny_llama, jnp.asarray(toks), attention_mask=jnp.asarray(mask)).logits)
+    batched = np.asarray(
+        jrun(tiny_llama, jnp.asarray(toks), attention_mask=jnp.asarray(mask)).logits
+    )
     for i, p in enumerate(prompts):
         alone = np.asarray(jrun(tiny_llama, jnp.asarray(p[None])).logits[0])
         got = batched[i][mask[i]]
@@ -108,6 +146,8 @@ def test_bad_config_errors():
         llama.Config(d_model=8, n_layers=1, n_heads=3, n_kv_heads=2, d_head=4, d_mlp=8, d_vocab=10)
     with pytest.raises(mj.CheckpointError, match="not a Llama-family"):
         llama.config_from_hf({"model_type": "bert"})
-    cfg = llama.Config(d_model=8, n_layers=1, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=8, d_vocab=10)
+    cfg = llama.Config(
+        d_model=8, n_layers=1, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=8, d_vocab=10
+    )
     with pytest.raises(mj.CheckpointError, match="no tensor"):
         llama.params_from_hf({}, cfg)

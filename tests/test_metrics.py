@@ -9,7 +9,9 @@ from mechjax import metrics
 def test_logit_diff_positions_and_pytree():
     logits = jnp.arange(2 * 3 * 5, dtype=jnp.float32).reshape(2, 3, 5)
     assert float(metrics.logit_diff(logits, [4, 4], [0, 0])) == 4.0
-    np.testing.assert_allclose(metrics.logit_diff(logits, [1, 2], [0, 0], [0, -1], mean=False), [1, 2])
+    np.testing.assert_allclose(
+        metrics.logit_diff(logits, [1, 2], [0, 0], [0, -1], mean=False), [1, 2]
+    )
     assert float(metrics.LogitDiff(jnp.array([4, 4]), jnp.array([0, 0]))(logits)) == 4.0
 
 
@@ -21,8 +23,9 @@ def test_probabilities_and_kl():
     other = jnp.log(jnp.array([[[0.3, 0.3, 0.4]]]))
     ref = sum(p * np.log(p / q) for p, q in zip([0.1, 0.2, 0.7], [0.3, 0.3, 0.4]))
     np.testing.assert_allclose(metrics.kl_to_clean(other, logits), ref, rtol=1e-5)
-    np.testing.assert_allclose(metrics.restricted_probs(logits, jnp.array([1, 2])), [[2 / 9, 7 / 9]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics.restricted_probs(logits, jnp.array([1, 2])), [[2 / 9, 7 / 9]], rtol=1e-6
+    )
 
 
 def test_indirect_effect_and_normalisation():
@@ -30,6 +33,8 @@ def test_indirect_effect_and_normalisation():
     assert np.isclose(metrics.indirect_effect(0.6, 0.3, 0.1, 0.4), 2.0)
     assert np.isclose(metrics.effect_average_diff(0.6, 0.3, 0.1, 0.4), 0.6)
     assert np.isclose(metrics.effect_increase_p_res_alt(0.1, 0.4), 0.3)
-    assert np.isclose(metrics.relative_confidence_change(0.5, 0.25, 0, 0, result_changes=False), 1.0)
+    assert np.isclose(
+        metrics.relative_confidence_change(0.5, 0.25, 0, 0, result_changes=False), 1.0
+    )
     assert float(metrics.normalized_metric(3.0, 5.0, 1.0)) == 0.5
     assert float(metrics.normalized_metric(1.0, 5.0, 1.0)) == 0.0

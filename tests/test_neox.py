@@ -5,19 +5,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import max_diff
-from mechjax.models import neox
 
 import mechjax as mj
 from mechjax import kv_cache
-from mechjax.io.families import family_of_module
 from mechjax.hooks import HookContext
+from mechjax.io.families import family_of_module
+from mechjax.models import neox
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 CONFIGS = {
     "pythia_parallel": dict(use_parallel_residual=True, rotary_pct=0.25),
-    "sequential_full_rotary": dict(use_parallel_residual=False, rotary_pct=1.0, rotary_emb_base=500.0),
+    "sequential_full_rotary": dict(
+        use_parallel_residual=False, rotary_pct=1.0, rotary_emb_base=500.0
+    ),
     "no_bias_half_rotary": dict(attention_bias=False, rotary_pct=0.5, hidden_act="gelu_new"),
 }
 
@@ -26,17 +28,29 @@ FAMILY = family_of_module("neox")
 
 def _hf_model(name):
     extra = dict(CONFIGS[name])
-    base = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=64, tie_word_embeddings=False)
-    rope = {"rope_type": "default", "rope_theta": extra.pop("rotary_emb_base", 10000.0),
-            "partial_rotary_factor": extra.pop("rotary_pct")}
+    base = dict(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    rope = {
+        "rope_type": "default",
+        "rope_theta": extra.pop("rotary_emb_base", 10000.0),
+        "partial_rotary_factor": extra.pop("rotary_pct"),
+    }
     hf_cfg = transformers.GPTNeoXConfig(**base, **extra, rope_parameters=rope)
     hf_cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     m = transformers.GPTNeoXForCausalLM(hf_cfg).eval()
     with torch.no_grad():
         for p in m.parameters():  # large enough weights that any wrong op shows
-            p.copy_(torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.5) + (1.0 if p.dim() == 1 else 0.0))
+            p.copy_(
+                torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.5) + (1.0 if p.dim() == 1 else 0.0)
+            )
     return hf_cfg, m
 
 
@@ -46,8 +60,12 @@ def _port(hf_cfg, m):
     return mj.Model(params, cfg, FAMILY)
 
 
-CAPTURE = ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.0.attn.hook_pattern",
-           "blocks.1.attn.hook_pattern")
+CAPTURE = (
+    "blocks.0.hook_resid_pre",
+    "blocks.1.hook_resid_pre",
+    "blocks.0.attn.hook_pattern",
+    "blocks.1.attn.hook_pattern",
+)
 TOKENS = np.random.RandomState(1).randint(0, 97, (2, 19))
 # one compiled program per config serves parity, sites and padding
 _run = jax.jit(lambda m, t, mask: mj.run(m, t, capture=CAPTURE, attention_mask=mask))
@@ -80,10 +98,20 @@ def test_residual_stream_and_patterns_match_hf():
 
 def test_config_from_old_style_pythia_json():
     # Pythia's own config.json: rotary_pct / rotary_emb_base, no rope_parameters
-    hf = {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 8,
-          "num_hidden_layers": 6, "intermediate_size": 2048, "vocab_size": 50304,
-          "rotary_pct": 0.25, "rotary_emb_base": 10000, "use_parallel_residual": True,
-          "hidden_act": "gelu", "max_position_embeddings": 2048, "layer_norm_eps": 1e-5}
+    hf = {
+        "model_type": "gpt_neox",
+        "hidden_size": 512,
+        "num_attention_heads": 8,
+        "num_hidden_layers": 6,
+        "intermediate_size": 2048,
+        "vocab_size": 50304,
+        "rotary_pct": 0.25,
+        "rotary_emb_base": 10000,
+        "use_parallel_residual": True,
+        "hidden_act": "gelu",
+        "max_position_embeddings": 2048,
+        "layer_norm_eps": 1e-5,
+    }
     cfg = neox.config_from_hf(hf)
     assert (cfg.d_head, cfg.rotary_dim, cfg.parallel_residual, cfg.bias) == (64, 16, True, True)
     with pytest.raises(mj.CheckpointError, match="not 'gpt_neox'"):
@@ -96,15 +124,26 @@ def test_config_from_old_style_pythia_json():
 
 @pytest.mark.parametrize("parallel", [True, False])
 def test_every_listed_site_is_visited_in_forward_order(parallel):
-    cfg = neox.Config(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=24, d_vocab=20,
-                      rotary_dim=4, parallel_residual=parallel)
+    cfg = neox.Config(
+        d_model=16,
+        n_layers=2,
+        n_heads=2,
+        d_head=8,
+        d_mlp=24,
+        d_vocab=20,
+        rotary_dim=4,
+        parallel_residual=parallel,
+    )
     params = neox.init(jax.random.PRNGKey(0), cfg, scale=0.3)
     names = neox.site_names(cfg)
     assert ("blocks.0.hook_resid_mid" in names) is not parallel
     wanted = [s for s in names if not s.endswith("_input")]
     ctx = HookContext({}, wanted)
-    jax.eval_shape(lambda p, t: neox.forward(p, t, cfg, hook=ctx), params,
-                   jax.ShapeDtypeStruct((1, 5), jnp.int32))
+    jax.eval_shape(
+        lambda p, t: neox.forward(p, t, cfg, hook=ctx),
+        params,
+        jax.ShapeDtypeStruct((1, 5), jnp.int32),
+    )
     assert ctx.visited == wanted
 
 
@@ -117,7 +156,7 @@ def test_left_padded_batch_equals_one_at_a_time():
     toks = np.zeros((2, width), np.int32)
     mask = np.zeros((2, width), bool)
     for i, p in enumerate(prompts):
-        toks[i, width - len(p):], mask[i, width - len(p):] = p, True
+        toks[i, width - len(p) :], mask[i, width - len(p) :] = p, True
     batched = np.asarray(_run(model, jnp.asarray(toks), jnp.asarray(mask)).logits)
     for i, p in enumerate(prompts):
         with torch.no_grad():
@@ -128,8 +167,9 @@ def test_left_padded_batch_equals_one_at_a_time():
 
 def test_kv_cache_decode_matches_forward():
     """Prefill of a left-padded prompt then one token at a time equals the full forward."""
-    cfg = neox.Config(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=24, d_vocab=20,
-                      rotary_dim=4)
+    cfg = neox.Config(
+        d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=24, d_vocab=20, rotary_dim=4
+    )
     params = neox.init(jax.random.PRNGKey(3), cfg, scale=0.3)
     toks = jnp.asarray(np.random.RandomState(5).randint(0, 20, (2, 8)))
     mask = jnp.asarray(np.arange(8)[None] >= np.array([[3], [0]]))
@@ -137,11 +177,12 @@ def test_kv_cache_decode_matches_forward():
     @jax.jit
     def both(params):
         full = neox.forward(params, toks, cfg, attention_mask=mask)
-        out = neox.decode(params, toks[:, :5], cfg, kv_cache.init(cfg, 2, 8),
-                          attention_mask=mask[:, :5])
+        out = neox.decode(
+            params, toks[:, :5], cfg, kv_cache.init(cfg, 2, 8), attention_mask=mask[:, :5]
+        )
         logits, cache = [out.logits], out.cache
         for t in range(5, 8):
-            out = neox.decode(params, toks[:, t:t + 1], cfg, cache)
+            out = neox.decode(params, toks[:, t : t + 1], cfg, cache)
             logits.append(out.logits)
             cache = out.cache
         return full, jnp.concatenate(logits, 1)

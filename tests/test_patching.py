@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import max_diff
 
 import mechjax as mj
-from conftest import max_diff
 from mechjax import metrics, patching, sites
 from mechjax.errors import InputError
 
@@ -41,20 +41,42 @@ def loop_grid(model, target, source, metric, kind, per_position=True):
         head_axis = sites.axes(name)[1]
         heads = [None] if head_axis is None else range(cache[name].shape[head_axis])
         poss = range(P) if per_position else [None]
-        out.append([[float(_single(model, target, cache[name],
-                                   None if p is None else jnp.array([p]),
-                                   None if h is None else jnp.array([h]), metric, name))
-                     for h in heads] for p in poss])
+        out.append(
+            [
+                [
+                    float(
+                        _single(
+                            model,
+                            target,
+                            cache[name],
+                            None if p is None else jnp.array([p]),
+                            None if h is None else jnp.array([h]),
+                            metric,
+                            name,
+                        )
+                    )
+                    for h in heads
+                ]
+                for p in poss
+            ]
+        )
     return np.asarray(out)
 
 
-@pytest.mark.parametrize("kind,per_position", [
-    ("resid_pre", True), ("z", True), ("k", False), ("pattern", True),
-])
+@pytest.mark.parametrize(
+    "kind,per_position",
+    [
+        ("resid_pre", True),
+        ("z", True),
+        ("k", False),
+        ("pattern", True),
+    ],
+)
 def test_sweep_equals_loop(tiny_llama, pair, kind, per_position):
     clean, corrupted, metric = pair
-    res = patching.patch_sweep(tiny_llama, clean, corrupted, metric, kind,
-                               per_position=per_position, chunk_size=5)
+    res = patching.patch_sweep(
+        tiny_llama, clean, corrupted, metric, kind, per_position=per_position, chunk_size=5
+    )
     ref = loop_grid(tiny_llama, corrupted, clean, metric, kind, per_position)
     got = np.asarray(res.grid).reshape(ref.shape)
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0, err_msg=max_diff(got, ref))
@@ -67,8 +89,9 @@ def test_noising_and_reference_points(tiny_llama, pair):
     ref = loop_grid(tiny_llama, clean, corrupted, metric, "mlp_out")[..., 0]
     np.testing.assert_allclose(np.asarray(res.grid), ref, atol=1e-5, rtol=0)
     # noising every position of resid_pre 0 with the corrupted run gives the corrupted run
-    whole = patching.patch_sweep(tiny_llama, clean, corrupted, metric, "resid_pre",
-                                 per_position=False)
+    whole = patching.patch_sweep(
+        tiny_llama, clean, corrupted, metric, "resid_pre", per_position=False
+    )
     np.testing.assert_allclose(whole.grid[0], whole.clean_metric, atol=1e-5)
     np.testing.assert_allclose(whole.normalized()[0], 1.0, atol=1e-5)
 
@@ -76,8 +99,9 @@ def test_noising_and_reference_points(tiny_llama, pair):
 def test_unrolled_fallback_equals_scan(tiny_llama, pair):
     clean, corrupted, metric = pair
     a = patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z", chunk_size=5)
-    b = patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z", chunk_size=5,
-                             force_unrolled=True)
+    b = patching.patch_sweep(
+        tiny_llama, clean, corrupted, metric, "z", chunk_size=5, force_unrolled=True
+    )
     np.testing.assert_allclose(np.asarray(a.grid), np.asarray(b.grid), atol=1e-5)
 
 
@@ -116,8 +140,9 @@ def test_path_patching(tiny_llama, pair):
         ref = metric(mj.run(tiny_llama, clean, {f"blocks.{last}.attn.hook_z": iv}).logits)
         np.testing.assert_allclose(res.grid[last, h], ref, atol=1e-5)
     # receivers at layer 0's query input: senders cannot reach them
-    res0 = patching.path_patch(tiny_llama, clean, corrupted, metric,
-                               [("blocks.0.attn.hook_q", [0])])
+    res0 = patching.path_patch(
+        tiny_llama, clean, corrupted, metric, [("blocks.0.attn.hook_q", [0])]
+    )
     np.testing.assert_allclose(np.asarray(res0.grid), float(res0.clean_metric), atol=1e-5)
 
 
@@ -136,10 +161,12 @@ def test_bad_inputs(tiny_llama, pair):
 def test_strategies_agree_and_bad_strategy(tiny_llama, pair):
     clean, corrupted, metric = pair
     layers = [1, 0]  # unsorted on purpose: rows follow the order given
-    wave = patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z", layers=layers,
-                                chunk_size=3)
-    scan = patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z", layers=layers,
-                                strategy="scan")
+    wave = patching.patch_sweep(
+        tiny_llama, clean, corrupted, metric, "z", layers=layers, chunk_size=3
+    )
+    scan = patching.patch_sweep(
+        tiny_llama, clean, corrupted, metric, "z", layers=layers, strategy="scan"
+    )
     np.testing.assert_allclose(np.asarray(wave.grid), np.asarray(scan.grid), atol=1e-5)
     ref = loop_grid(tiny_llama, corrupted, clean, metric, "z")
     np.testing.assert_allclose(np.asarray(wave.grid), ref[[1, 0]], atol=1e-5)
@@ -152,9 +179,11 @@ def test_strategies_agree_and_bad_strategy(tiny_llama, pair):
 def test_narrowed_metric_equals_full_logits(tiny_llama, pair):
     clean, corrupted, _ = pair
     ids = jnp.arange(clean.shape[0]) + 3
-    for m in (metrics.LogitDiff(ids, ids + 1, positions=-2),
-              metrics.Negate(metrics.AnswerProb(ids)),
-              metrics.KLToClean(mj.run(tiny_llama, clean).logits, positions=1)):
+    for m in (
+        metrics.LogitDiff(ids, ids + 1, positions=-2),
+        metrics.Negate(metrics.AnswerProb(ids)),
+        metrics.KLToClean(mj.run(tiny_llama, clean).logits, positions=1),
+    ):
         out = mj.run(tiny_llama, corrupted, capture=["blocks.1.hook_resid_post"])
         resid = out.cache["blocks.1.hook_resid_post"]
         got = patching.metric_of_final(tiny_llama, resid, corrupted, None, m)
@@ -176,8 +205,9 @@ def test_sweep_over_chosen_positions_equals_those_columns_of_the_full_grid(tiny_
         full = patching.patch_sweep(tiny_llama, clean, corrupted, metric, site)
         part = patching.patch_sweep(tiny_llama, clean, corrupted, metric, site, positions=[-1, 2])
         np.testing.assert_array_equal(part.positions, [6, 2])
-        np.testing.assert_allclose(np.asarray(part.grid), np.asarray(full.grid)[:, [6, 2]],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(part.grid), np.asarray(full.grid)[:, [6, 2]], atol=1e-5
+        )
     for bad, msg in (([], "positions is empty"), ([7], r"in \[-7, 7\)"), ([1, -6], "repeated")):
         with pytest.raises(mj.InputError, match=msg):
             patching.patch_sweep(tiny_llama, clean, corrupted, metric, positions=bad)

@@ -16,8 +16,12 @@ def _png_size(path):
 
 def test_layer_position_png_grows_with_the_grid(tmp_path):
     small = plotting.layer_position(np.zeros((4, 3)), tmp_path / "s.png", tokens=list("abc"))
-    big = plotting.layer_position(np.random.RandomState(0).randn(30, 20), tmp_path / "b.png",
-                                  tokens=[f"tok{i}" for i in range(20)], title="grid")
+    big = plotting.layer_position(
+        np.random.RandomState(0).randn(30, 20),
+        tmp_path / "b.png",
+        tokens=[f"tok{i}" for i in range(20)],
+        title="grid",
+    )
     (ws, hs), (wb, hb) = _png_size(small), _png_size(big)
     assert wb > ws and hb > hs
 

@@ -26,8 +26,12 @@ TOL = 1e-5
 # Less LLVM optimisation: compiles take about half the time; numerics are unchanged
 # (XLA's CPU backend does not enable fast-math either way).
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-CAPTURE = ("blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z", "blocks.1.hook_resid_post",
-           "blocks.1.mlp.hook_post")
+CAPTURE = (
+    "blocks.0.attn.hook_pattern",
+    "blocks.0.attn.hook_z",
+    "blocks.1.hook_resid_post",
+    "blocks.1.mlp.hook_post",
+)
 ATTR_SITES = ("blocks.0.hook_resid_pre", "blocks.1.attn.hook_z")
 
 
@@ -39,8 +43,11 @@ def _diff(a, b) -> dict:
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     d = np.abs(a - b)
-    return {"max": float(d.max()), "mean": float(d.mean()),
-            "ok": a.shape == b.shape and bool(np.all(d <= TOL * (1 + np.abs(b))))}
+    return {
+        "max": float(d.max()),
+        "mean": float(d.mean()),
+        "ok": a.shape == b.shape and bool(np.all(d <= TOL * (1 + np.abs(b)))),
+    }
 
 
 def _spec(x) -> list:
@@ -109,7 +116,8 @@ def _child() -> dict:
     sets = jnp.stack([tokens, jnp.flip(tokens, axis=1)])  # [2, batch, pos]
     ref_attr = S.attribution(ATTR_SITES, logit_diff)(model, sets)
     attr = S.attribution(ATTR_SITES, logit_diff, mesh=mesh)(
-        sm, S.shard_batch(sets, mesh, axes=("sweep", "batch")))
+        sm, S.shard_batch(sets, mesh, axes=("sweep", "batch"))
+    )
     res["attr_metric"] = _diff(attr.metric, ref_attr.metric)
     res["attr_grads"] = {k: _diff(attr.grads[k], ref_attr.grads[k]) for k in ATTR_SITES}
     res["attr_grad_nonzero"] = float(np.abs(np.asarray(ref_attr.grads[ATTR_SITES[0]])).max())
@@ -121,8 +129,9 @@ def _child() -> dict:
     # amplification so the comparison tests the sharding, not float32 cancellation.
     model1 = check_problem(n_layers=1)[0]
     tmesh = S.make_mesh(data=4, model=2)
-    batches = [jnp.asarray(np.random.RandomState(i).randint(0, 64, (8, 9)), jnp.int32)
-               for i in range(3)]
+    batches = [
+        jnp.asarray(np.random.RandomState(i).randint(0, 64, (8, 9)), jnp.int32) for i in range(3)
+    ]
     opt = optax.adam(1e-3, eps=1e-4)
     state = init_train_state(model1.params, opt, jax.random.PRNGKey(1))
     loss = functools.partial(_loss, cfg=model1.config)
@@ -139,7 +148,8 @@ def _child() -> dict:
     res["train_losses"] = losses
     res["train_params"] = _diff(
         np.concatenate([np.ravel(x) for x in jax.tree.leaves(sstate.params)]),
-        np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]))
+        np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)]),
+    )
     mu = sstate.opt_state[0].mu["blocks"][0]["attn"]["W_Q"]
     res["mu_spec"] = _spec(mu)
     res["mu_shard_shape"] = list(mu.addressable_shards[0].data.shape)
@@ -147,8 +157,10 @@ def _child() -> dict:
     lap("3 training steps, 1 and 8 devices")
 
     # a mesh axis that does not divide a sharded dimension
-    for name, fn in [("bad_model", lambda: S.shard_model(model, S.make_mesh(data=1, model=8))),
-                     ("bad_batch", lambda: S.shard_batch(tokens[:3], mesh))]:
+    for name, fn in [
+        ("bad_model", lambda: S.shard_model(model, S.make_mesh(data=1, model=8))),
+        ("bad_batch", lambda: S.shard_batch(tokens[:3], mesh)),
+    ]:
         try:
             fn()
             res[name] = None
@@ -163,10 +175,14 @@ def _child() -> dict:
 
 @pytest.fixture(scope="module")
 def child() -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, __file__], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}",
+        JAX_PLATFORMS="cpu",
+    )
+    proc = subprocess.run(
+        [sys.executable, __file__], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -215,8 +231,15 @@ def test_sharded_training_equals_single_device(child):
 def test_bad_mesh_names_parameter_dimension_and_axis(child):
     msg = child["bad_model"]
     assert msg is not None, "a model axis of 8 over 4 heads was accepted"
-    for part in ("blocks[0].attn.W_Q", "'heads'", "size 4", "mesh axis 'model' of size 8",
-                 "'kv_heads'", "size 2", "replicate("):
+    for part in (
+        "blocks[0].attn.W_Q",
+        "'heads'",
+        "size 4",
+        "mesh axis 'model' of size 8",
+        "'kv_heads'",
+        "size 2",
+        "replicate(",
+    ):
         assert part in msg, msg
     msg = child["bad_batch"]
     assert msg is not None and "'batch'" in msg and "size 3" in msg and "'data'" in msg, msg
@@ -225,15 +248,21 @@ def test_bad_mesh_names_parameter_dimension_and_axis(child):
 def _launch(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
     t = time.perf_counter()
     env = dict(os.environ, XLA_FLAGS=FAST_COMPILE, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "launch_multihost.py"),
-                           "--quiet", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "launch_multihost.py"), "--quiet", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     return proc, time.perf_counter() - t
 
 
 def test_two_processes_match_single_process():
-    proc, secs = _launch("--num-processes", "2", "--devices-per-process", "4",
-                         "--timeout", "110", timeout=120)
+    proc, secs = _launch(
+        "--num-processes", "2", "--devices-per-process", "4", "--timeout", "110", timeout=120
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "match the single-process results" in proc.stdout
     for name in ("logits", "blocks.1.hook_resid_post", "sweep"):
@@ -242,8 +271,17 @@ def test_two_processes_match_single_process():
 
 
 def test_lost_peer_fails_clearly_within_timeout():
-    proc, secs = _launch("--simulate-failure", "1:forward", "--heartbeat-timeout", "5",
-                         "--timeout", "90", "--grace", "40", timeout=100)
+    proc, secs = _launch(
+        "--simulate-failure",
+        "1:forward",
+        "--heartbeat-timeout",
+        "5",
+        "--timeout",
+        "90",
+        "--grace",
+        "40",
+        timeout=100,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "process 1: exited with code 76" in proc.stdout, proc.stdout
     # process 0 ended on its own (not killed by the launcher) with a clear diagnosis
@@ -252,8 +290,10 @@ def test_lost_peer_fails_clearly_within_timeout():
 
 
 def test_watchdog_exits_a_stalled_process():
-    code = ("import time; from mechjax.launch import watchdog\n"
-            "with watchdog(1, 'collective'):\n    time.sleep(30)\n")
+    code = (
+        "import time; from mechjax.launch import watchdog\n"
+        "with watchdog(1, 'collective'):\n    time.sleep(30)\n"
+    )
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 75

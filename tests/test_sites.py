@@ -41,7 +41,9 @@ GOLDEN_LLAMA_1_LAYER = [
 
 
 def test_llama_golden_site_list():
-    cfg = llama.Config(d_model=8, n_layers=1, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=8, d_vocab=10)
+    cfg = llama.Config(
+        d_model=8, n_layers=1, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=8, d_vocab=10
+    )
     assert llama.site_names(cfg) == GOLDEN_LLAMA_1_LAYER
 
 

@@ -8,11 +8,11 @@ import tokenizers
 from tokenizers import models, pre_tokenizers
 
 from mechjax import tasks
+from mechjax.io.tokenizer import Tokenizer
 from mechjax.tasks.arithmetic import _calc
 from mechjax.tasks.greater_than import NOUNS
 from mechjax.tasks.ioi import NAMES, OBJECTS, PLACES
 from mechjax.tasks.retrieval import _PACKAGED_DATA
-from mechjax.io.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +21,27 @@ def tok():
     for t in tasks.BABA_TEMPLATES:
         words |= set(t.replace(",", " ,").replace(".", " .").split())
     words |= set(NAMES[:20]) | set(PLACES) | set(OBJECTS)
-    words |= {str(i) for i in range(301)} | {"Q:", "A:", "?", "+", "=", "The", "capital", "of",
-                                              "is", "Paris", "France", "Rome", "Italy"}
+    words |= {str(i) for i in range(301)} | {
+        "Q:",
+        "A:",
+        "?",
+        "+",
+        "=",
+        "The",
+        "capital",
+        "of",
+        "is",
+        "Paris",
+        "France",
+        "Rome",
+        "Italy",
+    }
     words |= set(" ".join(sum(tasks.ARITHMETIC_TEMPLATES.values(), ())).replace("?", " ?").split())
     vocab = {w: i for i, w in enumerate(["<unk>", "<s>"] + sorted(words))}
     backend = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
+    )
     return Tokenizer(backend, bos_token="<s>", add_bos=True)
 
 
@@ -81,8 +95,9 @@ def test_arithmetic_same_result_pairs_always_differ(tok, op):
 
 def test_multi_token_answer_raises(tok):
     with pytest.raises(tasks.TaskError, match="2 tokens"):
-        tasks.from_pair(tok, "The capital of France is", "The capital of Italy is",
-                        " Paris Rome", " Rome")
+        tasks.from_pair(
+            tok, "The capital of France is", "The capital of Italy is", " Paris Rome", " Rome"
+        )
 
 
 def test_induction():
@@ -95,7 +110,8 @@ def test_induction():
 def _word_tokenizer(texts, extra=()):
     """Word-level tokenizer whose vocabulary is every word of `texts` (plus `extra`)."""
     pre = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
+    )
     words = set(extra)
     for t in texts:
         words |= {w for w, _ in pre.pre_tokenize_str(t)}
@@ -123,10 +139,15 @@ def test_number_retrieval_asks_for_the_first_entity(entity_tok):
     b = tasks.number_retrieval(tok, 8, seed=3)
     assert b.clean.shape == b.corrupted.shape and len(b) == 8
     for i, (clean, corr) in enumerate(zip(b.clean_text, b.corrupted_text)):
-        m = re.search(r" (\d) ([A-Za-z ]+?) and (\d) ([A-Za-z ]+?)\. How many ([A-Za-z ]+?) ", clean)
+        m = re.search(
+            r" (\d) ([A-Za-z ]+?) and (\d) ([A-Za-z ]+?)\. How many ([A-Za-z ]+?) ", clean
+        )
         x, e1, y, e2, asked = m.groups()
         assert asked == e1 and x != y
-        assert f"How many {e2} " in corr and corr.replace(f"How many {e2} ", f"How many {e1} ") == clean
+        assert (
+            f"How many {e2} " in corr
+            and corr.replace(f"How many {e2} ", f"How many {e1} ") == clean
+        )
         assert tok.decode([b.answers[i]]).strip() == x and tok.decode([b.wrongs[i]]).strip() == y
         assert tok.decode([b.clean[i, b.positions["op1"][i]]]) == x
         assert tok.decode([b.clean[i, b.positions["op2"][i]]]) == y
@@ -140,13 +161,22 @@ def test_number_retrieval_asks_for_the_first_entity(entity_tok):
 def test_number_retrieval_reads_another_entity_dictionary(entity_tok, tmp_path, monkeypatch):
     import json
 
-    (tmp_path / "entity_dict.json").write_text(json.dumps(
-        {"a": [["Carrot", "Carrots"]], "b": [["Apple", "Apples"]]}))
+    (tmp_path / "entity_dict.json").write_text(
+        json.dumps({"a": [["Carrot", "Carrots"]], "b": [["Apple", "Apples"]]})
+    )
     b = tasks.number_retrieval(entity_tok, 4, seed=0, data_dir=tmp_path)
     for text in b.clean_text + b.corrupted_text:
-        assert set(re.findall(r"[A-Z][a-z]+", text)) - {"Q", "A", "I", "How", "Paul", "Alice",
-                                                      "Mark", "Jasmin", "Sarah"} <= {
-            "Carrot", "Carrots", "Apple", "Apples"}
+        assert set(re.findall(r"[A-Z][a-z]+", text)) - {
+            "Q",
+            "A",
+            "I",
+            "How",
+            "Paul",
+            "Alice",
+            "Mark",
+            "Jasmin",
+            "Sarah",
+        } <= {"Carrot", "Carrots", "Apple", "Apples"}
     monkeypatch.setenv("MECHJAX_LM_ARITHMETIC", str(tmp_path / "missing"))
     with pytest.raises(tasks.TaskError, match="no entity_dict.json in .*missing"):
         tasks.number_retrieval(entity_tok, 4)
@@ -171,8 +201,9 @@ def test_factual_recall(tok):
 def test_greater_than_years_and_digit_split_error():
     years = [f"{c}{y:02d}" for c in range(11, 18) for y in range(100)]
     texts = [f"The {noun} lasted from the year to the" for noun in NOUNS]
-    tok = _word_tokenizer(texts, years + [f"{y:02d}" for y in range(100)]
-                          + [str(c) for c in range(11, 18)])
+    tok = _word_tokenizer(
+        texts, years + [f"{y:02d}" for y in range(100)] + [str(c) for c in range(11, 18)]
+    )
     b = tasks.greater_than(tok, 6, seed=1)
     for i, text in enumerate(b.clean_text):
         yy = int(text.split()[-5][-2:])
@@ -201,13 +232,17 @@ def test_few_shot_prefixes_are_solved_examples_and_positions_follow(tok, entity_
             x, y, r = (int(v) for v in re.findall(r"\d+", shot))
             assert x + y == r and shot.startswith("Q: How much is")
         assert tok.decode([b.clean[i, b.positions["op1"][i]]]) == re.findall(r"\d+", query)[0]
-        assert tok.decode([b.answers[i]]).strip() == str(sum(int(v) for v in re.findall(r"\d+", query)))
+        assert tok.decode([b.answers[i]]).strip() == str(
+            sum(int(v) for v in re.findall(r"\d+", query))
+        )
     r = tasks.number_retrieval(entity_tok, 4, seed=1, n_shots=3)
     for i, text in enumerate(r.clean_text):
         *shots, query = text.split("\n")
         assert len(shots) == 3
         for shot in shots:
-            m = re.search(r" (\d) ([A-Za-z ]+?) and \d ([A-Za-z ]+?)\. How many ([A-Za-z ]+?) .* (\d)$", shot)
+            m = re.search(
+                r" (\d) ([A-Za-z ]+?) and \d ([A-Za-z ]+?)\. How many ([A-Za-z ]+?) .* (\d)$", shot
+            )
             assert m.group(2) == m.group(4) and m.group(1) == m.group(5)  # asks for, answers x
         x = re.findall(r"\d", query)[0]
         assert entity_tok.decode([r.clean[i, r.positions["op1"][i]]]) == x
@@ -219,8 +254,9 @@ def test_few_shot_prefixes_are_solved_examples_and_positions_follow(tok, entity_
 def test_rows_selects_pairs_with_their_positions_texts_and_info():
     years = [f"{c}{y:02d}" for c in range(11, 18) for y in range(100)]
     texts = [f"The {noun} lasted from the year to the" for noun in NOUNS]
-    tok = _word_tokenizer(texts, years + [f"{y:02d}" for y in range(100)]
-                          + [str(c) for c in range(11, 18)])
+    tok = _word_tokenizer(
+        texts, years + [f"{y:02d}" for y in range(100)] + [str(c) for c in range(11, 18)]
+    )
     b = tasks.greater_than(tok, 6, seed=2)
     part = b.rows(slice(1, 5, 2))
     assert len(part) == 2 and part.clean_text == (b.clean_text[1], b.clean_text[3])

@@ -6,13 +6,21 @@ import numpy as np
 import pytest
 
 import mechjax as mj
-from mechjax.io.families import family_of_module
 from mechjax.hooks import HookContext
+from mechjax.io.families import family_of_module
 from mechjax.models import toy
 
 CFG = toy.ToyConfig(n_layers=2, d_model=16, n_heads=3, d_head=5, d_vocab=23, n_ctx=12, d_mlp=20)
-ATTN_ONLY = toy.ToyConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_vocab=23, n_ctx=12,
-                          d_mlp=None, normalization=None)
+ATTN_ONLY = toy.ToyConfig(
+    n_layers=2,
+    d_model=16,
+    n_heads=2,
+    d_head=8,
+    d_vocab=23,
+    n_ctx=12,
+    d_mlp=None,
+    normalization=None,
+)
 
 
 # jit once per config: eager op-by-op dispatch compiles every primitive separately
@@ -81,14 +89,28 @@ def test_site_list_is_the_visiting_order_with_shapes(cfg):
 
 def test_site_list_golden():
     assert toy.site_names(ATTN_ONLY)[:12] == [
-        "hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre",
-        "blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v",
-        "blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z",
-        "blocks.0.attn.hook_result", "blocks.0.hook_attn_out", "blocks.0.hook_resid_post",
+        "hook_embed",
+        "hook_pos_embed",
+        "blocks.0.hook_resid_pre",
+        "blocks.0.attn.hook_q",
+        "blocks.0.attn.hook_k",
+        "blocks.0.attn.hook_v",
+        "blocks.0.attn.hook_attn_scores",
+        "blocks.0.attn.hook_pattern",
+        "blocks.0.attn.hook_z",
+        "blocks.0.attn.hook_result",
+        "blocks.0.hook_attn_out",
+        "blocks.0.hook_resid_post",
     ]
     full = toy.site_names(CFG)
-    for name in ("blocks.1.hook_resid_mid", "blocks.1.ln2.hook_scale", "blocks.1.mlp.hook_pre",
-                 "blocks.1.mlp.hook_post", "blocks.1.hook_mlp_out", "ln_final.hook_normalized"):
+    for name in (
+        "blocks.1.hook_resid_mid",
+        "blocks.1.ln2.hook_scale",
+        "blocks.1.mlp.hook_pre",
+        "blocks.1.mlp.hook_post",
+        "blocks.1.hook_mlp_out",
+        "ln_final.hook_normalized",
+    ):
         assert name in full
     assert len(full) == 2 + 2 * 18 + 2
     assert len(toy.site_names(ATTN_ONLY)) == 2 + 2 * 10
@@ -123,8 +145,9 @@ def test_head_results_sum_to_attn_out(cfg):
 
 def test_attention_only_forward_matches_hand_computation():
     """One layer written out with numpy: embeddings, causal softmax, per-head OV, unembed."""
-    cfg = toy.ToyConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, d_vocab=11, n_ctx=6,
-                        normalization=None)
+    cfg = toy.ToyConfig(
+        n_layers=1, d_model=8, n_heads=2, d_head=4, d_vocab=11, n_ctx=6, normalization=None
+    )
     p = _init(jax.random.PRNGKey(3), cfg)
     tok = np.array([[3, 1, 4, 1, 5]])
     P = jax.tree_util.tree_map(np.asarray, p)
@@ -149,18 +172,21 @@ def test_init_deterministic_per_key():
     c = _init(jax.random.PRNGKey(6), CFG)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=0)
-    assert not np.array_equal(np.asarray(a["blocks"][0]["attn"]["W_Q"]),
-                              np.asarray(c["blocks"][0]["attn"]["W_Q"]))
-    assert not np.array_equal(np.asarray(a["blocks"][0]["attn"]["W_Q"]),
-                              np.asarray(a["blocks"][0]["attn"]["W_K"]))
+    assert not np.array_equal(
+        np.asarray(a["blocks"][0]["attn"]["W_Q"]), np.asarray(c["blocks"][0]["attn"]["W_Q"])
+    )
+    assert not np.array_equal(
+        np.asarray(a["blocks"][0]["attn"]["W_Q"]), np.asarray(a["blocks"][0]["attn"]["W_K"])
+    )
 
 
 def test_config_and_input_errors():
     with pytest.raises(ValueError, match="1 to 4 layers"):
         toy.ToyConfig(n_layers=5, d_model=8, n_heads=1, d_head=8, d_vocab=5, n_ctx=4)
     with pytest.raises(ValueError, match="normalization"):
-        toy.ToyConfig(n_layers=1, d_model=8, n_heads=1, d_head=8, d_vocab=5, n_ctx=4,
-                      normalization="RMS")
+        toy.ToyConfig(
+            n_layers=1, d_model=8, n_heads=1, d_head=8, d_vocab=5, n_ctx=4, normalization="RMS"
+        )
     with pytest.raises(mj.InputError, match="n_ctx"):
         toy.forward(_init(jax.random.PRNGKey(0), CFG), _tokens(shape=(1, 13)), CFG)
 
@@ -170,8 +196,9 @@ def test_runs_through_mj_run_with_interventions():
     tokens = _tokens()
     run = jax.jit(mj.run, static_argnames="capture")
     out = run(model, tokens, capture=("blocks.1.hook_resid_post",))
-    np.testing.assert_allclose(np.asarray(out.logits),
-                               np.asarray(_forward(model.params, tokens, ATTN_ONLY)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(out.logits), np.asarray(_forward(model.params, tokens, ATTN_ONLY)), atol=1e-5
+    )
     assert out.cache["blocks.1.hook_resid_post"].shape == (2, 9, 16)
     zero_pattern = run(model, tokens, {"blocks.1.attn.hook_z": mj.scale(0.0)})
     assert np.abs(np.asarray(zero_pattern.logits - out.logits)).max() > 1e-4

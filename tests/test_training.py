@@ -16,8 +16,10 @@ OPT = optax.adam(1e-2)
 
 def _params():
     k1, k2 = jax.random.split(jax.random.PRNGKey(42))
-    return {"dense": {"W": jax.random.normal(k1, (3, 4)), "b": jnp.zeros(4)},
-            "blocks": [{"w": jax.random.normal(k2, (4,))}, {"w": jnp.ones(4)}]}
+    return {
+        "dense": {"W": jax.random.normal(k1, (3, 4)), "b": jnp.zeros(4)},
+        "blocks": [{"w": jax.random.normal(k2, (4,))}, {"w": jnp.ones(4)}],
+    }
 
 
 def loss_fn(p, batch, key):
@@ -41,8 +43,9 @@ STEP = T.make_train_step(loss_fn, OPT)  # one compilation for the whole file
 def _run(tmp, **kw):
     kw.setdefault("steps", 30)
     kw.setdefault("seed", 7)
-    return T.train(loss_fn, OPT, _params(), batch_fn, progress=False, step_fn=STEP,
-                   out_dir=tmp, **kw)
+    return T.train(
+        loss_fn, OPT, _params(), batch_fn, progress=False, step_fn=STEP, out_dir=tmp, **kw
+    )
 
 
 def _assert_trees_equal(a, b):
@@ -94,8 +97,9 @@ def test_resume_after_stop_is_bit_identical_and_logs_are_clean(full_run, tmp_pat
 
 def test_deterministic_for_a_seed():
     def run(seed):
-        return T.train(loss_fn, OPT, _params(), batch_fn, steps=8, seed=seed,
-                       progress=False, step_fn=STEP)
+        return T.train(
+            loss_fn, OPT, _params(), batch_fn, steps=8, seed=seed, progress=False, step_fn=STEP
+        )
 
     a, b, c = run(3), run(3), run(4)
     _assert_trees_equal(a.state.params, b.state.params)
@@ -130,8 +134,14 @@ def test_stack_without_template_keeps_structure(full_run):
 
 
 def test_metrics_written_as_jsonl_and_csv(tmp_path):
-    res = _run(tmp_path, steps=12, csv_log=True, flush_every=5, eval_every=4,
-               eval_fn=lambda p: {"w_norm": jnp.linalg.norm(p["dense"]["W"])})
+    res = _run(
+        tmp_path,
+        steps=12,
+        csv_log=True,
+        flush_every=5,
+        eval_every=4,
+        eval_fn=lambda p: {"w_norm": jnp.linalg.norm(p["dense"]["W"])},
+    )
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 13))
     assert set(rows[0]) == {"step", "loss", "mse", "pred_mean", "grad_norm"}
@@ -155,8 +165,7 @@ def test_mismatched_tree_is_a_clear_error(full_run, tmp_path):
         T.load_checkpoint_stack(tmp, like=missing)
     _run(tmp_path, steps=10, checkpoint_every=5)
     with pytest.raises(CheckpointError, match="params"):  # resume with another model
-        T.train(loss_fn, OPT, missing, batch_fn, steps=20, seed=7, out_dir=tmp_path,
-                progress=False)
+        T.train(loss_fn, OPT, missing, batch_fn, steps=20, seed=7, out_dir=tmp_path, progress=False)
     with pytest.raises(CheckpointError, match="seed"):
         _run(tmp_path, steps=20, seed=8)
     with pytest.raises(CheckpointError, match="no checkpoint"):

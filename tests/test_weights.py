@@ -4,20 +4,31 @@ import jax
 import numpy as np
 import pytest
 from conftest import max_diff
-from mechjax.models import llama, neox
 
 import mechjax as mj
 from mechjax import weights
 from mechjax.io.families import family_of_module
+from mechjax.models import llama, neox
 
 
 @pytest.fixture(scope="module")
 def models():
     """A GQA Llama with q/k/v biases (Qwen2-like, RMSNorm) and a GPT-NeoX (LayerNorm)."""
-    lcfg = llama.Config(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48,
-                        d_vocab=50, n_ctx=64, qkv_bias=True, o_bias=True)
-    ncfg = neox.Config(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=48, d_vocab=50,
-                       n_ctx=64, rotary_dim=4)
+    lcfg = llama.Config(
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_head=8,
+        d_mlp=48,
+        d_vocab=50,
+        n_ctx=64,
+        qkv_bias=True,
+        o_bias=True,
+    )
+    ncfg = neox.Config(
+        d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=48, d_vocab=50, n_ctx=64, rotary_dim=4
+    )
     key = jax.random.PRNGKey(1)
     lp, np_ = llama.init(key, lcfg, scale=0.3), neox.init(key, ncfg, scale=0.3)
     # an unembedding bias from the start: folding then keeps the pytree structure, so
@@ -58,8 +69,11 @@ def test_center_writing_weights_preserves_logits(models):
     model = models["neox"]
     centered = weights.center_writing_weights(model.params)
     _check(model, centered)
-    for W in (centered["embed"]["W_E"], centered["blocks"][1]["attn"]["W_O"],
-              centered["blocks"][1]["mlp"]["b_out"]):
+    for W in (
+        centered["embed"]["W_E"],
+        centered["blocks"][1]["attn"]["W_O"],
+        centered["blocks"][1]["mlp"]["b_out"],
+    ):
         assert np.abs(np.asarray(W.mean(-1))).max() < 1e-6
     with pytest.raises(mj.InputError, match="RMSNorm"):
         weights.center_writing_weights(models["llama"].params)

@@ -71,26 +71,6 @@ them with one `vmap`. Onset of a measure: first checkpoint at which its change f
 step 0 reaches 10% of its final change.
 """
 
-from mechjax.analyses.induction.theory import (  # noqa: F401
-    Ansatz,
-    Block,
-    DTOutput,
-    ICLData,
-    POSITION,
-    TOKEN,
-    canonical_sequences,
-    commutant_dim,
-    coordinate_index,
-    disentangled_forward,
-    finite_group,
-    init_disentangled,
-    mse_loss,
-    position_group,
-    rotation_M,
-    symmetric_population,
-    token_group,
-    train_disentangled,
-)
 from mechjax.analyses.induction.dynamics import (  # noqa: F401
     Fit,
     GramData,
@@ -107,6 +87,10 @@ from mechjax.analyses.induction.dynamics import (  # noqa: F401
     sample_query_sets,
     train_reduced,
 )
+from mechjax.analyses.induction.report import (  # noqa: F401
+    main,
+    reproduce,
+)
 from mechjax.analyses.induction.standard import (  # noqa: F401
     StandardSetup,
     induction_batch,
@@ -116,7 +100,23 @@ from mechjax.analyses.induction.standard import (  # noqa: F401
     progress_measures,
     train_standard,
 )
-from mechjax.analyses.induction.report import (  # noqa: F401
-    main,
-    reproduce,
+from mechjax.analyses.induction.theory import (  # noqa: F401
+    POSITION,
+    TOKEN,
+    Ansatz,
+    Block,
+    DTOutput,
+    ICLData,
+    canonical_sequences,
+    commutant_dim,
+    coordinate_index,
+    disentangled_forward,
+    finite_group,
+    init_disentangled,
+    mse_loss,
+    position_group,
+    rotation_M,
+    symmetric_population,
+    token_group,
+    train_disentangled,
 )

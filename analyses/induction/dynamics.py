@@ -3,28 +3,21 @@ log-log fit of t_ICL against N, PCA of the trajectory, and the emergence sweep."
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import functools
-import itertools
-import json
 import math
-import shutil
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from mechjax.models import toy
 
-from mechjax import training
-from mechjax.hooks import HookContext
-
-from mechjax.analyses.induction.theory import Ansatz, canonical_sequences, coordinate_index, rotation_M
+from mechjax.analyses.induction.theory import (
+    canonical_sequences,
+    coordinate_index,
+    rotation_M,
+)
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -55,8 +48,10 @@ def gram_data(n_pairs: int, query: Sequence[int] | np.ndarray | None = None) -> 
     gq = np.zeros((len(query), 2 * n), np.float32)
     gq[np.arange(len(query)), 2 * query] = 1.0
     return GramData(
-        jnp.eye(2 * n), jnp.asarray(pos @ pos.T, jnp.float32),
-        jnp.asarray(pos @ M @ pos.T, jnp.float32), jnp.asarray(gq),
+        jnp.eye(2 * n),
+        jnp.asarray(pos @ pos.T, jnp.float32),
+        jnp.asarray(pos @ M @ pos.T, jnp.float32),
+        jnp.asarray(gq),
         jnp.asarray(2 * query + 1, jnp.int32),
     )
 
@@ -129,8 +124,14 @@ class Trajectory(NamedTuple):
 
 
 def train_reduced(
-    data: GramData, *, lr: float = 1.0, steps: int | None = None, max_steps: int = 200_000,
-    chunk: int = 500, scale: np.ndarray | None = None, batched: bool = False,
+    data: GramData,
+    *,
+    lr: float = 1.0,
+    steps: int | None = None,
+    max_steps: int = 200_000,
+    chunk: int = 500,
+    scale: np.ndarray | None = None,
+    batched: bool = False,
 ) -> Trajectory:
     """Gradient descent on the 19 coordinates from zero: `theta -= lr * grad / scale`.
 
@@ -237,8 +238,9 @@ def sample_query_sets(n_pairs: int, seeds: Sequence[int], n_sequences: int) -> G
     qs = [np.random.default_rng(s).integers(0, n_pairs, n_sequences) for s in seeds]
     parts = [gram_data(n_pairs, q) for q in qs]
     p = parts[0]
-    return GramData(p.Gc, p.P, p.PM, jnp.stack([q.gq for q in parts]),
-                    jnp.stack([q.target for q in parts]))
+    return GramData(
+        p.Gc, p.P, p.PM, jnp.stack([q.gq for q in parts]), jnp.stack([q.target for q in parts])
+    )
 
 
 def emergence_sweep(
@@ -260,11 +262,15 @@ def emergence_sweep(
         t0 = time.time()
         sets = sample_query_sets(n, seeds, n)
         pop = gram_data(n)
-        data = sets._replace(gq=jnp.concatenate([pop.gq[None], sets.gq]),
-                             target=jnp.concatenate([pop.target[None], sets.target]))
+        data = sets._replace(
+            gq=jnp.concatenate([pop.gq[None], sets.gq]),
+            target=jnp.concatenate([pop.target[None], sets.target]),
+        )
         runs = train_reduced(data, lr=lr, max_steps=max_steps, batched=True)
-        traj = [Trajectory(runs.loss[i], runs.attention[i], runs.theta[i])
-                for i in range(len(seeds) + 1)]
+        traj = [
+            Trajectory(runs.loss[i], runs.attention[i], runs.theta[i])
+            for i in range(len(seeds) + 1)
+        ]
         out[n] = {
             "population": traj[0],
             "seeds": traj[1:],
@@ -275,6 +281,8 @@ def emergence_sweep(
             "onsets": [coordinate_onsets(r.theta, names) for r in traj[1:]],
             "steps": runs.loss.shape[-1],
         }
-        log(f"  N={n}: t_ICL population {out[n]['t_icl_population']:.0f}, seeds "
-            f"{out[n]['t_icl']}, {out[n]['steps']} steps, {time.time() - t0:.1f}s")
+        log(
+            f"  N={n}: t_ICL population {out[n]['t_icl_population']:.0f}, seeds "
+            f"{out[n]['t_icl']}, {out[n]['steps']} steps, {time.time() - t0:.1f}s"
+        )
     return out

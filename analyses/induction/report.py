@@ -5,28 +5,34 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import itertools
 import json
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from mechjax.models import toy
 
-from mechjax import training
-from mechjax.hooks import HookContext
-
-from mechjax.analyses.induction.theory import Ansatz, coordinate_index, symmetric_population, train_disentangled
-from mechjax.analyses.induction.dynamics import Fit, emergence_sweep, fit_loglog, gram_data, pca, train_reduced
-from mechjax.analyses.induction.standard import StandardSetup, induction_score, previous_token_score, train_standard
+from mechjax.analyses.induction.dynamics import (
+    Fit,
+    emergence_sweep,
+    fit_loglog,
+    gram_data,
+    pca,
+    train_reduced,
+)
+from mechjax.analyses.induction.standard import (
+    StandardSetup,
+    train_standard,
+)
+from mechjax.analyses.induction.theory import (
+    Ansatz,
+    coordinate_index,
+    symmetric_population,
+    train_disentangled,
+)
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -66,8 +72,10 @@ def reproduce(
 
     log("Theorem 1: full weights on the symmetric population (N=2)")
     confinement = _confinement(steps=200 if smoke else 300 if quick else 1000)
-    log(f"  max relative off-ansatz residual {confinement['max_relative_residual']:.2e}; "
-        f"max |full - reduced| coordinate {confinement['max_coordinate_gap']:.2e}")
+    log(
+        f"  max relative off-ansatz residual {confinement['max_relative_residual']:.2e}; "
+        f"max |full - reduced| coordinate {confinement['max_coordinate_gap']:.2e}"
+    )
 
     log(f"Emergence sweep N={ns}, seeds={seeds}")
     sweep = emergence_sweep(ns, seeds, lr=lr, log=log)
@@ -75,16 +83,25 @@ def reproduce(
     fit = fit_loglog([n for n, _ in times], [t for _, t in times])
     fit_pop = fit_loglog(ns, [sweep[n]["t_icl_population"] for n in ns]) if len(ns) >= 3 else None
     t_pop = {n: sweep[n]["t_icl_population"] for n in ns}
-    local = {f"{a}-{b}": math.log(t_pop[b] / t_pop[a]) / math.log(b / a)
-             for a, b in itertools.pairwise(ns)}
+    local = {
+        f"{a}-{b}": math.log(t_pop[b] / t_pop[a]) / math.log(b / a)
+        for a, b in itertools.pairwise(ns)
+    }
     order = _order_summary(sweep, ns)
     pca_n = ns[-1]
     ratios, proj = pca(sweep[pca_n]["population"].theta)
-    log(f"  slope {fit.slope:.3f} [{fit.slope_ci[0]:.3f}, {fit.slope_ci[1]:.3f}]; "
-        f"top-3 PCA variance {ratios[:3].sum():.4f}")
+    log(
+        f"  slope {fit.slope:.3f} [{fit.slope_ci[0]:.3f}, {fit.slope_ci[1]:.3f}]; "
+        f"top-3 PCA variance {ratios[:3].sum():.4f}"
+    )
     three = [coordinate_index(k) for k in ("alpha_3", "beta_2", "gamma_3")]
-    share = {n: float(np.sum(sweep[n]["population"].theta[-1, three] ** 2)
-                      / np.sum(sweep[n]["population"].theta[-1] ** 2)) for n in ns}
+    share = {
+        n: float(
+            np.sum(sweep[n]["population"].theta[-1, three] ** 2)
+            / np.sum(sweep[n]["population"].theta[-1] ** 2)
+        )
+        for n in ns
+    }
 
     log("Standard transformer (cross-entropy, repeated random tokens)")
     setup = StandardSetup(steps=500 if quick else 1500, checkpoint_every=20 if quick else 25)
@@ -115,10 +132,19 @@ def reproduce(
         "onsets_population": {n: sweep[n]["onsets_population"] for n in ns},
         "emergence_order": order,
         "final_coordinates_population": {
-            n: dict(zip(Ansatz.induction(2 * n, 2 * n + 2).names,
-                        np.round(sweep[n]["population"].theta[-1], 4).tolist())) for n in ns},
-        "pca": {"n_pairs": pca_n, "explained_variance": ratios[:6].tolist(),
-                "top3": float(ratios[:3].sum())},
+            n: dict(
+                zip(
+                    Ansatz.induction(2 * n, 2 * n + 2).names,
+                    np.round(sweep[n]["population"].theta[-1], 4).tolist(),
+                )
+            )
+            for n in ns
+        },
+        "pca": {
+            "n_pairs": pca_n,
+            "explained_variance": ratios[:6].tolist(),
+            "top3": float(ratios[:3].sum()),
+        },
         "three_coordinate_share": share,
         "confinement": confinement,
         "standard": {k: v for k, v in standard.items() if k != "curves"},
@@ -142,11 +168,15 @@ def _confinement(*, steps: int, lr: float = 1.0, n_pairs: int = 2) -> dict:
     red = train_reduced(gram_data(n_pairs), lr=lr, steps=steps, scale=ansatz.norms2)
     gap = np.abs(full_theta[:-1] - red.theta[1:]).max()
     return {
-        "n_pairs": n_pairs, "population_size": int(data.tok.shape[0]), "steps": steps, "lr": lr,
+        "n_pairs": n_pairs,
+        "population_size": int(data.tok.shape[0]),
+        "steps": steps,
+        "lr": lr,
         "max_relative_residual": float(np.max(rel)),
         "final_relative_residual": float(rel[-1]),
         "max_coordinate_gap": float(gap),
-        "loss_start": float(losses[0]), "loss_end": float(losses[-1]),
+        "loss_start": float(losses[0]),
+        "loss_end": float(losses[-1]),
     }
 
 
@@ -204,8 +234,12 @@ def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> l
     for n in ns:
         ax.scatter([n] * len(sweep[n]["t_icl"]), sweep[n]["t_icl"], color="C0", s=14)
     grid = np.linspace(min(ns), max(ns), 50)
-    ax.plot(grid, np.exp(fit.intercept) * grid ** fit.slope, "C0-",
-            label=f"fit slope {fit.slope:.2f} [{fit.slope_ci[0]:.2f}, {fit.slope_ci[1]:.2f}]")
+    ax.plot(
+        grid,
+        np.exp(fit.intercept) * grid**fit.slope,
+        "C0-",
+        label=f"fit slope {fit.slope:.2f} [{fit.slope_ci[0]:.2f}, {fit.slope_ci[1]:.2f}]",
+    )
     t_ref = sweep[ns[-1]]["t_icl_population"]
     ax.plot(grid, t_ref * (grid / ns[-1]) ** 2, "k:", label="slope 2")
     ax.set(xscale="log", yscale="log", xlabel="N (pairs in context)", ylabel="t_ICL (steps)")
@@ -217,8 +251,11 @@ def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> l
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
     k = min(8, len(ratios))
     axes[0].bar(np.arange(1, k + 1), ratios[:k])
-    axes[0].set(xlabel="principal component", ylabel="variance ratio",
-                title=f"PCA of the trajectory, N = {pca_n}")
+    axes[0].set(
+        xlabel="principal component",
+        ylabel="variance ratio",
+        title=f"PCA of the trajectory, N = {pca_n}",
+    )
     axes[1].plot(proj[:, 0], proj[:, 1], lw=1)
     axes[1].set(xlabel="PC1", ylabel="PC2", title=f"top 3: {ratios[:3].sum():.4f}")
     fig.tight_layout()
@@ -238,8 +275,12 @@ def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> l
     for name, color in highlight.items():
         x = np.asarray(c[name])
         dev = x - x[0]
-        axes[1].plot(c["step"], dev / max(np.abs(dev).max(), 1e-12), color=color,
-                     label=f"{name} (Eq. {20 + ['alpha_3', 'beta_2', 'gamma_3'].index(name)})")
+        axes[1].plot(
+            c["step"],
+            dev / max(np.abs(dev).max(), 1e-12),
+            color=color,
+            label=f"{name} (Eq. {20 + ['alpha_3', 'beta_2', 'gamma_3'].index(name)})",
+        )
     axes[1].set(xlabel="step", ylabel="change / max |change|", title="progress measures")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
@@ -266,37 +307,63 @@ def _report(r: dict) -> str:
         f"- Context lengths N = {ns}; seeds {r['seeds']} (each a finite training set of "
         "N sequences with random query indices) plus the exact population (each index once); "
         f"gradient descent on the 19 coordinates from zero with lr {r['lr']}; steps per N: "
-        + ", ".join(f"{n}: {r['steps'][n]}" for n in ns) + ".",
+        + ", ".join(f"{n}: {r['steps'][n]}" for n in ns)
+        + ".",
         f"- Fitted slope of log t_ICL against log N: **{r['slope']:.3f}**, 95% CI "
         f"[{r['slope_ci'][0]:.3f}, {r['slope_ci'][1]:.3f}] ({r['slope_ci_method']}, "
         f"all N x seed points). Paper: about 2 (t_ICL = Theta(N^2)).",
     ]
     if r["slope_population"] is not None:
-        lines.append(f"- Exact population only: slope {r['slope_population']:.3f}, 95% CI "
-                     f"[{r['slope_population_ci'][0]:.3f}, {r['slope_population_ci'][1]:.3f}].")
-    lines.append("- Local slopes between consecutive N (population): "
-                 + ", ".join(f"{k}: {v:.2f}" for k, v in r["local_slopes"].items()) + ".")
-    lines += ["", "t_ICL = first step with loss < 0.25 (half the initial loss):", "",
-              "| N | population | " + " | ".join(f"seed {s}" for s in r["seeds"])
-              + " | attention >= 0.5 (seeds) |",
-              "|---|---|" + "---|" * len(r["seeds"]) + "---|"]
+        lines.append(
+            f"- Exact population only: slope {r['slope_population']:.3f}, 95% CI "
+            f"[{r['slope_population_ci'][0]:.3f}, {r['slope_population_ci'][1]:.3f}]."
+        )
+    lines.append(
+        "- Local slopes between consecutive N (population): "
+        + ", ".join(f"{k}: {v:.2f}" for k, v in r["local_slopes"].items())
+        + "."
+    )
+    lines += [
+        "",
+        "t_ICL = first step with loss < 0.25 (half the initial loss):",
+        "",
+        "| N | population | "
+        + " | ".join(f"seed {s}" for s in r["seeds"])
+        + " | attention >= 0.5 (seeds) |",
+        "|---|---|" + "---|" * len(r["seeds"]) + "---|",
+    ]
     for n in ns:
-        lines.append(f"| {n} | {_fmt(r['t_icl_population'][n])} | "
-                     + " | ".join(_fmt(t) for t in r["t_icl"][n]) + " | "
-                     + ", ".join(_fmt(t) for t in r["t_attention"][n]) + " |")
-    lines += ["", "## Emergence order", "",
-              "Onset = first step at which a coordinate reaches 10% of its final value "
-              "(population runs):", "",
-              "| N | gamma_3 | beta_2 | alpha_3 |", "|---|---|---|---|"]
+        lines.append(
+            f"| {n} | {_fmt(r['t_icl_population'][n])} | "
+            + " | ".join(_fmt(t) for t in r["t_icl"][n])
+            + " | "
+            + ", ".join(_fmt(t) for t in r["t_attention"][n])
+            + " |"
+        )
+    lines += [
+        "",
+        "## Emergence order",
+        "",
+        "Onset = first step at which a coordinate reaches 10% of its final value "
+        "(population runs):",
+        "",
+        "| N | gamma_3 | beta_2 | alpha_3 |",
+        "|---|---|---|---|",
+    ]
     for n in ns:
         o = r["onsets_population"][n]
         lines.append(f"| {n} | {_fmt(o['gamma_3'])} | {_fmt(o['beta_2'])} | {_fmt(o['alpha_3'])} |")
     oc = r["emergence_order"]["counts"]
-    lines += ["", "Observed orders over all runs (population and seeds): "
-              + "; ".join(f"{k}: {v}" for k, v in oc.items())
-              + ". Paper: gamma_3 < beta_2 < alpha_3.", "",
-              "Final coordinates of the population runs (coordinates other than alpha_3, "
-              "beta_2, gamma_3 that end far from 0 depart from the paper's picture):", ""]
+    lines += [
+        "",
+        "Observed orders over all runs (population and seeds): "
+        + "; ".join(f"{k}: {v}" for k, v in oc.items())
+        + ". Paper: gamma_3 < beta_2 < alpha_3.",
+        "",
+        "Final coordinates of the population runs (coordinates other than alpha_3, "
+        "beta_2, gamma_3 that end far from 0 depart from the paper's picture):",
+        "",
+    ]
     for n in ns:
         fc = r["final_coordinates_population"][n]
         big = {k: v for k, v in fc.items() if abs(v) >= 0.1}
@@ -304,7 +371,9 @@ def _report(r: dict) -> str:
     c = r["confinement"]
     p = r["pca"]
     lines += [
-        "", "## Theorem 1 and PCA", "",
+        "",
+        "## Theorem 1 and PCA",
+        "",
         f"- Full weights trained from zero on the exactly symmetric population (N = "
         f"{c['n_pairs']}, {c['population_size']} sequences, {c['steps']} steps, lr {c['lr']}): "
         f"largest off-ansatz residual {c['max_relative_residual']:.2e} of the weight norm "
@@ -312,15 +381,19 @@ def _report(r: dict) -> str:
         f"{c['loss_end']:.4f}; the full run's 19 coordinates match the reduced run to "
         f"{c['max_coordinate_gap']:.1e}.",
         f"- PCA of the parameter trajectory (N = {p['n_pairs']}, population run, centred): "
-        "explained variance " + ", ".join(f"{v:.4f}" for v in p["explained_variance"])
+        "explained variance "
+        + ", ".join(f"{v:.4f}" for v in p["explained_variance"])
         + f"; top 3: **{p['top3']:.4f}**. Paper: about 3 dominant directions.",
         "- Share of the final squared coordinates in (alpha_3, beta_2, gamma_3), population "
-        "runs: " + ", ".join(f"N = {n}: {v:.3f}" for n, v in r["three_coordinate_share"].items())
+        "runs: "
+        + ", ".join(f"N = {n}: {v:.3f}" for n, v in r["three_coordinate_share"].items())
         + ".",
     ]
     s = r["standard"]
     lines += [
-        "", "## Standard two-layer attention-only transformer", "",
+        "",
+        "## Standard two-layer attention-only transformer",
+        "",
         f"- Setup: {s['setup']}; {s['checkpoints']} checkpoints, training "
         f"{s['train_seconds']:.0f} s; heads used: {s['heads']}.",
         f"- Loss drop (eval loss < half its initial value) at step {_fmt(s['t_loss_drop'])}.",
@@ -328,7 +401,9 @@ def _report(r: dict) -> str:
         "reaches 10% of its final change): "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in s["onsets"].items())
         + ". Signs and curves: `standard_transformer.png`, `standard_curves.json`.",
-        "", "## Figures", "",
+        "",
+        "## Figures",
+        "",
     ]
     lines += [f"- `{f}`" for f in r["figures"]]
     return "\n".join(lines) + "\n"
@@ -340,18 +415,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="mechjax reproduce induction-emergence",
         description="Reproduce 'On the Emergence of Induction Heads for In-Context Learning'.",
     )
-    ap.add_argument("--out", required=True,
-                    help="output folder for report.md, figures and results.json")
-    ap.add_argument("--quick", action="store_true",
-                    help="small version, under 5 minutes on 2 cores")
-    ap.add_argument("--seeds", type=int, nargs="+", default=None,
-                    help="seeds of the emergence sweep")
+    ap.add_argument(
+        "--out", required=True, help="output folder for report.md, figures and results.json"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="small version, under 5 minutes on 2 cores"
+    )
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds of the emergence sweep"
+    )
     ap.add_argument("--ns", type=int, nargs="+", default=None, help="context lengths N")
     ap.add_argument("--lr", type=float, default=1.0, help="GD step on the 19 coordinates")
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
     args = ap.parse_args(argv)
-    reproduce(args.out, quick=args.quick, seeds=args.seeds, ns=args.ns, lr=args.lr,
-              smoke=args.smoke)
+    reproduce(
+        args.out, quick=args.quick, seeds=args.seeds, ns=args.ns, lr=args.lr, smoke=args.smoke
+    )
     return 0
 
 

@@ -3,30 +3,22 @@ rotated induction task, progress measures (Eqs. 20-22) and induction-head scores
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
-import itertools
-import json
-import math
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from mechjax.models import toy
 
 from mechjax import training
 from mechjax.hooks import HookContext
+from mechjax.models import toy
 
 Array = jax.Array
 Params = dict[str, Array]
-
 
 
 # =============================================================== the standard transformer
@@ -49,9 +41,15 @@ class StandardSetup:
 
     def config(self) -> toy.ToyConfig:
         return toy.ToyConfig(
-            n_layers=2, d_model=self.d_model, n_heads=self.n_heads,
-            d_head=self.d_model // self.n_heads, d_vocab=self.d_vocab, n_ctx=2 * self.half,
-            d_mlp=None, normalization=None, init_range=self.init_range,
+            n_layers=2,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            d_head=self.d_model // self.n_heads,
+            d_vocab=self.d_vocab,
+            n_ctx=2 * self.half,
+            d_mlp=None,
+            normalization=None,
+            init_range=self.init_range,
         )
 
 
@@ -87,8 +85,11 @@ def progress_measures(params: Params) -> dict[str, Array]:
     """
     P, E, U = params["pos_embed"]["W_pos"], params["embed"]["W_E"], params["unembed"]["W_U"]
     a0, a1 = params["blocks"][0]["attn"], params["blocks"][1]["attn"]
-    alpha = jnp.einsum("ihd,ihd->h", jnp.einsum("im,hmd->ihd", P[:-1], a0["W_K"]),
-                       jnp.einsum("im,hmd->ihd", P[1:], a0["W_Q"]))
+    alpha = jnp.einsum(
+        "ihd,ihd->h",
+        jnp.einsum("im,hmd->ihd", P[:-1], a0["W_K"]),
+        jnp.einsum("im,hmd->ihd", P[1:], a0["W_Q"]),
+    )
     ov1 = jnp.einsum("tm,hmd,hdn->htn", E, a0["W_V"], a0["W_O"])  # [h1, vocab, d_model]
     key = jnp.einsum("atn,gnd->agtd", ov1, a1["W_K"])
     query = jnp.einsum("tm,gmd->gtd", E, a1["W_Q"])
@@ -109,8 +110,9 @@ def induction_score(pattern1: Array, source: Array) -> Array:
     """Mean attention of each layer-1 head from a repeated token to the token after its
     previous occurrence [n_heads]; `pattern1` [batch, head, q, k] of layer 1."""
     half = pattern1.shape[-1] // 2
-    att = jnp.take_along_axis(pattern1[:, :, half:-1], jnp.maximum(source, 0)[:, None, :, None],
-                              -1)[..., 0]
+    att = jnp.take_along_axis(
+        pattern1[:, :, half:-1], jnp.maximum(source, 0)[:, None, :, None], -1
+    )[..., 0]
     w = (source >= 0).astype(jnp.float32)[:, None]
     return jnp.sum(att * w, (0, 2)) / jnp.sum(w, (0, 2))
 
@@ -124,7 +126,7 @@ def previous_token_score(pattern0: Array) -> Array:
 def _masked_ce(logits: Array, batch: tuple[Array, Array]) -> tuple[Array, Array]:
     tokens, source = batch
     half = tokens.shape[1] // 2
-    logits, target = logits[:, half:-1], tokens[:, half + 1:]
+    logits, target = logits[:, half:-1], tokens[:, half + 1 :]
     w = (source >= 0).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits)
     nll = -jnp.take_along_axis(logp, target[..., None], -1)[..., 0]
@@ -146,25 +148,36 @@ def train_standard(setup: StandardSetup, out_dir: Path, *, progress: bool = Fals
         shutil.rmtree(out_dir / "checkpoints")
     t0 = time.time()
     training.train(
-        loss_fn, optax.adam(setup.lr), params, lambda key, step: batch_fn(key),
-        steps=setup.steps, seed=setup.seed, out_dir=out_dir,
-        checkpoint_every=setup.checkpoint_every, progress=progress, resume=False,
+        loss_fn,
+        optax.adam(setup.lr),
+        params,
+        lambda key, step: batch_fn(key),
+        steps=setup.steps,
+        seed=setup.seed,
+        out_dir=out_dir,
+        checkpoint_every=setup.checkpoint_every,
+        progress=progress,
+        resume=False,
     )
     train_seconds = time.time() - t0
     steps, stack = training.load_checkpoint_stack(out_dir, like=params)
     # the step-0 weights join the stack so every curve starts at initialisation
     stack = jax.tree_util.tree_map(lambda s, p: jnp.concatenate([p[None], s]), stack, params)
     steps = np.concatenate([[0], steps])
-    eval_batch = induction_batch(jax.random.PRNGKey(10_000 + setup.seed), 256, setup.half,
-                                 setup.d_vocab)
+    eval_batch = induction_batch(
+        jax.random.PRNGKey(10_000 + setup.seed), 256, setup.half, setup.d_vocab
+    )
 
     def measure(p, batch):
         logits, pattern0, pattern1 = _patterns(p, batch[0], cfg)
         loss, acc = _masked_ce(logits, batch)
-        return {"loss": loss, "accuracy": acc,
-                "induction_score": induction_score(pattern1, batch[1]),
-                "previous_token_score": previous_token_score(pattern0),
-                **progress_measures(p)}
+        return {
+            "loss": loss,
+            "accuracy": acc,
+            "induction_score": induction_score(pattern1, batch[1]),
+            "previous_token_score": previous_token_score(pattern0),
+            **progress_measures(p),
+        }
 
     over_checkpoints = jax.jit(lambda s, b: training.map_over_checkpoints(measure, s, b))
     m = jax.device_get(over_checkpoints(stack, eval_batch))
@@ -182,12 +195,18 @@ def train_standard(setup: StandardSetup, out_dir: Path, *, progress: bool = Fals
     }
     loss = np.asarray(curves["loss"])
     t_drop = _first(loss < 0.5 * loss[0], steps)
-    onsets = {k: _first(_reached(np.asarray(curves[k]), 0.1), steps)
-              for k in ("gamma_3", "beta_2", "alpha_3")}
+    onsets = {
+        k: _first(_reached(np.asarray(curves[k]), 0.1), steps)
+        for k in ("gamma_3", "beta_2", "alpha_3")
+    }
     return {
-        "setup": dataclasses.asdict(setup), "heads": {"layer0": h1, "layer1": h2},
-        "curves": curves, "t_loss_drop": t_drop, "onsets": onsets,
-        "train_seconds": train_seconds, "checkpoints": len(steps) - 1,
+        "setup": dataclasses.asdict(setup),
+        "heads": {"layer0": h1, "layer1": h2},
+        "curves": curves,
+        "t_loss_drop": t_drop,
+        "onsets": onsets,
+        "train_seconds": train_seconds,
+        "checkpoints": len(steps) - 1,
     }
 
 

@@ -3,30 +3,17 @@ the symmetric population of Theorem 1 (see the package docstring for the reconst
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import itertools
-import json
-import math
-import shutil
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from mechjax.models import toy
-
-from mechjax import training
-from mechjax.hooks import HookContext
 
 Array = jax.Array
 Params = dict[str, Array]
-
 
 
 TOKEN, POSITION = "token", "position"
@@ -153,8 +140,9 @@ class Ansatz:
             raise ValueError("ansatz blocks must be mutually orthogonal")
         self.norms2 = np.diag(gram).astype(np.float32)  # ||B_k||_F^2
         # per weight matrix, the basis elements stacked: [size, *shape]
-        self._stacked = {k: np.stack([e[k] for e in self._basis]).astype(np.float32)
-                         for k in self.shapes}
+        self._stacked = {
+            k: np.stack([e[k] for e in self._basis]).astype(np.float32) for k in self.shapes
+        }
 
     @classmethod
     def induction(cls, d_tok: int, d_pos: int) -> Ansatz:
@@ -202,7 +190,7 @@ class Ansatz:
         e = {k: np.zeros(s) for k, s in self.shapes.items()}
         n = b.rows[1] - b.rows[0]
         block = np.eye(n) if b.kind == "I" else self.M
-        e[b.param][b.rows[0]:b.rows[1], b.cols[0]:b.cols[1]] = block
+        e[b.param][b.rows[0] : b.rows[1], b.cols[0] : b.cols[1]] = block
         return e
 
     def theta(self, params: Params) -> Array:
@@ -231,8 +219,10 @@ class Ansatz:
     def coords(self, params: Params) -> tuple[Array, Array, Array]:
         """(alpha, beta, gamma) of the induction ansatz, or of the blocks present."""
         th = self.theta(params)
-        groups = {g: [i for i, n in enumerate(self.names) if n.startswith(g)]
-                  for g in ("alpha", "beta", "gamma")}
+        groups = {
+            g: [i for i, n in enumerate(self.names) if n.startswith(g)]
+            for g in ("alpha", "beta", "gamma")
+        }
         return tuple(th[jnp.asarray(groups[g], jnp.int32)] for g in ("alpha", "beta", "gamma"))
 
 
@@ -296,7 +286,7 @@ def position_group(n: int) -> np.ndarray:
         for i in range(n):
             for j in range(n):
                 z = U[i, j]
-                R[2 * i:2 * i + 2, 2 * j:2 * j + 2] = [[z.real, -z.imag], [z.imag, z.real]]
+                R[2 * i : 2 * i + 2, 2 * j : 2 * j + 2] = [[z.real, -z.imag], [z.imag, z.real]]
         return R
 
     shift = np.roll(np.eye(n), 1, axis=0).astype(complex)
@@ -324,8 +314,9 @@ def symmetric_population(n_pairs: int) -> ICLData:
     tok = np.broadcast_to(tok[:, None], (n_t, n_p, n_q, T, tok.shape[-1]))
     target = np.broadcast_to(target[:, None], (n_t, n_p, n_q, target.shape[-1]))
     pos = np.broadcast_to(pos[None], (n_t, n_p, n_q, T, pos.shape[-1]))
-    return ICLData(*(jnp.asarray(a.reshape(-1, *a.shape[3:]), jnp.float32)
-                     for a in (tok, pos, target)))
+    return ICLData(
+        *(jnp.asarray(a.reshape(-1, *a.shape[3:]), jnp.float32) for a in (tok, pos, target))
+    )
 
 
 def train_disentangled(

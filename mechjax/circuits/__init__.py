@@ -10,5 +10,14 @@ from mechjax.circuits.evaluation import MIB_FRACTIONS, evaluate_graph, faithfuln
 from mechjax.circuits.graph import Graph, graph_of, ungroup_gqa
 from mechjax.circuits.scores import eap, eap_ig, exact_edge_scores
 
-__all__ = ["Graph", "MIB_FRACTIONS", "eap", "eap_ig", "evaluate_graph", "exact_edge_scores",
-           "faithfulness", "graph_of", "ungroup_gqa"]
+__all__ = [
+    "Graph",
+    "MIB_FRACTIONS",
+    "eap",
+    "eap_ig",
+    "evaluate_graph",
+    "exact_edge_scores",
+    "faithfulness",
+    "graph_of",
+    "ungroup_gqa",
+]

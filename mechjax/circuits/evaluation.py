@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mechjax import sites as sites_mod
-from mechjax.circuits.graph import Graph, _out_sites, _in_sites, _prepare, _stack_nodes
+from mechjax.circuits.graph import Graph, _in_sites, _out_sites, _prepare, _stack_nodes
 from mechjax.model import Model, run
 from mechjax.patching import join_static, split_static
 
@@ -68,13 +68,15 @@ def _graph_metric(model, clean, corrupt, off, metric, mask):
     return metric(model.forward(clean, hook=hook, attention_mask=mask))
 
 
-def evaluate_graph(model: Model, clean, corrupted, metric: Callable, in_circuit, *,
-                   attention_mask=None):
+def evaluate_graph(
+    model: Model, clean, corrupted, metric: Callable, in_circuit, *, attention_mask=None
+):
     """The metric with every edge outside `in_circuit` ([n_src, n_dst] bool) corrupted."""
     model, clean, corrupted = _prepare(model, clean, corrupted)
     arrays, static = split_static(metric)
-    return _evaluate(model, clean, corrupted, attention_mask, jnp.asarray(in_circuit),
-                     arrays, static=static)
+    return _evaluate(
+        model, clean, corrupted, attention_mask, jnp.asarray(in_circuit), arrays, static=static
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
@@ -85,13 +87,23 @@ def _evaluate(model, clean, corrupted, mask, in_circuit, arrays, *, static):
     off = 1.0 - in_circuit.astype(corrupt.dtype)
     if off.ndim == 2:
         return _graph_metric(model, clean, corrupt, off, metric, mask)
-    return jax.lax.map(lambda o: _graph_metric(model, clean, corrupt, o, metric, mask), off,
-                       batch_size=16)
+    return jax.lax.map(
+        lambda o: _graph_metric(model, clean, corrupt, o, metric, mask), off, batch_size=16
+    )
 
 
-def faithfulness(model: Model, clean, corrupted, metric: Callable, scores, graph: Graph, *,
-                 fractions: Sequence[float] = MIB_FRACTIONS, absolute: bool = False,
-                 attention_mask=None) -> dict:
+def faithfulness(
+    model: Model,
+    clean,
+    corrupted,
+    metric: Callable,
+    scores,
+    graph: Graph,
+    *,
+    fractions: Sequence[float] = MIB_FRACTIONS,
+    absolute: bool = False,
+    attention_mask=None,
+) -> dict:
     """MIB's circuit faithfulness: f(C_k) at each edge fraction k, CPR and CMD.
 
     f = (m(C_k) - m(empty)) / (m(full) - m(empty)); C_k = the top ceil(k * n_edges)
@@ -108,12 +120,19 @@ def faithfulness(model: Model, clean, corrupted, metric: Callable, scores, graph
         top = idx[order[: int(np.ceil(k * len(idx)))]]
         masks[i, top[:, 0], top[:, 1]] = True
     masks[-1] = graph.valid  # full model; masks[-2] = empty circuit
-    vals = np.asarray(evaluate_graph(model, clean, corrupted, metric, masks,
-                                     attention_mask=attention_mask))
+    vals = np.asarray(
+        evaluate_graph(model, clean, corrupted, metric, masks, attention_mask=attention_mask)
+    )
     empty, full = vals[-2], vals[-1]
     f = (vals[:-2] - empty) / (full - empty)
     width = np.diff(fr)
     cpr = float(np.sum(width * (f[1:] + f[:-1]) / 2))
     cmd = float(np.sum(width * (np.abs(1 - f[1:]) + np.abs(1 - f[:-1])) / 2))
-    return {"fractions": fr, "f": f, "cpr": cpr, "cmd": cmd, "empty": float(empty),
-            "full": float(full)}
+    return {
+        "fractions": fr,
+        "f": f,
+        "cpr": cpr,
+        "cmd": cmd,
+        "empty": float(empty),
+        "full": float(full),
+    }

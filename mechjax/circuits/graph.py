@@ -39,8 +39,9 @@ def ungroup_gqa(model: Model) -> Model:
                 attn[k] = jnp.repeat(attn[k], g, axis=0)
         blocks.append({**b, "attn": attn})
     params = {**model.params, "blocks": blocks}
-    return dataclasses.replace(model, params=params,
-                               config=dataclasses.replace(cfg, n_kv_heads=cfg.n_heads))
+    return dataclasses.replace(
+        model, params=params, config=dataclasses.replace(cfg, n_kv_heads=cfg.n_heads)
+    )
 
 
 class Graph(NamedTuple):
@@ -81,13 +82,21 @@ def graph_of(model: Model) -> Graph:
 
 def _out_sites(n):
     return ["blocks.0.hook_resid_pre"] + [
-        x for l in range(n) for x in (f"blocks.{l}.attn.hook_result", f"blocks.{l}.hook_mlp_out")]
+        x for l in range(n) for x in (f"blocks.{l}.attn.hook_result", f"blocks.{l}.hook_mlp_out")
+    ]
 
 
 def _in_sites(n):
-    return [x for l in range(n) for x in (
-        f"blocks.{l}.hook_q_input", f"blocks.{l}.hook_k_input", f"blocks.{l}.hook_v_input",
-        f"blocks.{l}.hook_mlp_in")] + [f"blocks.{n - 1}.hook_resid_post"]
+    return [
+        x
+        for l in range(n)
+        for x in (
+            f"blocks.{l}.hook_q_input",
+            f"blocks.{l}.hook_k_input",
+            f"blocks.{l}.hook_v_input",
+            f"blocks.{l}.hook_mlp_in",
+        )
+    ] + [f"blocks.{n - 1}.hook_resid_post"]
 
 
 def _stack_nodes(cache, names):

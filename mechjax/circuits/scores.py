@@ -51,13 +51,31 @@ def eap(model: Model, clean, corrupted, metric: Callable, *, attention_mask=None
     graph = graph_of(model)
     arrays, static = split_static(metric)
     # the input node set to its clean value: the plain clean-run gradient
-    scores = _eap_ig(model, clean, corrupted, attention_mask, jnp.ones(1), jnp.zeros(1, jnp.int32),
-                     arrays, static=static, chunk=1)
+    scores = _eap_ig(
+        model,
+        clean,
+        corrupted,
+        attention_mask,
+        jnp.ones(1),
+        jnp.zeros(1, jnp.int32),
+        arrays,
+        static=static,
+        chunk=1,
+    )
     return jnp.where(graph.valid, scores, 0.0), graph
 
 
-def eap_ig(model: Model, clean, corrupted, metric: Callable, *, steps: int = 5,
-           variant: str = "inputs", chunk_size: int = 8, attention_mask=None):
+def eap_ig(
+    model: Model,
+    clean,
+    corrupted,
+    metric: Callable,
+    *,
+    steps: int = 5,
+    variant: str = "inputs",
+    chunk_size: int = 8,
+    attention_mask=None,
+):
     """EAP-IG edge scores `[n_src, n_dst]` and the graph (see the module docstring)."""
     if variant not in ("inputs", "activations"):
         raise InputError(f"variant {variant!r}; valid: 'inputs', 'activations'")
@@ -72,8 +90,17 @@ def eap_ig(model: Model, clean, corrupted, metric: Callable, *, steps: int = 5,
     else:  # k = 1..steps on every node group
         alphas = np.tile(np.arange(1, steps + 1) / steps, n_groups)
         groups = np.repeat(np.arange(n_groups, dtype=np.int32), steps)
-    scores = _eap_ig(model, clean, corrupted, attention_mask, jnp.asarray(alphas, jnp.float32),
-                     jnp.asarray(groups), arrays, static=static, chunk=chunk_size)
+    scores = _eap_ig(
+        model,
+        clean,
+        corrupted,
+        attention_mask,
+        jnp.asarray(alphas, jnp.float32),
+        jnp.asarray(groups),
+        arrays,
+        static=static,
+        chunk=chunk_size,
+    )
     return jnp.where(graph.valid, scores, 0.0), graph
 
 
@@ -91,6 +118,7 @@ def _eap_ig(model, clean, corrupted, mask, alphas, groups, arrays, *, static, ch
 
     def grads(alpha, group):
         """Input gradients with output group `group` (index into outs) interpolated."""
+
         def f(deltas):
             hooks = {x: Add(d) for x, d in zip(ins, deltas)}
             for i, name in enumerate(outs):
@@ -98,6 +126,7 @@ def _eap_ig(model, clean, corrupted, mask, alphas, groups, arrays, *, static, ch
                 gate = Apply((value, (group == i).astype(value.dtype)), _gated)
                 hooks[name] = (gate, hooks[name]) if name in hooks else gate
             return run_metric(model, clean, hooks, metric, attention_mask=mask)[0]
+
         return _stack_nodes(dict(zip(ins, jax.grad(f)(zeros))), ins)
 
     total = jax.lax.map(lambda e: grads(*e), (alphas, groups), batch_size=chunk).mean(0)
@@ -112,8 +141,9 @@ def exact_edge_scores(model: Model, clean, corrupted, metric: Callable, *, atten
     masks = np.ones((len(idx),) + graph.valid.shape, bool)
     masks[np.arange(len(idx)), idx[:, 0], idx[:, 1]] = False
     arrays, static = split_static(metric)
-    vals = _evaluate(model, clean, corrupted, attention_mask, jnp.asarray(masks), arrays,
-                     static=static)
+    vals = _evaluate(
+        model, clean, corrupted, attention_mask, jnp.asarray(masks), arrays, static=static
+    )
     base = metric(run(model, clean, attention_mask=attention_mask).logits)
     scores = np.zeros(graph.valid.shape, np.float32)
     scores[idx[:, 0], idx[:, 1]] = np.asarray(vals - base)

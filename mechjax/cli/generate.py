@@ -1,7 +1,7 @@
 """`mechjax generate MODEL "prompt"`: stream a continuation to the terminal.
 
-    mechjax generate smollm2-135m "Write a haiku about the sea." --chat
-    mechjax generate smollm2-135m "Once upon a time" -n 40 --temperature 0.8 --top-p 0.9 --seed 1
+mechjax generate smollm2-135m "Write a haiku about the sea." --chat
+mechjax generate smollm2-135m "Once upon a time" -n 40 --temperature 0.8 --top-p 0.9 --seed 1
 
 """
 
@@ -18,8 +18,13 @@ def cmd_generate(args, out=None) -> int:
 
     out = out or sys.stdout
     model = mj.load(args.model)
-    kw = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, chat=args.chat,
-              key=jax.random.key(args.seed) if args.temperature > 0 else None)
+    kw = dict(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        chat=args.chat,
+        key=jax.random.key(args.seed) if args.temperature > 0 else None,
+    )
     if args.no_stream:
         g = generate(model, [args.prompt], args.max_new_tokens, **kw)
         print(g.texts[0], file=out)
@@ -35,9 +40,9 @@ def cmd_generate(args, out=None) -> int:
         ids.append(t)
         text = tok.decode(ids)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            out.write(text[len(shown):])
+            out.write(text[len(shown) :])
             out.flush()
             shown = text
-    out.write(tok.decode(ids)[len(shown):] + "\n")
+    out.write(tok.decode(ids)[len(shown) :] + "\n")
     out.flush()
     return 0

@@ -70,11 +70,13 @@ def cmd_info(args) -> int:
     print(f"model: {args.model}  (family: {model.family.name})")
     for k, v in cfg.items():
         print(f"  {k:16s} {v}")
-    tied = " (W_U tied to W_E, counted once)" if getattr(model.config, "tie_embeddings", False) else ""
+    tied = (
+        " (W_U tied to W_E, counted once)" if getattr(model.config, "tie_embeddings", False) else ""
+    )
     print(f"parameters: {_param_count(model):,}{tied}")
     sites = model.sites
     print(f"sites: {len(sites)}")
-    for line in (sites if args.all_sites else _site_summary(sites)):
+    for line in sites if args.all_sites else _site_summary(sites):
         print(f"  {line}")
     return 0
 

@@ -22,8 +22,7 @@ from mechjax.cli import info as info_cmd
 from mechjax.cli import patch as patch_cmd
 from mechjax.cli.reproduce import REPRODUCTIONS, cmd_reproduce
 
-TASKS = ("ioi", "ioi-abc", "arithmetic", "number-retrieval", "factual", "greater-than",
-         "induction")
+TASKS = ("ioi", "ioi-abc", "arithmetic", "number-retrieval", "factual", "greater-than", "induction")
 
 
 def _add_generate(subparsers) -> None:
@@ -59,16 +58,23 @@ def _add_patch(subparsers) -> None:
     """Register `patch` and `attribute` on the `mechjax` command's subparsers."""
     p = subparsers.add_parser("patch", help="activation-patching grid over layers x positions")
     _add_common(p)
-    p.add_argument("--site", default="resid_pre",
-                   help="site kind: resid_pre, attn_out, mlp_out, z, q, k, v, pattern, ...")
+    p.add_argument(
+        "--site",
+        default="resid_pre",
+        help="site kind: resid_pre, attn_out, mlp_out, z, q, k, v, pattern, ...",
+    )
     p.add_argument("--mode", choices=("denoise", "noise"), default="denoise")
-    p.add_argument("--all-positions", action="store_true",
-                   help="patch all positions at once (grid [layer] or [layer, head])")
+    p.add_argument(
+        "--all-positions",
+        action="store_true",
+        help="patch all positions at once (grid [layer] or [layer, head])",
+    )
     p.set_defaults(fn=patch_cmd.cmd_patch)
     a = subparsers.add_parser("attribute", help="AtP node scores or EAP/EAP-IG edge scores")
     _add_common(a)
-    a.add_argument("--method", choices=("atp", "atp-gd", "eap", "eap-ig", "eap-ig-act"),
-                   default="eap-ig")
+    a.add_argument(
+        "--method", choices=("atp", "atp-gd", "eap", "eap-ig", "eap-ig-act"), default="eap-ig"
+    )
     a.add_argument("--steps", type=int, default=5, help="EAP-IG steps (MIB uses 5)")
     a.set_defaults(fn=patch_cmd.cmd_attribute)
 
@@ -82,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=info_cmd.cmd_fetch)
 
     i = sub.add_parser("info", help="config, parameter count and sites of a model")
-    i.add_argument("model", nargs="?", default=None,
-                   help="registry name, .gguf file or HF checkpoint directory (none: list models)")
+    i.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="registry name, .gguf file or HF checkpoint directory (none: list models)",
+    )
     i.add_argument("--all-sites", action="store_true", help="list every site, not a summary")
     i.set_defaults(fn=info_cmd.cmd_info)
 

@@ -32,8 +32,14 @@ from mechjax.errors import CheckpointError
 from mechjax.io.tokenizer import Tokenizer
 
 __all__ = [
-    "GGUF_ARCHITECTURES", "Checkpoint", "GGUFArchitecture", "GGUFCheckpoint", "permute_qk",
-    "read_gguf", "read_gguf_metadata", "unpermute_qk",
+    "GGUF_ARCHITECTURES",
+    "Checkpoint",
+    "GGUFArchitecture",
+    "GGUFCheckpoint",
+    "permute_qk",
+    "read_gguf",
+    "read_gguf_metadata",
+    "unpermute_qk",
 ]
 
 _MAGIC = b"GGUF"
@@ -53,8 +59,10 @@ class Checkpoint:
 
     def __repr__(self) -> str:
         n = sum(int(np.prod(a.shape)) for a in self.tensors.values())
-        return (f"Checkpoint(architecture={self.architecture!r}, source={self.source!r}, "
-                f"{len(self.tensors)} tensors, {n / 1e6:.1f}M values, tokenizer={self.tokenizer!r})")
+        return (
+            f"Checkpoint(architecture={self.architecture!r}, source={self.source!r}, "
+            f"{len(self.tensors)} tensors, {n / 1e6:.1f}M values, tokenizer={self.tokenizer!r})"
+        )
 
 
 GGUFCheckpoint = Checkpoint
@@ -95,13 +103,20 @@ class GGUFArchitecture(NamedTuple):
 
 
 _LLAMA_BLOCK = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
 _LLAMA_GLOBAL = {
-    "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
 }
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.([A-Za-z0-9_]+)\.(weight|bias)$")
 _GLOBAL_RE = re.compile(r"^([A-Za-z0-9_]+)\.(weight|bias)$")
@@ -142,7 +157,8 @@ def _llama_config(md: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> d
         scaling = {"rope_type": str(kind), "factor": float(md.get(f"{a}.rope.scaling.factor", 1.0))}
         if f"{a}.rope.scaling.original_context_length" in md:
             scaling["original_max_position_embeddings"] = int(
-                md[f"{a}.rope.scaling.original_context_length"])
+                md[f"{a}.rope.scaling.original_context_length"]
+            )
     elif f"{a}.rope.scale_linear" in md:
         scaling = {"rope_type": "linear", "factor": float(md[f"{a}.rope.scale_linear"])}
     ffn = tensors.get("model.layers.0.mlp.up_proj.weight")
@@ -151,8 +167,9 @@ def _llama_config(md: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> d
         "architectures": ["LlamaForCausalLM"],
         "vocab_size": vocab,
         "hidden_size": d_model,
-        "intermediate_size": int(md.get(f"{a}.feed_forward_length",
-                                        ffn.shape[0] if ffn is not None else 0)),
+        "intermediate_size": int(
+            md.get(f"{a}.feed_forward_length", ffn.shape[0] if ffn is not None else 0)
+        ),
         "num_hidden_layers": int(_need(md, f"{a}.block_count")),
         "num_attention_heads": n_heads,
         "num_key_value_heads": n_kv,
@@ -180,11 +197,18 @@ def _llama_fix(name: str, w: np.ndarray, config: dict) -> np.ndarray:
 
 
 _GEMMA3_BLOCK = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
-    "post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
     "post_ffw_norm": "post_feedforward_layernorm",
 }
 
@@ -261,12 +285,27 @@ GGUF_ARCHITECTURES: dict[str, GGUFArchitecture] = {
 # dequantized by `gguf.quants.dequantize`.
 
 # GGUF value types (gguf.GGUFValueType): numpy dtype of the scalars, 8 = string, 9 = array
-_VALUE_DTYPES = {0: "u1", 1: "i1", 2: "u2", 3: "i2", 4: "u4", 5: "i4", 6: "f4", 7: "?",
-                 10: "u8", 11: "i8", 12: "f8"}
+_VALUE_DTYPES = {
+    0: "u1",
+    1: "i1",
+    2: "u2",
+    3: "i2",
+    4: "u4",
+    5: "i4",
+    6: "f4",
+    7: "?",
+    10: "u8",
+    11: "i8",
+    12: "f8",
+}
 _STRING, _ARRAY = 8, 9
-_STRUCT = {code: struct.Struct("<" + c) for code, c in zip(
-    ("u1", "i1", "u2", "i2", "u4", "i4", "f4", "?", "u8", "i8", "f8"),
-    ("B", "b", "H", "h", "I", "i", "f", "?", "Q", "q", "d"))}
+_STRUCT = {
+    code: struct.Struct("<" + c)
+    for code, c in zip(
+        ("u1", "i1", "u2", "i2", "u4", "i4", "f4", "?", "u8", "i8", "f8"),
+        ("B", "b", "H", "h", "I", "i", "f", "?", "Q", "q", "d"),
+    )
+}
 
 
 class _Truncated(Exception):
@@ -300,7 +339,7 @@ class _Header:
     def string(self) -> str:
         n = self.scalar("u8")
         start = self._take(n)
-        raw = self.buf[start:start + n]
+        raw = self.buf[start : start + n]
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -330,8 +369,11 @@ class _Header:
             hint = " (big-endian files are not supported)" if version & 0xFFFF == 0 else ""
             raise ValueError(f"GGUF version {version} is not supported (2 and 3 are){hint}")
         n_tensors, n_kv = self.scalar("u8"), self.scalar("u8")
-        md: dict[str, Any] = {"GGUF.version": version, "GGUF.tensor_count": n_tensors,
-                              "GGUF.kv_count": n_kv}
+        md: dict[str, Any] = {
+            "GGUF.version": version,
+            "GGUF.tensor_count": n_tensors,
+            "GGUF.kv_count": n_kv,
+        }
         for _ in range(n_kv):
             key = self.string()
             md[key] = self.value(self.scalar("u4"))
@@ -368,16 +410,20 @@ def _parse(path: str | Path, *, tensors: bool = True):
         head = f.read(4)
     if head != _MAGIC:
         raise CheckpointError(
-            f"{path}: not a GGUF file (bad magic {head!r}, expected {_MAGIC!r}; {size} bytes)")
+            f"{path}: not a GGUF file (bad magic {head!r}, expected {_MAGIC!r}; {size} bytes)"
+        )
     hdr = _Header(path)
     try:
         md, infos, data_start = hdr.parse()
     except _Truncated as e:
-        raise CheckpointError(f"{path}: truncated GGUF file: it is {size} bytes but its header "
-                              f"{e}; download it again") from e
+        raise CheckpointError(
+            f"{path}: truncated GGUF file: it is {size} bytes but its header {e}; download it again"
+        ) from e
     except (ValueError, OverflowError, MemoryError) as e:
-        raise CheckpointError(f"{path}: corrupted GGUF file ({size} bytes): the header cannot be "
-                              f"parsed ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"{path}: corrupted GGUF file ({size} bytes): the header cannot be "
+            f"parsed ({type(e).__name__}: {e})"
+        ) from e
     if not tensors:
         return md, []
     out, seen = [], set()
@@ -392,15 +438,18 @@ def _parse(path: str | Path, *, tensors: bool = True):
         seen.add(name)
         shape = tuple(int(d) for d in reversed(dims))  # ggml order -> numpy order
         if not shape or shape[-1] % block:
-            raise CheckpointError(f"{path}: tensor {name!r} ({qt.name}) has shape {shape}, whose "
-                                  f"rows do not split into blocks of {block}")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} ({qt.name}) has shape {shape}, whose "
+                f"rows do not split into blocks of {block}"
+            )
         nbytes = int(np.prod(shape, dtype=np.int64)) * type_size // block
         start = data_start + offset
         if start + nbytes > size:
             raise CheckpointError(
                 f"{path}: truncated GGUF file: it is {size} bytes but tensor {name!r} "
                 f"({qt.name}, shape {shape}) needs data up to byte {start + nbytes} "
-                f"({start + nbytes - size} bytes missing); download it again")
+                f"({start + nbytes - size} bytes missing); download it again"
+            )
         data = np.frombuffer(hdr.buf, np.uint8, nbytes, start)
         out.append(_Tensor(name, qt, shape, data))
     return md, out
@@ -424,18 +473,24 @@ def _dequantize(path, t: _Tensor) -> np.ndarray:
         else:
             out = gguf.quants.dequantize(t.data.reshape(quant_shape_to_byte_shape(t.shape, qt)), qt)
     except NotImplementedError as e:
-        raise CheckpointError(f"{path}: tensor {t.name!r} has type {qt.name}, which the installed "
-                              f"gguf package cannot dequantize ({e})") from e
+        raise CheckpointError(
+            f"{path}: tensor {t.name!r} has type {qt.name}, which the installed "
+            f"gguf package cannot dequantize ({e})"
+        ) from e
     if out.size != int(np.prod(t.shape, dtype=np.int64)):
-        raise CheckpointError(f"{path}: tensor {t.name!r} ({qt.name}) dequantizes to {out.size} "
-                              f"values, its shape {t.shape} needs {int(np.prod(t.shape))}")
+        raise CheckpointError(
+            f"{path}: tensor {t.name!r} ({qt.name}) dequantizes to {out.size} "
+            f"values, its shape {t.shape} needs {int(np.prod(t.shape))}"
+        )
     out = out.reshape(t.shape)
     if out.dtype != np.float32 or not out.flags.writeable or not out.flags.c_contiguous:
         out = np.array(out, dtype=np.float32, order="C")  # own the memory, not the file's
     if not np.isfinite(out).all():
         bad = int(out.size - np.isfinite(out).sum())
-        raise CheckpointError(f"{path}: tensor {t.name!r} ({qt.name}) holds {bad} non-finite "
-                              "values: the file is corrupted")
+        raise CheckpointError(
+            f"{path}: tensor {t.name!r} ({qt.name}) holds {bad} non-finite "
+            "values: the file is corrupted"
+        )
     return out
 
 
@@ -449,8 +504,10 @@ def read_gguf(path: str | Path, *, progress: bool = False) -> Checkpoint:
         raise CheckpointError(f"{path}: GGUF metadata has no general.architecture")
     spec = GGUF_ARCHITECTURES.get(arch)
     if spec is None:
-        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported "
-                              f"(supported: {sorted(GGUF_ARCHITECTURES)})")
+        raise CheckpointError(
+            f"{path}: GGUF architecture {arch!r} is not supported "
+            f"(supported: {sorted(GGUF_ARCHITECTURES)})"
+        )
     if progress:
         from tqdm.auto import tqdm
 
@@ -469,6 +526,12 @@ def read_gguf(path: str | Path, *, progress: bool = False) -> Checkpoint:
         tokenizer = Tokenizer.from_gguf_metadata(md) if "tokenizer.ggml.model" in md else None
     except ValueError as e:
         raise CheckpointError(f"{path}: cannot rebuild the tokenizer: {e}") from e
-    return Checkpoint(architecture=arch, config=config, tensors=out, metadata=md,
-                      tokenizer=tokenizer, chat_template=md.get("tokenizer.chat_template"),
-                      source=str(path))
+    return Checkpoint(
+        architecture=arch,
+        config=config,
+        tensors=out,
+        metadata=md,
+        tokenizer=tokenizer,
+        chat_template=md.get("tokenizer.chat_template"),
+        source=str(path),
+    )

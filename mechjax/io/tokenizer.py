@@ -49,9 +49,14 @@ _QWEN2_SPLIT = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _SPLIT_BY_PRE = {
-    "llama3": _LLAMA3_SPLIT, "llama-v3": _LLAMA3_SPLIT, "llama-bpe": _LLAMA3_SPLIT,
-    "smaug-bpe": _LLAMA3_SPLIT, "dbrx": _LLAMA3_SPLIT, "falcon3": _LLAMA3_SPLIT,
-    "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT,
+    "llama3": _LLAMA3_SPLIT,
+    "llama-v3": _LLAMA3_SPLIT,
+    "llama-bpe": _LLAMA3_SPLIT,
+    "smaug-bpe": _LLAMA3_SPLIT,
+    "dbrx": _LLAMA3_SPLIT,
+    "falcon3": _LLAMA3_SPLIT,
+    "qwen2": _QWEN2_SPLIT,
+    "deepseek-r1-qwen": _QWEN2_SPLIT,
 }
 # Pre-tokenizer types whose tokenizer.json sets `ignore_merges` (a word already in the
 # vocabulary is kept whole), as llama.cpp does for them.
@@ -85,13 +90,19 @@ class Tokenizer:
         self.post_process = bool(post_process)
         self.chat_template = chat_template
         if add_bos and not post_process and self.bos_token_id is None:
-            raise ValueError(f"add_bos=True but the BOS token {bos_token!r} is not in the vocabulary")
+            raise ValueError(
+                f"add_bos=True but the BOS token {bos_token!r} is not in the vocabulary"
+            )
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_file(cls, tokenizer_json: str | Path, tokenizer_config: Mapping | None = None,
-                  chat_template: str | None = None) -> Tokenizer:
+    def from_file(
+        cls,
+        tokenizer_json: str | Path,
+        tokenizer_config: Mapping | None = None,
+        chat_template: str | None = None,
+    ) -> Tokenizer:
         """From a `tokenizer.json`, with the special tokens of `tokenizer_config` if given."""
         backend = tokenizers.Tokenizer.from_file(str(tokenizer_json))
         # A tokenizer.json may pin padding to a fixed length and truncation (MiniLM's pads
@@ -112,10 +123,20 @@ class Tokenizer:
             add_bos = _post_processor_adds_bos(backend, bos)
         if bos is None and add_bos:
             add_bos = False
-        template = chat_template if chat_template is not None else _pick_template(cfg.get("chat_template"))
+        template = (
+            chat_template if chat_template is not None else _pick_template(cfg.get("chat_template"))
+        )
         post = bos is None and _post_processor_wraps(backend, tok("cls_token"), tok("sep_token"))
-        return cls(backend, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
-                   add_bos=add_bos or post, chat_template=template, post_process=post)
+        return cls(
+            backend,
+            bos_token=bos,
+            eos_token=eos,
+            pad_token=pad,
+            unk_token=unk,
+            add_bos=add_bos or post,
+            chat_template=template,
+            post_process=post,
+        )
 
     @classmethod
     def from_hf_dir(cls, path: str | Path) -> Tokenizer:
@@ -137,7 +158,9 @@ class Tokenizer:
         elif (path / "chat_template.json").is_file():
             template = _pick_template(
                 json.loads((path / "chat_template.json").read_text(encoding="utf-8")).get(
-                    "chat_template"))
+                    "chat_template"
+                )
+            )
         return cls.from_file(tj, cfg, chat_template=template)
 
     @classmethod
@@ -150,7 +173,9 @@ class Tokenizer:
         model = metadata.get("tokenizer.ggml.model")
         tokens = metadata.get("tokenizer.ggml.tokens")
         if model is None or tokens is None:
-            raise ValueError("GGUF metadata has no tokenizer (tokenizer.ggml.model / .tokens missing)")
+            raise ValueError(
+                "GGUF metadata has no tokenizer (tokenizer.ggml.model / .tokens missing)"
+            )
         tokens = list(tokens)
         types = list(metadata.get("tokenizer.ggml.token_type") or [_NORMAL] * len(tokens))
         arch = metadata.get("general.architecture", "")
@@ -162,7 +187,8 @@ class Tokenizer:
             default_add_bos = True  # llama.cpp's default for sentencepiece vocabularies
         else:
             raise ValueError(
-                f"GGUF tokenizer model {model!r} is not supported (supported: 'gpt2', 'llama')")
+                f"GGUF tokenizer model {model!r} is not supported (supported: 'gpt2', 'llama')"
+            )
 
         def special(key):
             i = metadata.get(f"tokenizer.ggml.{key}")
@@ -172,8 +198,11 @@ class Tokenizer:
         add_bos = default_add_bos if add_bos is None else bool(add_bos)
         bos = special("bos_token_id")
         return cls(
-            backend, bos_token=bos, eos_token=special("eos_token_id"),
-            pad_token=special("padding_token_id"), unk_token=special("unknown_token_id"),
+            backend,
+            bos_token=bos,
+            eos_token=special("eos_token_id"),
+            pad_token=special("padding_token_id"),
+            unk_token=special("unknown_token_id"),
             add_bos=add_bos and bos is not None,
             chat_template=metadata.get("tokenizer.chat_template"),
         )
@@ -230,8 +259,10 @@ class Tokenizer:
         """Token ids of `text`; BOS first if `add_bos` (default: the model's convention)."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        return self._prefix(add_bos) + self.backend.encode(
-            text, add_special_tokens=self._specials(add_bos)).ids
+        return (
+            self._prefix(add_bos)
+            + self.backend.encode(text, add_special_tokens=self._specials(add_bos)).ids
+        )
 
     def _specials(self, add_bos: bool | None) -> bool:
         """Whether the backend's post-processor runs (encoders: [CLS] ... [SEP])."""
@@ -243,9 +274,15 @@ class Tokenizer:
 
     def to_str_tokens(self, text_or_ids, *, add_bos: bool | None = None) -> list[str]:
         """Each token decoded on its own (for labelling plots)."""
-        ids = self.encode(text_or_ids, add_bos=add_bos) if isinstance(text_or_ids, str) else text_or_ids
-        return [self.backend.decode([int(i)], skip_special_tokens=False)
-                for i in np.asarray(ids).reshape(-1)]
+        ids = (
+            self.encode(text_or_ids, add_bos=add_bos)
+            if isinstance(text_or_ids, str)
+            else text_or_ids
+        )
+        return [
+            self.backend.decode([int(i)], skip_special_tokens=False)
+            for i in np.asarray(ids).reshape(-1)
+        ]
 
     def to_single_token(self, text: str) -> int:
         """The id of `text` if it is exactly one token (no BOS), else a ValueError."""
@@ -254,11 +291,13 @@ class Tokenizer:
             pieces = [self.backend.decode([i]) for i in ids]
             raise ValueError(
                 f"{text!r} is not a single token: it encodes to {len(ids)} tokens "
-                f"{pieces!r} (ids {ids})")
+                f"{pieces!r} (ids {ids})"
+            )
         return ids[0]
 
-    def encode_batch(self, texts: Sequence[str], *, padding_side: str = "right",
-                     add_bos: bool | None = None) -> Batch:
+    def encode_batch(
+        self, texts: Sequence[str], *, padding_side: str = "right", add_bos: bool | None = None
+    ) -> Batch:
         """Encode and pad `texts`. Pad id = pad token, else EOS (else 0)."""
         if isinstance(texts, str):
             raise TypeError("encode_batch expects a list of strings, got one str")
@@ -268,8 +307,10 @@ class Tokenizer:
         if not texts:
             raise ValueError("encode_batch needs at least one text")
         prefix = self._prefix(add_bos)
-        rows = [prefix + e.ids for e in self.backend.encode_batch(
-            texts, add_special_tokens=self._specials(add_bos))]
+        rows = [
+            prefix + e.ids
+            for e in self.backend.encode_batch(texts, add_special_tokens=self._specials(add_bos))
+        ]
         lengths = np.array([len(r) for r in rows], np.int32)
         width = max(1, int(lengths.max()))
         pad = self.pad_token_id
@@ -283,25 +324,38 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ chat template
 
-    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], *,
-                            add_generation_prompt: bool = True, **kwargs) -> str:
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True, **kwargs
+    ) -> str:
         """Render `messages` ([{"role": ..., "content": ...}]) with the model's jinja2 template."""
         if not self.chat_template:
             raise ValueError("this tokenizer has no chat template")
         template = _compile_template(self.chat_template)
-        context = {k: v for k, v in (("bos_token", self.bos_token), ("eos_token", self.eos_token),
-                                     ("pad_token", self._special["pad"]),
-                                     ("unk_token", self._special["unk"]))}
+        context = {
+            k: v
+            for k, v in (
+                ("bos_token", self.bos_token),
+                ("eos_token", self.eos_token),
+                ("pad_token", self._special["pad"]),
+                ("unk_token", self._special["unk"]),
+            )
+        }
         context.update(kwargs)
-        return template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                               **context)
+        return template.render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, **context
+        )
 
     def __repr__(self) -> str:
-        specials = (f"specials={self.add_bos_default} ([CLS]/[SEP] by the post-processor)"
-                    if self.post_process else f"add_bos={self.add_bos_default}")
-        return (f"Tokenizer(vocab_size={self.vocab_size}, bos={self.bos_token!r}, "
-                f"eos={self.eos_token!r}, {specials}, "
-                f"chat_template={'yes' if self.chat_template else 'no'})")
+        specials = (
+            f"specials={self.add_bos_default} ([CLS]/[SEP] by the post-processor)"
+            if self.post_process
+            else f"add_bos={self.add_bos_default}"
+        )
+        return (
+            f"Tokenizer(vocab_size={self.vocab_size}, bos={self.bos_token!r}, "
+            f"eos={self.eos_token!r}, {specials}, "
+            f"chat_template={'yes' if self.chat_template else 'no'})"
+        )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -312,7 +366,9 @@ def _post_processor_wraps(backend: tokenizers.Tokenizer, cls: str | None, sep: s
     if cls is None or sep is None or None in (backend.token_to_id(cls), backend.token_to_id(sep)):
         return False
     ids = backend.encode("a", add_special_tokens=True).ids
-    return len(ids) >= 2 and ids[0] == backend.token_to_id(cls) and ids[-1] == backend.token_to_id(sep)
+    return (
+        len(ids) >= 2 and ids[0] == backend.token_to_id(cls) and ids[-1] == backend.token_to_id(sep)
+    )
 
 
 def _post_processor_adds_bos(backend: tokenizers.Tokenizer, bos: str | None) -> bool:
@@ -361,16 +417,18 @@ def _compile_template(source: str):
         raise jinja2.exceptions.TemplateError(message)
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                          sort_keys=sort_keys)
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
     def strftime_now(fmt):
         import datetime
 
         return datetime.datetime.now().strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_Generation, loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, loopcontrols]
+    )
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
@@ -379,7 +437,9 @@ def _compile_template(source: str):
     return template
 
 
-def _byte_level_bpe(tokens: list[str], types: list[int], md: Mapping[str, Any]) -> tokenizers.Tokenizer:
+def _byte_level_bpe(
+    tokens: list[str], types: list[int], md: Mapping[str, Any]
+) -> tokenizers.Tokenizer:
     """GPT-2 style byte-level BPE from a GGUF vocabulary (`tokenizer.ggml.model` == "gpt2")."""
     merges = md.get("tokenizer.ggml.merges")
     if merges is None:
@@ -396,32 +456,40 @@ def _byte_level_bpe(tokens: list[str], types: list[int], md: Mapping[str, Any]) 
         vocab.setdefault(tok, i)
     pairs = [tuple(m.split(" ", 1)) for m in merges]
     pre = md.get("tokenizer.ggml.pre") or "default"
-    backend = tokenizers.Tokenizer(BPE(vocab=vocab, merges=pairs, fuse_unk=False,
-                                       ignore_merges=pre in _IGNORE_MERGES_PRE))
+    backend = tokenizers.Tokenizer(
+        BPE(vocab=vocab, merges=pairs, fuse_unk=False, ignore_merges=pre in _IGNORE_MERGES_PRE)
+    )
     if pre in _SPLIT_BY_PRE:
-        backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(_SPLIT_BY_PRE[pre]), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_SPLIT_BY_PRE[pre]), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     elif pre == "smollm":
         # SmolLM's tokenizer.json: every digit on its own, then GPT-2's split.
-        backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ])
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
     else:
         if pre not in ("default", "gpt2", "gpt-2"):
-            warnings.warn(f"GGUF pre-tokenizer {pre!r} is not known to mechjax; splitting text "
-                          "like GPT-2, which may tokenize differently from the model's own tokenizer",
-                          stacklevel=3)
+            warnings.warn(
+                f"GGUF pre-tokenizer {pre!r} is not known to mechjax; splitting text "
+                "like GPT-2, which may tokenize differently from the model's own tokenizer",
+                stacklevel=3,
+            )
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
     _add_gguf_specials(backend, spelled, types, alphabet)
     return backend
 
 
-def _sentencepiece_bpe(tokens: list[str], types: list[int], md: Mapping[str, Any], *,
-                       gemma: bool) -> tokenizers.Tokenizer:
+def _sentencepiece_bpe(
+    tokens: list[str], types: list[int], md: Mapping[str, Any], *, gemma: bool
+) -> tokenizers.Tokenizer:
     """Sentencepiece-style BPE with byte fallback (`tokenizer.ggml.model` == "llama")."""
     if gemma:
         # Gemma stores tokens of several spaces as real spaces; its text uses the meta symbol.
@@ -444,18 +512,21 @@ def _sentencepiece_bpe(tokens: list[str], types: list[int], md: Mapping[str, Any
         merges = _merges_from_vocab(vocab, priority)
     unk_id = md.get("tokenizer.ggml.unknown_token_id")
     unk = tokens[int(unk_id)] if unk_id is not None else ("<unk>" if "<unk>" in vocab else None)
-    backend = tokenizers.Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True,
-                                       byte_fallback=True))
+    backend = tokenizers.Tokenizer(
+        BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
+    )
     if gemma:
         backend.normalizer = normalizers.Replace(" ", _META)
         backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
         backend.decoder = decoders.Sequence(
-            [decoders.Replace(_META, " "), decoders.ByteFallback(), decoders.Fuse()])
+            [decoders.Replace(_META, " "), decoders.ByteFallback(), decoders.Fuse()]
+        )
     else:
         prefix = md.get("tokenizer.ggml.add_space_prefix")
         prefix = True if prefix is None else bool(prefix)
         backend.pre_tokenizer = pre_tokenizers.Metaspace(
-            replacement=_META, prepend_scheme="first" if prefix else "never", split=False)
+            replacement=_META, prepend_scheme="first" if prefix else "never", split=False
+        )
         steps = [decoders.Replace(_META, " "), decoders.ByteFallback(), decoders.Fuse()]
         if prefix:
             steps.append(decoders.Strip(content=" ", left=1, right=0))
@@ -480,25 +551,34 @@ def _merges_from_vocab(vocab: dict[str, int], priority: dict[str, float]) -> lis
     return [(a, b) for a, b, _ in found]
 
 
-def _add_gguf_specials(backend: tokenizers.Tokenizer, tokens: list[str], types: list[int],
-                       alphabet: set[str] | None) -> None:
+def _add_gguf_specials(
+    backend: tokenizers.Tokenizer, tokens: list[str], types: list[int], alphabet: set[str] | None
+) -> None:
     """Control tokens become special added tokens, user-defined ones plain added tokens,
     so both are matched whole in text instead of being cut into pieces."""
-    control = [AddedToken(t, normalized=False, special=True)
-               for t, ty in zip(tokens, types)
-               if ty == _CONTROL and (alphabet is None or set(t) <= alphabet)]
+    control = [
+        AddedToken(t, normalized=False, special=True)
+        for t, ty in zip(tokens, types)
+        if ty == _CONTROL and (alphabet is None or set(t) <= alphabet)
+    ]
     if control:
         backend.add_special_tokens(control)
-    user = [AddedToken(t, normalized=False, special=False)
-            for t, ty in zip(tokens, types) if ty == _USER_DEFINED]
+    user = [
+        AddedToken(t, normalized=False, special=False)
+        for t, ty in zip(tokens, types)
+        if ty == _USER_DEFINED
+    ]
     if user:
         backend.add_tokens(user)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable unicode characters."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
-        list(range(ord("\xae"), ord("\xff") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("\xa1"), ord("\xac") + 1))
+        + list(range(ord("\xae"), ord("\xff") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):

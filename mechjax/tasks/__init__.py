@@ -25,7 +25,18 @@ from mechjax.tasks.ioi import ABBA_TEMPLATES, BABA_TEMPLATES, ioi
 from mechjax.tasks.retrieval import ENTITY_TEMPLATES, factual_recall, number_retrieval
 
 __all__ = [
-    "ABBA_TEMPLATES", "ARITHMETIC_TEMPLATES", "BABA_TEMPLATES", "ENTITY_TEMPLATES",
-    "TaskBatch", "TaskError", "arithmetic", "factual_recall", "from_pair", "greater_than",
-    "induction", "ioi", "number_retrieval", "single_token",
+    "ABBA_TEMPLATES",
+    "ARITHMETIC_TEMPLATES",
+    "BABA_TEMPLATES",
+    "ENTITY_TEMPLATES",
+    "TaskBatch",
+    "TaskError",
+    "arithmetic",
+    "factual_recall",
+    "from_pair",
+    "greater_than",
+    "induction",
+    "ioi",
+    "number_retrieval",
+    "single_token",
 ]

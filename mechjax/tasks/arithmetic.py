@@ -12,23 +12,39 @@ import random
 
 from mechjax.tasks.batch import TaskBatch, TaskError, _build, _is_single, single_token
 
-
 ARITHMETIC_TEMPLATES = {
-    "+": ("Q: How much is {x} plus {y}? A:", "Q: What is {x} plus {y}? A:",
-          "Q: What is the result of {x} plus {y}? A:", "Q: What is the sum of {x} and {y}? A:",
-          "The sum of {x} and {y} is", "{x} + {y} ="),
-    "-": ("Q: How much is {x} minus {y}? A:", "Q: What is {x} minus {y}? A:",
-          "Q: What is the result of {x} minus {y}? A:",
-          "Q: What is the difference between {x} and {y}? A:",
-          "The difference between {x} and {y} is", "{x} - {y} ="),
-    "*": ("Q: How much is {x} times {y}? A:", "Q: What is {x} times {y}? A:",
-          "Q: What is the result of {x} times {y}? A:",
-          "Q: What is the product of {x} and {y}? A:", "The product of {x} and {y} is",
-          "{x} * {y} ="),
-    "/": ("Q: How much is {x} over {y}? A:", "Q: What is {x} over {y}? A:",
-          "Q: What is the result of {x} over {y}? A:",
-          "Q: What is the ratio between {x} and {y}? A:", "The ratio of {x} and {y} is",
-          "{x} / {y} ="),
+    "+": (
+        "Q: How much is {x} plus {y}? A:",
+        "Q: What is {x} plus {y}? A:",
+        "Q: What is the result of {x} plus {y}? A:",
+        "Q: What is the sum of {x} and {y}? A:",
+        "The sum of {x} and {y} is",
+        "{x} + {y} =",
+    ),
+    "-": (
+        "Q: How much is {x} minus {y}? A:",
+        "Q: What is {x} minus {y}? A:",
+        "Q: What is the result of {x} minus {y}? A:",
+        "Q: What is the difference between {x} and {y}? A:",
+        "The difference between {x} and {y} is",
+        "{x} - {y} =",
+    ),
+    "*": (
+        "Q: How much is {x} times {y}? A:",
+        "Q: What is {x} times {y}? A:",
+        "Q: What is the result of {x} times {y}? A:",
+        "Q: What is the product of {x} and {y}? A:",
+        "The product of {x} and {y} is",
+        "{x} * {y} =",
+    ),
+    "/": (
+        "Q: How much is {x} over {y}? A:",
+        "Q: What is {x} over {y}? A:",
+        "Q: What is the result of {x} over {y}? A:",
+        "Q: What is the ratio between {x} and {y}? A:",
+        "The ratio of {x} and {y} is",
+        "{x} / {y} =",
+    ),
 }
 _OP_WORD_INDEX = (5, 4, 7, 4, 1, 1)  # the operator's word index in each template
 
@@ -88,9 +104,17 @@ def _answer_text(tokenizer, prompt: str, number) -> tuple[str, int]:
     return prompt + " ", single_token(tokenizer, f"{number}")
 
 
-def arithmetic(tokenizer, n: int = 32, seed: int = 0, *, op: str = "+",
-               intervention: str = "result", template: int | None = None,
-               max_n: int = 9, n_shots: int = 0) -> TaskBatch:
+def arithmetic(
+    tokenizer,
+    n: int = 32,
+    seed: int = 0,
+    *,
+    op: str = "+",
+    intervention: str = "result",
+    template: int | None = None,
+    max_n: int = 9,
+    n_shots: int = 0,
+) -> TaskBatch:
     """Arithmetic pairs of Stolfo et al. 2023 (base = clean, alt = corrupted).
 
     Args:
@@ -108,23 +132,31 @@ def arithmetic(tokenizer, n: int = 32, seed: int = 0, *, op: str = "+",
     if op not in ARITHMETIC_TEMPLATES:
         raise TaskError(f"op {op!r}; valid: {sorted(ARITHMETIC_TEMPLATES)}")
     if intervention not in ("result", "same_result", "operator"):
-        raise TaskError(f"intervention {intervention!r}; valid: 'result', 'same_result', 'operator'")
+        raise TaskError(
+            f"intervention {intervention!r}; valid: 'result', 'same_result', 'operator'"
+        )
     _check_shots(n_shots)
     rng = random.Random(seed)
     rows = []
     tids = range(6) if template is None else [template]
     shots_rng = random.Random(f"{seed}-shots")
-    prefix = {t_id: "".join(
-        "{} {}\n".format(ARITHMETIC_TEMPLATES[op][t_id].format(x=x, y=y), r)
-        for x, y, r in (_operands(shots_rng, op, max_n) for _ in range(n_shots)))
-        for t_id in tids}
+    prefix = {
+        t_id: "".join(
+            "{} {}\n".format(ARITHMETIC_TEMPLATES[op][t_id].format(x=x, y=y), r)
+            for x, y, r in (_operands(shots_rng, op, max_n) for _ in range(n_shots))
+        )
+        for t_id in tids
+    }
     for i in range(n * (40 if n_shots and len(tids) > 1 else 10)):
         t_id = list(tids)[i % len(tids)]
         t = ARITHMETIC_TEMPLATES[op][t_id]
         if intervention == "operator":
             op2 = rng.choice([o for o in ARITHMETIC_TEMPLATES if o != op])
             for _ in range(100000):
-                x, y = rng.randint(1, 300 if max_n == 9 else max_n), rng.randint(1, 300 if max_n == 9 else max_n)
+                x, y = (
+                    rng.randint(1, 300 if max_n == 9 else max_n),
+                    rng.randint(1, 300 if max_n == 9 else max_n),
+                )
                 r, r2 = _calc(x, op, y), _calc(x, op2, y)
                 lim = 9 if max_n == 9 else max_n
                 if r is not None and r2 is not None and 1 <= r < lim and 1 <= r2 < lim:
@@ -149,11 +181,24 @@ def arithmetic(tokenizer, n: int = 32, seed: int = 0, *, op: str = "+",
         x_end = clean.index(str(x)) + len(str(x))
         y_end = clean.index(str(y), x_end) + len(str(y))
         op_end = clean.index(op_word, x_end if t_id != 3 and t_id != 4 else 0) + len(op_word)
-        rows.append({"clean": clean_p, "corrupted": corr_p, "answer": ans, "wrong": wrong,
-                     "spans": {"op1": x_end, "op2": y_end, "operator": op_end},
-                     "results": (r, r2), "prefix": prefix[t_id]})
-    return _build(rows, tokenizer, f"arithmetic/{intervention}", n,
-                  {"op": op, "intervention": intervention, "n_shots": n_shots})
+        rows.append(
+            {
+                "clean": clean_p,
+                "corrupted": corr_p,
+                "answer": ans,
+                "wrong": wrong,
+                "spans": {"op1": x_end, "op2": y_end, "operator": op_end},
+                "results": (r, r2),
+                "prefix": prefix[t_id],
+            }
+        )
+    return _build(
+        rows,
+        tokenizer,
+        f"arithmetic/{intervention}",
+        n,
+        {"op": op, "intervention": intervention, "n_shots": n_shots},
+    )
 
 
 def _check_shots(n_shots) -> None:

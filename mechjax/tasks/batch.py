@@ -52,14 +52,21 @@ class TaskBatch:
         and per-row `info` arrays."""
         idx = np.arange(len(self))[index]
         n = len(self)
-        info = {k: v[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v
-                for k, v in self.info.items()}
+        info = {
+            k: v[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v
+            for k, v in self.info.items()
+        }
         return dataclasses.replace(
-            self, clean=self.clean[idx], corrupted=self.corrupted[idx],
-            answers=self.answers[idx], wrongs=self.wrongs[idx],
+            self,
+            clean=self.clean[idx],
+            corrupted=self.corrupted[idx],
+            answers=self.answers[idx],
+            wrongs=self.wrongs[idx],
             positions={k: np.asarray(v)[idx] for k, v in self.positions.items()},
             clean_text=tuple(self.clean_text[i] for i in idx),
-            corrupted_text=tuple(self.corrupted_text[i] for i in idx), info=info)
+            corrupted_text=tuple(self.corrupted_text[i] for i in idx),
+            info=info,
+        )
 
     def logit_diff(self) -> LogitDiff:
         """The metric logit[answer] - logit[wrong] at the last position, as a pytree."""
@@ -88,12 +95,14 @@ def single_token(tokenizer, text: str) -> int:
         pieces = [tokenizer.decode([i]) for i in ids]
         raise TaskError(
             f"answer {text!r} is {len(ids)} tokens {pieces!r} for this tokenizer; metrics "
-            "read one logit per answer, so answers must be single tokens")
+            "read one logit per answer, so answers must be single tokens"
+        )
     back = tokenizer.decode(ids)
     if back.strip().casefold() != text.strip().casefold():
         raise TaskError(
             f"answer {text!r} is one token that decodes to {back!r} (an unknown-word token?) "
-            "for this tokenizer; the logit read would not be the answer's")
+            "for this tokenizer; the logit read would not be the answer's"
+        )
     return ids[0]
 
 
@@ -114,8 +123,12 @@ def _build(rows, tokenizer, task, n, info=None) -> TaskBatch:
     for r in rows:
         if r.get("prefix"):  # few-shot examples before both prompts; spans shift with them
             pre = r["prefix"]
-            r = {**r, "clean": pre + r["clean"], "corrupted": pre + r["corrupted"],
-                 "spans": {k: v + len(pre) for k, v in r.get("spans", {}).items()}}
+            r = {
+                **r,
+                "clean": pre + r["clean"],
+                "corrupted": pre + r["corrupted"],
+                "spans": {k: v + len(pre) for k, v in r.get("spans", {}).items()},
+            }
         c, k = _encode(tokenizer, r["clean"]), _encode(tokenizer, r["corrupted"])
         if len(c) == len(k):
             enc.append((r, c, k))
@@ -127,13 +140,15 @@ def _build(rows, tokenizer, task, n, info=None) -> TaskBatch:
     if len(keep) < n:
         raise TaskError(
             f"{task}: only {len(keep)} of the {n} requested pairs share one token length "
-            f"({best}); ask for fewer or use fewer templates")
+            f"({best}); ask for fewer or use fewer templates"
+        )
     positions: dict[str, list[int]] = {}
-    for r, c, _ in keep:
+    for r, _c, _ in keep:
         for name, char_idx in r.get("spans", {}).items():
             prefix = r["clean"][:char_idx]
-            positions.setdefault(name, []).append(len(_encode(tokenizer, prefix)) - 1
-                                                  if char_idx else 0)
+            positions.setdefault(name, []).append(
+                len(_encode(tokenizer, prefix)) - 1 if char_idx else 0
+            )
         positions.setdefault("end", []).append(best - 1)
     return TaskBatch(
         clean=np.asarray([c for _, c, _ in keep], np.int32),
@@ -150,11 +165,16 @@ def _build(rows, tokenizer, task, n, info=None) -> TaskBatch:
 
 def from_pair(tokenizer, clean: str, corrupt: str, answer: str, wrong: str) -> TaskBatch:
     """One explicit pair (the command line's `--clean/--corrupt/--answer/--wrong`)."""
-    row = {"clean": clean, "corrupted": corrupt, "answer": single_token(tokenizer, answer),
-           "wrong": single_token(tokenizer, wrong)}
+    row = {
+        "clean": clean,
+        "corrupted": corrupt,
+        "answer": single_token(tokenizer, answer),
+        "wrong": single_token(tokenizer, wrong),
+    }
     c, k = _encode(tokenizer, clean), _encode(tokenizer, corrupt)
     if len(c) != len(k):
         raise TaskError(
             f"clean and corrupted prompts must have the same token length, got {len(c)} "
-            f"and {len(k)} tokens")
+            f"and {len(k)} tokens"
+        )
     return _build([row], tokenizer, "pair", 1)

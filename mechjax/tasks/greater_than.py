@@ -9,9 +9,18 @@ import numpy as np
 
 from mechjax.tasks.batch import TaskBatch, _build, single_token
 
-
-NOUNS = ("war", "dynasty", "reign", "expedition", "siege", "occupation", "strike",
-         "campaign", "drought", "famine")
+NOUNS = (
+    "war",
+    "dynasty",
+    "reign",
+    "expedition",
+    "siege",
+    "occupation",
+    "strike",
+    "campaign",
+    "drought",
+    "famine",
+)
 
 
 def greater_than(tokenizer, n: int = 32, seed: int = 0) -> TaskBatch:
@@ -30,10 +39,15 @@ def greater_than(tokenizer, n: int = 32, seed: int = 0) -> TaskBatch:
         yy = rng.randint(2, 98)
         clean = f"The {noun} lasted from the year {century}{yy:02d} to the year {century}"
         corrupted = f"The {noun} lasted from the year {century}01 to the year {century}"
-        rows.append({"clean": clean, "corrupted": corrupted,
-                     "answer": single_token(tokenizer, f"{yy + 1:02d}"),
-                     "wrong": single_token(tokenizer, f"{yy - 1:02d}"),
-                     "spans": {"year": clean.index(f"{century}{yy:02d}") + 4}})
+        rows.append(
+            {
+                "clean": clean,
+                "corrupted": corrupted,
+                "answer": single_token(tokenizer, f"{yy + 1:02d}"),
+                "wrong": single_token(tokenizer, f"{yy - 1:02d}"),
+                "spans": {"year": clean.index(f"{century}{yy:02d}") + 4},
+            }
+        )
         years.append(yy)
     batch = _build(rows, tokenizer, "greater_than", n)
     keep = [t for t in batch.clean_text]

@@ -7,8 +7,9 @@ import numpy as np
 from mechjax.tasks.batch import TaskBatch
 
 
-def induction(d_vocab: int, n: int = 8, seed: int = 0, *, half: int = 10, bos: int | None = None,
-              low: int = 0) -> TaskBatch:
+def induction(
+    d_vocab: int, n: int = 8, seed: int = 0, *, half: int = 10, bos: int | None = None, low: int = 0
+) -> TaskBatch:
     """Repeated random tokens: clean = [bos] R R[:-1], answer R[-1].
 
     The corrupted prompt replaces the first half by other random tokens R', so the
@@ -25,8 +26,15 @@ def induction(d_vocab: int, n: int = 8, seed: int = 0, *, half: int = 10, bos: i
     corrupted = np.concatenate([prefix, r2, r[:, :-1]], 1).astype(np.int32)
     p = prefix.shape[1]
     return TaskBatch(
-        clean=clean, corrupted=corrupted, answers=r[:, -1].astype(np.int32),
+        clean=clean,
+        corrupted=corrupted,
+        answers=r[:, -1].astype(np.int32),
         wrongs=r2[:, -1].astype(np.int32),
-        positions={"prev": np.full(n, p + half - 1, np.int32),
-                   "end": np.full(n, clean.shape[1] - 1, np.int32)},
-        clean_text=(), corrupted_text=(), task="induction")
+        positions={
+            "prev": np.full(n, p + half - 1, np.int32),
+            "end": np.full(n, clean.shape[1] - 1, np.int32),
+        },
+        clean_text=(),
+        corrupted_text=(),
+        task="induction",
+    )

@@ -13,7 +13,6 @@ from typing import Sequence
 
 from mechjax.tasks.batch import TaskBatch, TaskError, _build, _is_single, single_token
 
-
 BABA_TEMPLATES = (
     "Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to",
     "Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to",
@@ -70,8 +69,15 @@ def _fill(template: str, a: str, b: str, place: str, obj: str) -> tuple[str, dic
     return "".join(out), spans
 
 
-def ioi(tokenizer, n: int = 32, seed: int = 0, *, counterfactual: str = "s2_io_flip",
-        order: str = "mixed", templates: Sequence[str] | None = None) -> TaskBatch:
+def ioi(
+    tokenizer,
+    n: int = 32,
+    seed: int = 0,
+    *,
+    counterfactual: str = "s2_io_flip",
+    order: str = "mixed",
+    templates: Sequence[str] | None = None,
+) -> TaskBatch:
     """IOI pairs. answers = IO, wrongs = S (their logit difference is the IOI metric).
 
     Args:
@@ -89,10 +95,14 @@ def ioi(tokenizer, n: int = 32, seed: int = 0, *, counterfactual: str = "s2_io_f
     if len(names) < 5 or not places or not objects:
         raise TaskError(
             f"ioi: the tokenizer has too few single-token names/places/objects "
-            f"({len(names)} names, {len(places)} places, {len(objects)} objects)")
+            f"({len(names)} names, {len(places)} places, {len(objects)} objects)"
+        )
     if templates is None:
-        pools = {"baba": [BABA_TEMPLATES], "abba": [ABBA_TEMPLATES],
-                 "mixed": [BABA_TEMPLATES, ABBA_TEMPLATES]}
+        pools = {
+            "baba": [BABA_TEMPLATES],
+            "abba": [ABBA_TEMPLATES],
+            "mixed": [BABA_TEMPLATES, ABBA_TEMPLATES],
+        }
         if order not in pools:
             raise TaskError(f"order {order!r}; valid: 'baba', 'abba', 'mixed'")
         pool = pools[order]
@@ -106,13 +116,18 @@ def ioi(tokenizer, n: int = 32, seed: int = 0, *, counterfactual: str = "s2_io_f
         place, obj = rng.choice(places), rng.choice(objects)
         clean, spans = _fill(t, a, b, place, obj)
         if counterfactual == "s2_io_flip":
-            corrupted = clean[:spans["S2"] - len(b)] + a + clean[spans["S2"]:]
+            corrupted = clean[: spans["S2"] - len(b)] + a + clean[spans["S2"] :]
         else:
             abc, abc_spans = _fill(t, c, d, place, obj)
             s2 = abc_spans["S2"]
-            corrupted = abc[:s2 - len(d)] + e + abc[s2:]
-        rows.append({"clean": clean, "corrupted": corrupted, "spans": spans,
-                     "answer": single_token(tokenizer, " " + a),
-                     "wrong": single_token(tokenizer, " " + b)})
-    return _build(rows, tokenizer, f"ioi/{counterfactual}", n,
-                  {"counterfactual": counterfactual})
+            corrupted = abc[: s2 - len(d)] + e + abc[s2:]
+        rows.append(
+            {
+                "clean": clean,
+                "corrupted": corrupted,
+                "spans": spans,
+                "answer": single_token(tokenizer, " " + a),
+                "wrong": single_token(tokenizer, " " + b),
+            }
+        )
+    return _build(rows, tokenizer, f"ioi/{counterfactual}", n, {"counterfactual": counterfactual})

@@ -15,7 +15,6 @@ from pathlib import Path
 from mechjax.tasks.arithmetic import _answer_text, _check_shots
 from mechjax.tasks.batch import TaskBatch, TaskError, _build, _is_single, single_token
 
-
 # entity_dict.json of alestolfo/lm-arithmetic (MIT, licence file beside it), shipped
 # with the package so the control task needs no download
 _PACKAGED_DATA = Path(__file__).parent / "data" / "lm_arithmetic"
@@ -25,14 +24,21 @@ def _entities(data_dir) -> dict:
     d = Path(data_dir or os.environ.get("MECHJAX_LM_ARITHMETIC") or _PACKAGED_DATA)
     path = d / "entity_dict.json"
     if not path.is_file():
-        raise TaskError(f"number_retrieval: no entity_dict.json in {d} (the lm-arithmetic "
-                        "data folder, from data_dir= or $MECHJAX_LM_ARITHMETIC)")
+        raise TaskError(
+            f"number_retrieval: no entity_dict.json in {d} (the lm-arithmetic "
+            "data folder, from data_dir= or $MECHJAX_LM_ARITHMETIC)"
+        )
     entities = json.loads(path.read_text())
-    bad = [k for k, v in entities.items()
-           if not (isinstance(v, list) and v and all(len(e) == 2 for e in v))]
+    bad = [
+        k
+        for k, v in entities.items()
+        if not (isinstance(v, list) and v and all(len(e) == 2 for e in v))
+    ]
     if len(entities) < 2 or bad:
-        raise TaskError(f"number_retrieval: {path} must map at least two classes to lists of "
-                        f"[singular, plural] names; bad classes: {bad}")
+        raise TaskError(
+            f"number_retrieval: {path} must map at least two classes to lists of "
+            f"[singular, plural] names; bad classes: {bad}"
+        )
     return entities
 
 
@@ -58,8 +64,9 @@ def _entity_instance(rng, template: str, entities: dict, max_n: int):
     return body.replace("{entity1}", e1).replace("{entity2}", e2), x, y, e1, e2
 
 
-def number_retrieval(tokenizer, n: int = 32, seed: int = 0, *, data_dir=None,
-                     max_n: int = 9, n_shots: int = 0) -> TaskBatch:
+def number_retrieval(
+    tokenizer, n: int = 32, seed: int = 0, *, data_dir=None, max_n: int = 9, n_shots: int = 0
+) -> TaskBatch:
     """Type 11 of Stolfo et al. 2023: "I have x A and y B. How many A ..." vs "... B".
 
     answers = x, wrongs = y. The entity dictionary is the paper's `entity_dict.json`
@@ -85,22 +92,45 @@ def number_retrieval(tokenizer, n: int = 32, seed: int = 0, *, data_dir=None,
         corrupted, wrong = _answer_text(tokenizer, body.replace("{cls}", e2), y)
         x_end = clean.index(f" {x} ") + len(str(x)) + 1
         y_end = clean.index(f" {y} ", x_end) + len(str(y)) + 1
-        rows.append({"clean": clean, "corrupted": corrupted, "answer": ans, "wrong": wrong,
-                     "spans": {"op1": x_end, "op2": y_end}, "prefix": prefix[t]})
+        rows.append(
+            {
+                "clean": clean,
+                "corrupted": corrupted,
+                "answer": ans,
+                "wrong": wrong,
+                "spans": {"op1": x_end, "op2": y_end},
+                "prefix": prefix[t],
+            }
+        )
     return _build(rows, tokenizer, "number_retrieval", n, {"n_shots": n_shots})
 
 
 FACTS = (
-    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
-    ("Japan", "Tokyo"), ("Russia", "Moscow"), ("England", "London"), ("Egypt", "Cairo"),
-    ("China", "Beijing"), ("Greece", "Athens"), ("Austria", "Vienna"), ("Poland", "Warsaw"),
-    ("Portugal", "Lisbon"), ("Ireland", "Dublin"), ("Norway", "Oslo"), ("Cuba", "Havana"),
-    ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Canada", "Ottawa"), ("Sweden", "Stockholm"),
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("Russia", "Moscow"),
+    ("England", "London"),
+    ("Egypt", "Cairo"),
+    ("China", "Beijing"),
+    ("Greece", "Athens"),
+    ("Austria", "Vienna"),
+    ("Poland", "Warsaw"),
+    ("Portugal", "Lisbon"),
+    ("Ireland", "Dublin"),
+    ("Norway", "Oslo"),
+    ("Cuba", "Havana"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Canada", "Ottawa"),
+    ("Sweden", "Stockholm"),
 )
 
 
 def factual_recall(tokenizer, n: int = 16, seed: int = 0) -> TaskBatch:
-    """"The capital of {country} is" -> city; the corrupted prompt names another country.
+    """ "The capital of {country} is" -> city; the corrupted prompt names another country.
 
     A stand-in for the LAMA control (type 20), which is not available offline.
     Positions: subject (last token of the country), end.
@@ -113,8 +143,13 @@ def factual_recall(tokenizer, n: int = 16, seed: int = 0) -> TaskBatch:
     for _ in range(n * 10):
         (c1, a1), (c2, a2) = rng.sample(facts, 2)
         clean = f"The capital of {c1} is"
-        rows.append({"clean": clean, "corrupted": f"The capital of {c2} is",
-                     "answer": single_token(tokenizer, " " + a1),
-                     "wrong": single_token(tokenizer, " " + a2),
-                     "spans": {"subject": len("The capital of ") + len(c1)}})
+        rows.append(
+            {
+                "clean": clean,
+                "corrupted": f"The capital of {c2} is",
+                "answer": single_token(tokenizer, " " + a1),
+                "wrong": single_token(tokenizer, " " + a2),
+                "spans": {"subject": len("The capital of ") + len(c1)},
+            }
+        )
     return _build(rows, tokenizer, "factual_recall", n)

@@ -5,17 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
-from bench.common import LIBS, LIB_NAMES, MODEL, PEER_MODULES, ROOT, WORKLOADS, matmul_peak, prepare, workload_flops
-from bench.worker import run_worker
+
+from bench.common import (
+    LIB_NAMES,
+    LIBS,
+    MODEL,
+    PEER_MODULES,
+    ROOT,
+    WORKLOADS,
+    matmul_peak,
+    prepare,
+    workload_flops,
+)
 from bench.orchestrate import _sub, compare, machine_info
 from bench.report import plot, table
+from bench.worker import run_worker
 
 
 def main(argv=None) -> int:

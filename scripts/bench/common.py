@@ -29,17 +29,9 @@ config: 2 x matmul parameters x tokens, plus QK^T and AV; see `workload_flops`).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
-from types import SimpleNamespace
-from bench.common import GEN_NEW, STEER_LAYER, Cannot, EAP_STEPS, MODEL
+
+from bench.common import EAP_STEPS, GEN_NEW, MODEL, STEER_LAYER, Cannot
 
 
 class MechjaxLib:
@@ -48,18 +40,14 @@ class MechjaxLib:
             from mechjax.patching import patch_sweep
 
             fn = lambda: jax.block_until_ready(  # noqa: E731
-                patch_sweep(
-                    model, self.clean, self.corrupt, self.metric, "resid_pre"
-                )
+                patch_sweep(model, self.clean, self.corrupt, self.metric, "resid_pre")
             )
             return fn, lambda r: {"grid": r.grid}
         if w == "c":
             from mechjax.attribution import atp
 
             fn = lambda: jax.block_until_ready(  # noqa: E731
-                atp(
-                    model, self.clean, self.corrupt, self.metric, ("z", "mlp_out"), mode="denoise"
-                )
+                atp(model, self.clean, self.corrupt, self.metric, ("z", "mlp_out"), mode="denoise")
             )
             return fn, lambda r: {
                 "heads": jnp.stack([r[f"blocks.{l}.attn.hook_z"] for l in range(L)]),
@@ -69,9 +57,7 @@ class MechjaxLib:
             from mechjax.circuits import eap_ig
 
             fn = lambda: jax.block_until_ready(  # noqa: E731
-                eap_ig(
-                    model, self.clean, self.corrupt, self.metric, steps=EAP_STEPS
-                )[0]
+                eap_ig(model, self.clean, self.corrupt, self.metric, steps=EAP_STEPS)[0]
             )
             return fn, lambda s: {"edges": s}
         if w in ("e", "f"):

@@ -2,16 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
-from types import SimpleNamespace
 from bench.common import GEN_BATCH, GEN_NEW, STEER_LAYER, Cannot
 from bench.libs_torch import _Torch
 

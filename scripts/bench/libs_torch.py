@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
-from types import SimpleNamespace
-from bench.common import GEN_NEW, STEER_LAYER, Cannot, EAP_STEPS, HF_NAME
+
+from bench.common import EAP_STEPS, GEN_NEW, HF_NAME, STEER_LAYER, Cannot
 
 
 class _Torch:

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
-from types import SimpleNamespace
-from bench.common import LIBS, LIB_NAMES, WORKLOADS
+
+from bench.common import LIB_NAMES, LIBS, WORKLOADS
 
 
 def _fmt_s(x):

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
+
 from bench.common import Cannot, _np
 from bench.libs_mechjax import MechjaxLib
-from bench.libs_torch import HFLib, TLLib
 from bench.libs_peers import NNsightLib, PenzaiLib, PyveneLib
-
+from bench.libs_torch import HFLib, TLLib
 
 LIB_CLASSES = {
     "mechjax": MechjaxLib,
