@@ -6,13 +6,34 @@ of a function). Because values are leaves, `jax.vmap` sweeps over them and `jax.
 differentiates them; because nothing is closed over, a sweep never recompiles.
 
 Positions and heads are integer array leaves too, so a sweep over positions or heads is
-a `vmap` over an index array. Negative positions count from the end. A site without a
-head axis refuses `heads=`.
+a `vmap` over an index array. Each is one index or a 1-D array of indices. Negative
+positions count from the end, so valid positions are `[-n, n)` for a `pos` axis of size
+`n`; valid heads are `[0, n_heads)` of that site's head axis (`hook_k`, `hook_v` and the
+other key/value sites have `n_kv_heads` there). A site without a head axis refuses
+`heads=`.
+
+An index outside its range never leaves the activation silently unchanged:
+
+- concrete indices (Python ints, lists, numpy arrays, and jax arrays that are not
+  tracers when the intervention is applied, eagerly or inside a trace) raise
+  `InterventionError` naming the site, the axis, the index and the valid range. The
+  constructors keep concrete indices as numpy arrays, so an intervention built inside a
+  jitted function from Python ints is still checked while it is traced.
+- traced indices (a `vmap` sweep over positions, or interventions passed as arguments
+  of a jitted function, as in `jax.jit(mj.run)(model, tokens, hooks)`) have no value at
+  trace time. Then the whole activation at that site becomes NaN (for that element of a
+  sweep only), so every number computed from it is NaN, never a plausible wrong one,
+  as with out-of-vocabulary tokens under jit.
 
 Shapes: a value (patch value, delta, ...) must have the activation's shape or a suffix of
 it (`[pos, d_model]` or `[d_model]` for a `[batch, pos, d_model]` site): it is
 broadcast over the leading axes. Anything else raises `InterventionError` naming the
 site and both shapes.
+
+Mean ablation without a reference averages over the batch axis of the run itself, and
+resampling without `value=` draws another element of it; over a batch of one both would
+be the identity, so they raise and ask for a `reference=` batch (or an already-averaged
+`value=`) or for source activations (`value=`).
 """
 
 from __future__ import annotations
@@ -21,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from mechjax import sites
@@ -29,33 +51,83 @@ from mechjax.errors import InterventionError
 Array = jax.Array
 
 
-def _as_index(x) -> Array | None:
+def _as_index(x, what: str = "positions/heads") -> Array | np.ndarray | None:
+    """One index or a 1-D array of indices as a 1-D int32 array (None stays None).
+
+    Concrete indices become numpy arrays: they stay concrete inside a trace, so their
+    range can be checked against the site's shape there.
+    """
     if x is None:
         return None
-    arr = jnp.asarray(x)
-    if not jnp.issubdtype(arr.dtype, jnp.integer):
-        raise InterventionError(f"positions/heads must be integers, got dtype {arr.dtype}")
-    return jnp.atleast_1d(arr).astype(jnp.int32)
+    traced = isinstance(x, jax.core.Tracer)
+    arr = x if traced else np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InterventionError(f"{what} must be integers, got dtype {arr.dtype}")
+    if arr.ndim > 1:
+        # a 2-D array could mean a set per batch row or a sweep: neither is what the
+        # mask does, so say what is accepted instead of guessing
+        raise InterventionError(
+            f"{what} must be one index or a 1-D array of indices, got shape "
+            f"{tuple(arr.shape)}; to sweep over several index sets, vmap over the first axis"
+        )
+    if traced:
+        return jnp.atleast_1d(arr).astype(jnp.int32)
+    return np.atleast_1d(arr).astype(np.int32)
 
 
-def _selection_mask(x: Array, site: str, positions, heads) -> Array | None:
-    """Boolean mask broadcastable to `x` selecting the chosen positions and heads."""
+_KV_HOOKS = ("hook_k", "hook_v", "hook_rot_k", "hook_k_input", "hook_v_input", "hook_k_normed")
+
+
+def _out_of_range(idx, n: int, site: str, what: str, axis: str) -> Array | None:
+    """Raise for concrete indices outside their range; a traced flag for traced ones."""
+    lo = -n if axis == "pos" else 0
+    if isinstance(idx, jax.core.Tracer):
+        return jnp.any((idx < lo) | (idx >= n))
+    host = np.asarray(idx)
+    bad = host[(host < lo) | (host >= n)]
+    if bad.size:
+        if axis == "pos":
+            note = " (negative positions count from the end)"
+        elif sites.parse(site).hook in _KV_HOOKS:
+            note = " (this site's head axis counts key/value heads)"
+        else:
+            note = ""
+        raise InterventionError(
+            f"{what} index {int(bad[0])} is out of range at site {site!r}: its {axis!r} "
+            f"axis has size {n}, so valid {what} are [{lo}, {n}){note}"
+        )
+    return None
+
+
+def _selection(x: Array, site: str, positions, heads) -> tuple[Array | None, Array | None]:
+    """(mask broadcastable to `x` selecting the positions and heads, or None;
+    traced flag "some index is out of range", or None when there is nothing to flag)."""
     if positions is None and heads is None:
-        return None
+        return None, None
     pos_axis, head_axis = sites.axes(site)
-    mask = jnp.ones((), bool)
+    mask, flags = jnp.ones((), bool), []
     if positions is not None:
+        positions = _as_index(positions, "positions")
         n = x.shape[pos_axis]
+        flags.append(_out_of_range(positions, n, site, "positions", "pos"))
         idx = jnp.where(positions < 0, positions + n, positions)
         sel = (jnp.arange(n)[:, None] == idx[None, :]).any(-1)
         mask = mask & sel.reshape((n,) + (1,) * (x.ndim - pos_axis - 1))
     if heads is not None:
         if head_axis is None:
             raise InterventionError(f"site {site!r} has no head axis; heads= is not valid there")
+        heads = _as_index(heads, "heads")
         n = x.shape[head_axis]
+        flags.append(_out_of_range(heads, n, site, "heads", "head"))
         sel = (jnp.arange(n)[:, None] == heads[None, :]).any(-1)
         mask = mask & sel.reshape((n,) + (1,) * (x.ndim - head_axis - 1))
-    return mask
+    flags = [f for f in flags if f is not None]
+    return mask, (jnp.any(jnp.stack(flags)) if flags else None)
+
+
+def _poison(out: Array, bad: Array | None) -> Array:
+    """NaN everywhere when a traced index was out of range: loud, never a wrong number."""
+    return out if bad is None else jnp.where(bad, jnp.asarray(jnp.nan, out.dtype), out)
 
 
 def _fit(value: Array, x: Array, site: str, what: str, heads=None) -> Array:
@@ -85,9 +157,9 @@ def _fit(value: Array, x: Array, site: str, what: str, heads=None) -> Array:
 
 
 def _select(x: Array, new: Array, site: str, positions, heads) -> Array:
-    mask = _selection_mask(x, site, positions, heads)
+    mask, bad = _selection(x, site, positions, heads)
     new = jnp.broadcast_to(new, x.shape).astype(x.dtype)
-    return new if mask is None else jnp.where(mask, new, x)
+    return _poison(new if mask is None else jnp.where(mask, new, x), bad)
 
 
 class Intervention:
@@ -120,8 +192,8 @@ class Add(Intervention):
 
     def apply(self, x, site):
         delta = _fit(self.delta, x, site, "delta", self.heads).astype(x.dtype)
-        mask = _selection_mask(x, site, self.positions, self.heads)
-        return x + (delta if mask is None else jnp.where(mask, delta, 0))
+        mask, bad = _selection(x, site, self.positions, self.heads)
+        return _poison(x + (delta if mask is None else jnp.where(mask, delta, 0)), bad)
 
 
 @struct.dataclass
@@ -139,13 +211,42 @@ class Scale(Intervention):
 
 @struct.dataclass
 class MeanAblate(Intervention):
-    """Replace by the mean over the batch axis of this very run (per position)."""
+    """Replace by a batch mean (per position): of `reference`, or else of this very run.
+
+    `reference` holds activations of a reference batch at this site,
+    `[batch_ref, *activation.shape[1:]]`; its mean over the first axis replaces the
+    activation. Without it the run's own batch is averaged, which needs a batch of more
+    than one: the mean of one example is that example, so the ablation would do nothing.
+    """
 
     positions: Array | None = None
     heads: Array | None = None
+    reference: Array | None = None
 
     def apply(self, x, site):
-        return _select(x, jnp.mean(x, axis=0, keepdims=True), site, self.positions, self.heads)
+        return _select(x, self._mean(x, site), site, self.positions, self.heads)
+
+    def _mean(self, x, site):
+        if self.reference is None:
+            if x.shape[0] == 1:
+                raise InterventionError(
+                    f"mean ablation at site {site!r} over a batch of one changes nothing: "
+                    "without a reference it averages over this run's batch axis, and the "
+                    "mean of one example is that example. Pass activations of a reference "
+                    "batch at this site, mj.ablate('mean', reference=acts) with acts of "
+                    f"shape [batch_ref, {', '.join(map(str, x.shape[1:]))}], or an "
+                    "already-averaged mean, mj.ablate('mean', value=mean)"
+                )
+            return jnp.mean(x, axis=0, keepdims=True)
+        ref = self.reference
+        if ref.ndim != x.ndim or tuple(ref.shape[1:]) != tuple(x.shape[1:]):
+            raise InterventionError(
+                f"mean-ablation reference at site {site!r} has shape {tuple(ref.shape)}, but "
+                f"the activation there has shape {tuple(x.shape)}; the reference must be "
+                f"[batch_ref, {', '.join(map(str, x.shape[1:]))}] (its mean is taken over "
+                "the first axis); pass an already-averaged mean as value= instead"
+            )
+        return jnp.mean(ref, axis=0, keepdims=True)
 
 
 @struct.dataclass
@@ -157,6 +258,12 @@ class Resample(Intervention):
     heads: Array | None = None
 
     def apply(self, x, site):
+        if x.shape[0] == 1:
+            raise InterventionError(
+                f"resample ablation at site {site!r} over a batch of one changes nothing: it "
+                "takes another batch element of this run, and there is none. Pass "
+                "activations of other inputs at this site: mj.ablate('resample', value=acts)"
+            )
         perm = jax.random.permutation(self.key, x.shape[0])
         return _select(x, x[perm], site, self.positions, self.heads)
 
@@ -227,34 +334,48 @@ class Apply(Intervention):
 # Constructors: the short user-facing names (`mj.patch`, `mj.add`, `mj.ablate`, ...).
 
 
+def _indices(positions, heads) -> tuple:
+    return _as_index(positions, "positions"), _as_index(heads, "heads")
+
+
 def patch(value, positions=None, heads=None) -> Patch:
     """Replace the site's activation by `value` (optionally only at positions/heads)."""
-    return Patch(jnp.asarray(value), _as_index(positions), _as_index(heads))
+    return Patch(jnp.asarray(value), *_indices(positions, heads))
 
 
 def add(delta, positions=None, heads=None) -> Add:
     """Add `delta` to the site's activation (steering; zeros for gradients)."""
-    return Add(jnp.asarray(delta), _as_index(positions), _as_index(heads))
+    return Add(jnp.asarray(delta), *_indices(positions, heads))
 
 
 def scale(factor, positions=None, heads=None) -> Scale:
     """Multiply the site's activation by `factor`."""
-    return Scale(jnp.asarray(factor), _as_index(positions), _as_index(heads))
+    return Scale(jnp.asarray(factor), *_indices(positions, heads))
 
 
-def ablate(kind: str = "zero", value=None, *, key=None, positions=None, heads=None):
+def ablate(kind: str = "zero", value=None, *, key=None, reference=None, positions=None, heads=None):
     """Ablate a site.
 
     Args:
-      kind: "zero"; "mean" (with `value`: that mean, e.g. over a reference data set;
-        without: the batch mean of this run); "resample" (with `value`: activations of
-        other inputs; without: another batch element of this run, chosen by `key`).
+      kind: "zero"; "mean" (with `value`: that mean, already averaged, e.g. over a
+        reference data set; with `reference`: activations of a reference batch at the
+        site, `[batch_ref, ...]`, averaged over its first axis; with neither: the batch
+        mean of this run, which needs a batch of more than one); "resample" (with
+        `value`: activations of other inputs; without: another batch element of this
+        run, chosen by `key`).
     """
-    pos, hd = _as_index(positions), _as_index(heads)
+    pos, hd = _indices(positions, heads)
+    if reference is not None and (kind != "mean" or value is not None):
+        raise InterventionError(
+            "reference= is for ablate('mean') only, and replaces value= (an already-averaged "
+            "mean): pass one of them"
+        )
     if kind == "zero":
         return Patch(jnp.zeros(()), pos, hd)
     if kind == "mean":
-        return MeanAblate(pos, hd) if value is None else Patch(jnp.asarray(value), pos, hd)
+        if value is not None:
+            return Patch(jnp.asarray(value), pos, hd)
+        return MeanAblate(pos, hd, None if reference is None else jnp.asarray(reference))
     if kind == "resample":
         if value is not None:
             return Patch(jnp.asarray(value), pos, hd)
@@ -269,12 +390,12 @@ def project(directions, mode: str = "out", *, coeffs=None, positions=None, heads
     if mode not in ("out", "onto", "set"):
         raise InterventionError(f"project mode {mode!r}; valid: 'out', 'onto', 'set'")
     c = None if coeffs is None else jnp.atleast_1d(jnp.asarray(coeffs))
-    return Project(jnp.asarray(directions), c, _as_index(positions), _as_index(heads), mode)
+    return Project(jnp.asarray(directions), c, *_indices(positions, heads), mode)
 
 
 def apply_fn(fn, params, positions=None, heads=None) -> Apply:
     """Apply a parametrised function `fn(params, x)` at the site."""
-    return Apply(params, fn, _as_index(positions), _as_index(heads))
+    return Apply(params, fn, *_indices(positions, heads))
 
 
 def normalize_hooks(hooks) -> dict[str, tuple[Intervention, ...]]:
