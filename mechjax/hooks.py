@@ -16,13 +16,14 @@ only when an intervention or a capture names it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import jax
 
 Array = jax.Array
 
 
+@runtime_checkable  # so run-time type checkers (beartype in the tests) can check it
 class Hook(Protocol):
     """What a forward calls at each site."""
 

@@ -21,6 +21,7 @@ calls (see `models/llama.py`):
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -29,6 +30,7 @@ import numpy as np
 from flax import struct
 
 from mechjax.errors import InputError
+from mechjax.typing import is_tracer
 
 Array = jax.Array
 
@@ -90,7 +92,7 @@ def begin(cache: KVCache, attention_mask: Array | None, n_new: int) -> tuple[Arr
       positions `[batch, n_new]` of the new tokens, the cache with their slots' positions
       and validity written (index and next_position advanced), and the first slot written.
     """
-    concrete = not isinstance(cache.index, jax.core.Tracer)  # then checked on the host
+    concrete = not is_tracer(cache.index)  # then checked on the host
     if concrete and int(cache.index) + n_new > cache.max_len:
         raise InputError(
             f"the KV cache holds {cache.max_len} tokens; {int(cache.index)} are filled and "
@@ -101,7 +103,8 @@ def begin(cache: KVCache, attention_mask: Array | None, n_new: int) -> tuple[Arr
     counts = jnp.cumsum(real.astype(jnp.int32), axis=1)
     positions = cache.next_position[:, None] + jnp.maximum(counts - 1, 0)
     start = cache.index
-    cache = cache.replace(
+    cache = dataclasses.replace(
+        cache,
         positions=jax.lax.dynamic_update_slice(cache.positions, positions, (0, start)),
         valid=jax.lax.dynamic_update_slice(cache.valid, real, (0, start)),
         index=start + n_new,
@@ -127,7 +130,7 @@ def write(
     return (
         k_st.transpose(0, 3, 1, 2),
         v_st.transpose(0, 2, 1, 3),
-        cache.replace(k=tuple(ks), v=tuple(vs)),
+        dataclasses.replace(cache, k=tuple(ks), v=tuple(vs)),
     )
 
 

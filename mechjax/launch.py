@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import inspect
 import os
 import signal
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 ENV_COORDINATOR = "MECHJAX_COORDINATOR"
 ENV_NUM_PROCESSES = "MECHJAX_NUM_PROCESSES"
@@ -83,16 +84,16 @@ def initialize(
         heartbeat_timeout = int(env.get(ENV_HEARTBEAT, 10))
     if cpu_collectives:
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    timeouts = {
+    timeouts: dict[str, Any] = {
         "initialization_timeout": initialization_timeout,
         "heartbeat_timeout_seconds": heartbeat_timeout,
         "shutdown_timeout_seconds": shutdown_timeout,
     }
     accepted = inspect.signature(jax.distributed.initialize).parameters
     jax.distributed.initialize(
-        coordinator_address,
-        num_processes,
-        process_id,
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
         **{k: v for k, v in timeouts.items() if k in accepted},
     )
 
@@ -264,10 +265,11 @@ def check_problem(n_layers: int = 2):
 
     import mechjax as mj
     from mechjax.io.families import family_of_module
-    from mechjax.models.llama import Config
 
     llama = family_of_module("llama")
-    cfg = Config(
+    assert llama.init is not None
+    # the config class through the registry: mechjax.models is a package-dir mapping
+    cfg = importlib.import_module("mechjax.models.llama").Config(
         d_model=32,
         n_layers=n_layers,
         n_heads=4,

@@ -16,12 +16,13 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import struct
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from mechjax.errors import InputError
 
@@ -74,8 +75,8 @@ def _reduce(x, mean: bool):
 
 def logit_diff(
     logits,
-    answers: Int[Array, " batch"],
-    wrongs: Int[Array, " batch"],
+    answers: Int[ArrayLike, " batch"] | Sequence[int],
+    wrongs: Int[ArrayLike, " batch"] | Sequence[int],
     positions=None,
     *,
     mean: bool = True,
@@ -103,7 +104,7 @@ def kl_to_clean(logits, clean_logits, positions=None, *, mean: bool = True):
     return _reduce(jnp.sum(jnp.exp(lq) * (lq - lp), -1), mean)
 
 
-def restricted_probs(logits, candidate_ids: Int[Array, " n"], positions=None):
+def restricted_probs(logits, candidate_ids: Int[ArrayLike, " n"] | Sequence[int], positions=None):
     """Softmax over the `candidate_ids` only (e.g. the number tokens), `[batch, n]`.
 
     The causal robustness framework (Stolfo, Jin et al. ACL 2023,
@@ -242,10 +243,12 @@ def narrow(metric, n_pos: int):
         pos = metric.positions
         pos = jnp.asarray(n_pos - 1 if pos is None else pos, jnp.int32)
         pos = jnp.where(pos < 0, pos + n_pos, pos)
-        one = metric.replace(positions=None)
+        one = dataclasses.replace(metric, positions=None)
         if isinstance(metric, KLToClean):
             clean = jnp.asarray(metric.clean_logits)
             rows = jnp.broadcast_to(pos, clean.shape[:1])
-            one = one.replace(clean_logits=jnp.take_along_axis(clean, rows[:, None, None], 1))
+            one = dataclasses.replace(
+                one, clean_logits=jnp.take_along_axis(clean, rows[:, None, None], 1)
+            )
         return pos, one
     return None

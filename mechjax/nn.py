@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mechjax.hooks import Hook
+from mechjax.typing import is_tracer
 
 Array = jax.Array
 
@@ -301,7 +302,7 @@ def init_from_shapes(key: Array, shapes, scale: float, dtype=jnp.float32):
     flat, treedef = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=is_shape)
     sizes = [int(np.prod(shape)) for _, shape in flat]
     noise = scale * jax.random.normal(key, (sum(sizes),), dtype)
-    xp = jnp if isinstance(noise, jax.core.Tracer) else np
+    xp = jnp if is_tracer(noise) else np
     pieces = xp.split(noise if xp is jnp else np.asarray(noise), np.cumsum(sizes)[:-1])
     out = []
     for (path, shape), piece in zip(flat, pieces):

@@ -24,13 +24,14 @@ check every sharded result against the single-device one to 1e-5 (float32).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.linen import spmd
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from mechjax.errors import MechjaxError
@@ -81,6 +82,12 @@ class ShardingError(MechjaxError, ValueError):
 
 
 # ------------------------------------------------------------------------------ meshes
+
+
+def _mesh_axes(axes: Sequence, rules) -> PartitionSpec:
+    """Flax's logical -> mesh axis mapping, as a PartitionSpec (never None for a tuple)."""
+    spec = spmd.logical_to_mesh_axes(tuple(axes), rules)
+    return spec if spec is not None else PartitionSpec()
 
 
 def make_mesh(data: int | None = None, model: int = 1, sweep: int = 1, *, devices=None) -> Mesh:
@@ -184,7 +191,7 @@ def mesh_specs(params, rules: Rules = DEFAULT_RULES, axis_sizes: Mapping[str, in
     if axis_sizes is not None:
         rules = _rules_for(axis_sizes, rules)
     specs = jax.tree.map(
-        lambda s: nn.logical_to_mesh_axes(tuple(s), rules),
+        lambda s: _mesh_axes(tuple(s), rules),
         logical_axes(params),
         is_leaf=lambda x: isinstance(x, PartitionSpec),
     )
@@ -234,7 +241,7 @@ def param_shardings(params, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     """Each leaf's `NamedSharding` (checked for divisibility), via Flax's rule mapping."""
     rules = _rules_for(dict(mesh.shape), rules)
     mesh_specs(params, rules, dict(mesh.shape))  # raises before anything is placed
-    return nn.logical_to_mesh_sharding(logical_axes(params), mesh, rules)
+    return spmd.logical_to_mesh_sharding(logical_axes(params), mesh, rules)
 
 
 # ------------------------------------------------------------------------- placement
@@ -262,7 +269,7 @@ def shard_model(model: Model, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Model
     axis if a mesh axis does not divide the dimension it shards.
     """
     shardings = param_shardings(model.params, mesh, rules)
-    return model.replace(params=jax.tree.map(_place, model.params, shardings))
+    return dataclasses.replace(model, params=jax.tree.map(_place, model.params, shardings))
 
 
 def shard_batch(x, mesh: Mesh, rules: Rules = DEFAULT_RULES, axes: Sequence[str] = ("batch",)):
@@ -273,7 +280,7 @@ def shard_batch(x, mesh: Mesh, rules: Rules = DEFAULT_RULES, axes: Sequence[str]
     rules = _rules_for(dict(mesh.shape), rules)
 
     def one(path, a):
-        spec = nn.logical_to_mesh_axes(tuple(axes) + (None,) * (np.ndim(a) - len(axes)), rules)
+        spec = _mesh_axes(tuple(axes) + (None,) * (np.ndim(a) - len(axes)), rules)
         for dim, entry in enumerate(tuple(spec)):
             n = _axis_size(entry, dict(mesh.shape))
             if np.shape(a)[dim] % n:
@@ -309,7 +316,7 @@ def _constrain(tree, mesh: Mesh | None, rules: Rules, axes: Sequence[str]):
     rules = _rules_for(dict(mesh.shape), rules)
 
     def one(a):
-        spec = nn.logical_to_mesh_axes(tuple(axes) + (None,) * (a.ndim - len(axes)), rules)
+        spec = _mesh_axes(tuple(axes) + (None,) * (a.ndim - len(axes)), rules)
         return jax.lax.with_sharding_constraint(a, NamedSharding(mesh, spec))
 
     return jax.tree.map(one, tree)

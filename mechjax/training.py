@@ -184,6 +184,7 @@ def train(
             bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
 
     def evaluate(s: int):
+        assert eval_fn is not None
         row = {"step": s, **_to_host(eval_fn(state.params))}
         logger.write(EVAL_FILE, [row], to_csv=False)
         evals.append(row)
@@ -487,7 +488,7 @@ class _Logger:
         self.out = out
         self.csv_log = csv_log and out is not None
         self._csv_fields: list[str] | None = None
-        if self.csv_log and (out / CSV_FILE).exists():
+        if out is not None and self.csv_log and (out / CSV_FILE).exists():
             with (out / CSV_FILE).open(newline="") as f:
                 self._csv_fields = next(csv.reader(f), None)
 
@@ -500,12 +501,12 @@ class _Logger:
             self._write_csv(rows)
 
     def _write_csv(self, rows: list[dict]) -> None:
+        assert self.out is not None  # csv_log is off without an output folder
         path = self.out / CSV_FILE
         new = self._csv_fields is None
-        if new:
-            self._csv_fields = list(rows[0])
+        fields = self._csv_fields = list(rows[0]) if new else self._csv_fields
         with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self._csv_fields, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=fields or [], extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerows(rows)

@@ -228,7 +228,7 @@ def _attention(
     positions,
     mask,
     cache: KVCache | None = None,
-    start=None,
+    start: Any = None,
 ):
     b = f"blocks.{l}"
     a = p["attn"]
@@ -326,7 +326,15 @@ def decode(
 
 
 def _transformer(
-    params, tokens, cfg, hook, positions, masks, cache=None, start=None, last_only=False
+    params,
+    tokens,
+    cfg,
+    hook,
+    positions,
+    masks,
+    cache: Any = None,
+    start: Any = None,
+    last_only=False,
 ):
     W_E = params["embed"]["W_E"]
     emb = nn.embed(W_E, tokens) * jnp.asarray(cfg.d_model**0.5, W_E.dtype)

@@ -150,7 +150,7 @@ def _attention(
     l: int,
     mask: Array,
     cache: KVCache | None = None,
-    start=None,
+    start: Any = None,
 ):
     b = f"blocks.{l}"
     a, ln = p["attn"], p["ln1"]
@@ -231,7 +231,15 @@ def decode(
 
 
 def _transformer(
-    params, tokens, cfg, hook, positions, mask, cache=None, start=None, last_only=False
+    params,
+    tokens,
+    cfg,
+    hook,
+    positions,
+    mask,
+    cache: Any = None,
+    start: Any = None,
+    last_only=False,
 ):
     embed = hook("hook_embed", nn.embed(params["embed"]["W_E"], tokens))
     pos_embed = hook("hook_pos_embed", nn.embed(params["pos_embed"]["W_pos"], positions))
@@ -333,7 +341,7 @@ def param_shapes(cfg: Config) -> Params:
         "W_O": (h, dh, d),
         "b_O": (d,),
     }
-    mlp = {"W_in": (d, m), "b_in": (m,), "W_out": (m, d), "b_out": (d,)}
+    mlp: dict[str, tuple[int, ...]] = {"W_in": (d, m), "b_in": (m,), "W_out": (m, d), "b_out": (d,)}
     ln = {"w": (d,), "b": (d,)}
     block = {"ln1": ln, "attn": attn, "ln2": ln, "mlp": mlp}
     return {

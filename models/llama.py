@@ -176,7 +176,7 @@ def _attention(
     positions,
     mask,
     cache: KVCache | None = None,
-    start=None,
+    start: Any = None,
 ):
     b = f"blocks.{l}"
     a = p["attn"]
@@ -261,7 +261,15 @@ def decode(
 
 
 def _transformer(
-    params, tokens, cfg, hook, positions, mask, cache=None, start=None, last_only=False
+    params,
+    tokens,
+    cfg,
+    hook,
+    positions,
+    mask,
+    cache: Any = None,
+    start: Any = None,
+    last_only=False,
 ):
     resid = hook("hook_embed", nn.embed(params["embed"]["W_E"], tokens))
     for l, p in enumerate(params["blocks"]):
@@ -349,12 +357,17 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
 def param_shapes(cfg: Config) -> Params:
     """The expected shape of every parameter, as a pytree of tuples."""
     d, h, kv, dh, m = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp
-    attn = {"W_Q": (h, d, dh), "W_K": (kv, d, dh), "W_V": (kv, d, dh), "W_O": (h, dh, d)}
+    attn: dict[str, tuple[int, ...]] = {
+        "W_Q": (h, d, dh),
+        "W_K": (kv, d, dh),
+        "W_V": (kv, d, dh),
+        "W_O": (h, dh, d),
+    }
     if cfg.qkv_bias:
         attn.update(b_Q=(h, dh), b_K=(kv, dh), b_V=(kv, dh))
     if cfg.o_bias:
         attn["b_O"] = (d,)
-    mlp = {"W_gate": (d, m), "W_in": (d, m), "W_out": (m, d)}
+    mlp: dict[str, tuple[int, ...]] = {"W_gate": (d, m), "W_in": (d, m), "W_out": (m, d)}
     if cfg.mlp_bias:
         mlp.update(b_gate=(m,), b_in=(m,), b_out=(d,))
     block = {"ln1": {"w": (d,)}, "attn": attn, "ln2": {"w": (d,)}, "mlp": mlp}

@@ -209,7 +209,15 @@ def _mlp(p: Params, resid: Array, cfg: Config, hook: Hook, l: int) -> Array:
 
 
 def _transformer(
-    params, tokens, cfg, hook, positions, mask, cache=None, start=None, last_only=False
+    params,
+    tokens,
+    cfg,
+    hook,
+    positions,
+    mask,
+    cache: Any = None,
+    start: Any = None,
+    last_only=False,
 ):
     resid = hook("hook_embed", nn.embed(params["embed"]["W_E"], tokens))
     for l, p in enumerate(params["blocks"]):
@@ -346,10 +354,15 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float3
 def param_shapes(cfg: Config) -> Params:
     """The expected shape of every parameter, as a pytree of tuples."""
     d, h, dh, m = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
-    attn = {"W_Q": (h, d, dh), "W_K": (h, d, dh), "W_V": (h, d, dh), "W_O": (h, dh, d)}
+    attn: dict[str, tuple[int, ...]] = {
+        "W_Q": (h, d, dh),
+        "W_K": (h, d, dh),
+        "W_V": (h, d, dh),
+        "W_O": (h, dh, d),
+    }
     if cfg.bias:
         attn.update(b_Q=(h, dh), b_K=(h, dh), b_V=(h, dh), b_O=(d,))
-    mlp = {"W_in": (d, m), "b_in": (m,), "W_out": (m, d), "b_out": (d,)}
+    mlp: dict[str, tuple[int, ...]] = {"W_in": (d, m), "b_in": (m,), "W_out": (m, d), "b_out": (d,)}
     ln = {"w": (d,), "b": (d,)}
     block = {"ln1": ln, "attn": attn, "ln2": ln, "mlp": mlp}
     return {

@@ -170,9 +170,11 @@ def site_names(cfg: ToyConfig) -> list[str]:
 # ------------------------------------------------------------------------------- forward
 
 
-def _norm(p: Params, x: Array, cfg: ToyConfig, hook: Hook, prefix: str) -> Array:
+def _norm(p: Params | None, x: Array, cfg: ToyConfig, hook: Hook, prefix: str) -> Array:
     if cfg.normalization is None:
         return x
+    if p is None:
+        raise KeyError(f"{prefix}: the config asks for {cfg.normalization} but params have none")
     return nn.layer_norm(x, p["w"], p["b"], cfg.eps, hook, prefix)
 
 

@@ -56,6 +56,7 @@ class _GraphHook:
         info, h = sites_mod.parse(name), self.h
         if info.hook == "hook_resid_post":
             return self.off.shape[1] - 1, self.off.shape[1]
+        assert info.layer is not None  # every destination but the logits is in a block
         base = info.layer * (3 * h + 1)
         if info.hook == "hook_mlp_in":
             return base + 3 * h, base + 3 * h + 1

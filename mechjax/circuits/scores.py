@@ -23,7 +23,7 @@ gradient through the replaced group, as EAP-IG does.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -120,7 +120,7 @@ def _eap_ig(model, clean, corrupted, mask, alphas, groups, arrays, *, static, ch
         """Input gradients with output group `group` (index into outs) interpolated."""
 
         def f(deltas):
-            hooks = {x: Add(d) for x, d in zip(ins, deltas)}
+            hooks: dict[str, Any] = {x: Add(d) for x, d in zip(ins, deltas)}
             for i, name in enumerate(outs):
                 value = alpha * c[name] + (1 - alpha) * k[name]
                 gate = Apply((value, (group == i).astype(value.dtype)), _gated)

@@ -46,6 +46,8 @@ def load(name_or_path: str | Path, *, dtype=jnp.float32) -> Model:
     """Load a model by registry name (`smollm2-135m`), GGUF path or HF directory."""
     ckpt = read_checkpoint(name_or_path)
     family = family_for(ckpt.architecture)
+    if family.config_from_hf is None or family.params_from_hf is None:
+        raise CheckpointError(f"family {family.name!r} has no checkpoint converters")
     config = family.config_from_hf(ckpt.config)
     params = family.params_from_hf(ckpt.tensors, config, dtype=dtype)
     return Model(params=params, config=config, family=family, tokenizer=ckpt.tokenizer)
