@@ -2,10 +2,10 @@
 
 import mechjax as mj
 model = mj.load("smollm2-135m")
-tokens = model.tokenizer.encode_batch(["The Eiffel Tower is in"]).tokens
-out = mj.run(model, tokens, hooks={"blocks.3.hook_resid_pre": mj.add(delta)},
+out = mj.run(model, "The Eiffel Tower is in", hooks={"blocks.3.hook_resid_pre": mj.add(delta)},
              capture=["blocks.5.hook_resid_post"])
-out.logits, out.cache["blocks.5.hook_resid_post"]
+out.logits, out.cache["blocks.5.hook_resid_post"]  # or out.cache["resid_post", 5]
+mj.test_prompt(model, "The Eiffel Tower is in the city of", " Paris")
 """
 
 from mechjax import cache_analysis, weights
@@ -35,7 +35,15 @@ from mechjax.interventions import (
     scale,
 )
 from mechjax.io.loading import load
-from mechjax.model import Family, Model, Output, run, run_with_cache
+from mechjax.model import (
+    Cache,
+    Family,
+    Model,
+    Output,
+    run,
+    run_with_cache,
+)
+from mechjax.prompting import PromptResult, test_prompt
 from mechjax.sites import act_name
 
 __version__ = "0.1.0"
@@ -43,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Add",
     "Apply",
+    "Cache",
     "Generation",
     "cache_analysis",
     "generate",
@@ -60,6 +69,7 @@ __all__ = [
     "Output",
     "Patch",
     "Project",
+    "PromptResult",
     "Resample",
     "Scale",
     "SiteError",
@@ -73,4 +83,5 @@ __all__ = [
     "run",
     "run_with_cache",
     "scale",
+    "test_prompt",
 ]

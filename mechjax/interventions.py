@@ -47,8 +47,11 @@ from flax import struct
 
 from mechjax import sites
 from mechjax.errors import InterventionError
+from mechjax.typing import is_tracer
 
 Array = jax.Array
+# positions/heads: numpy while concrete (checked against the site), jax arrays when swept
+Index = Array | np.ndarray
 
 
 def _as_index(x, what: str = "positions/heads") -> Array | np.ndarray | None:
@@ -59,7 +62,7 @@ def _as_index(x, what: str = "positions/heads") -> Array | np.ndarray | None:
     """
     if x is None:
         return None
-    traced = isinstance(x, jax.core.Tracer)
+    traced = is_tracer(x)
     arr = x if traced else np.asarray(x)
     if not np.issubdtype(arr.dtype, np.integer):
         raise InterventionError(f"{what} must be integers, got dtype {arr.dtype}")
@@ -78,10 +81,14 @@ def _as_index(x, what: str = "positions/heads") -> Array | np.ndarray | None:
 _KV_HOOKS = ("hook_k", "hook_v", "hook_rot_k", "hook_k_input", "hook_v_input", "hook_k_normed")
 
 
-def _out_of_range(idx, n: int, site: str, what: str, axis: str) -> Array | None:
-    """Raise for concrete indices outside their range; a traced flag for traced ones."""
+def check_index_range(idx, n: int, site: str, what: str, axis: str) -> Array | None:
+    """Raise for concrete indices outside their range; a traced flag for traced ones.
+
+    The one range check of positions ([-n, n)) and heads ([0, n)): interventions call
+    it while tracing, `mj.run` on the host after a compiled call.
+    """
     lo = -n if axis == "pos" else 0
-    if isinstance(idx, jax.core.Tracer):
+    if is_tracer(idx):
         return jnp.any((idx < lo) | (idx >= n))
     host = np.asarray(idx)
     bad = host[(host < lo) | (host >= n)]
@@ -109,7 +116,7 @@ def _selection(x: Array, site: str, positions, heads) -> tuple[Array | None, Arr
     if positions is not None:
         positions = _as_index(positions, "positions")
         n = x.shape[pos_axis]
-        flags.append(_out_of_range(positions, n, site, "positions", "pos"))
+        flags.append(check_index_range(positions, n, site, "positions", "pos"))
         idx = jnp.where(positions < 0, positions + n, positions)
         sel = (jnp.arange(n)[:, None] == idx[None, :]).any(-1)
         mask = mask & sel.reshape((n,) + (1,) * (x.ndim - pos_axis - 1))
@@ -118,7 +125,7 @@ def _selection(x: Array, site: str, positions, heads) -> tuple[Array | None, Arr
             raise InterventionError(f"site {site!r} has no head axis; heads= is not valid there")
         heads = _as_index(heads, "heads")
         n = x.shape[head_axis]
-        flags.append(_out_of_range(heads, n, site, "heads", "head"))
+        flags.append(check_index_range(heads, n, site, "heads", "head"))
         sel = (jnp.arange(n)[:, None] == heads[None, :]).any(-1)
         mask = mask & sel.reshape((n,) + (1,) * (x.ndim - head_axis - 1))
     flags = [f for f in flags if f is not None]
@@ -174,8 +181,8 @@ class Patch(Intervention):
     """Replace the activation (at chosen positions/heads) by `value`."""
 
     value: Array
-    positions: Array | None = None
-    heads: Array | None = None
+    positions: Index | None = None
+    heads: Index | None = None
 
     def apply(self, x, site):
         value = _fit(self.value, x, site, "patch value", self.heads)
@@ -187,8 +194,8 @@ class Add(Intervention):
     """Add `delta` (steering vector; a zero delta gives gradients at the site)."""
 
     delta: Array
-    positions: Array | None = None
-    heads: Array | None = None
+    positions: Index | None = None
+    heads: Index | None = None
 
     def apply(self, x, site):
         delta = _fit(self.delta, x, site, "delta", self.heads).astype(x.dtype)
@@ -201,8 +208,8 @@ class Scale(Intervention):
     """Multiply by `factor` (a gate or learned mask; broadcast like a value)."""
 
     factor: Array
-    positions: Array | None = None
-    heads: Array | None = None
+    positions: Index | None = None
+    heads: Index | None = None
 
     def apply(self, x, site):
         factor = _fit(self.factor, x, site, "scale factor", self.heads)
@@ -219,8 +226,8 @@ class MeanAblate(Intervention):
     than one: the mean of one example is that example, so the ablation would do nothing.
     """
 
-    positions: Array | None = None
-    heads: Array | None = None
+    positions: Index | None = None
+    heads: Index | None = None
     reference: Array | None = None
 
     def apply(self, x, site):
@@ -254,8 +261,8 @@ class Resample(Intervention):
     """Replace by the activation of another batch element, chosen by a PRNG key."""
 
     key: Array
-    positions: Array | None = None
-    heads: Array | None = None
+    positions: Index | None = None
+    heads: Index | None = None
 
     def apply(self, x, site):
         if x.shape[0] == 1:
@@ -280,8 +287,8 @@ class Project(Intervention):
 
     directions: Array
     coeffs: Array | None = None
-    positions: Array | None = None
-    heads: Array | None = None
+    positions: Index | None = None
+    heads: Index | None = None
     mode: str = struct.field(pytree_node=False, default="out")
 
     def apply(self, x, site):
@@ -317,8 +324,8 @@ class Apply(Intervention):
 
     params: Any
     fn: Callable[[Any, Array], Array] = struct.field(pytree_node=False)
-    positions: Array | None = None
-    heads: Array | None = None
+    positions: Index | None = None
+    heads: Index | None = None
 
     def apply(self, x, site):
         new = self.fn(self.params, x)

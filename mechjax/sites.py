@@ -125,17 +125,73 @@ def axes(name: str) -> tuple[int, int | None]:
     return 1, None
 
 
+def resolve(name) -> str:
+    """A site name from a full name or TransformerLens's tuple form.
+
+    `resolve(("pattern", 3)) == "blocks.3.attn.hook_pattern"` (the key TransformerLens
+    users write as `cache["pattern", 3]`); `("scale", 3, "ln1")` as `act_name`'s arguments.
+    Strings are returned unchanged, for `check` to validate.
+    """
+    if isinstance(name, tuple) and is_short_tuple(name):
+        return act_name(*name)
+    return name
+
+
+def is_short_tuple(name) -> bool:
+    """True for `(kind, layer)` or `(kind, layer, norm)`: a short name with its layer."""
+    return (
+        isinstance(name, tuple)
+        and len(name) in (2, 3)
+        and isinstance(name[0], str)
+        and (name[1] is None or isinstance(name[1], int))
+        and (len(name) == 2 or isinstance(name[2], str))
+    )
+
+
+def short_name_hint(name: str) -> str | None:
+    """What to write instead of a TransformerLens short name used as a site name.
+
+    `"resid_pre"`, `"hook_resid_pre"` (no block) and `"blocks.3.resid_pre"` are names
+    TransformerLens users type; the full name is `blocks.{layer}.hook_resid_pre`.
+    None when `name` is not such a short form.
+    """
+    m = _BLOCK_RE.match(name)
+    layer, rest = (int(m.group(1)), m.group(2)) if m else (None, name)
+    kind = rest.split(".", 1)[1] if rest.startswith(("attn.", "mlp.")) else rest
+    kind = kind[len("hook_") :] if kind.startswith("hook_") else kind
+    if kind not in _SHORT:
+        return None
+    if layer is not None:
+        full = act_name(kind, layer)
+        if full == name:  # already the full form: a wrong layer, not a short name
+            return None
+        return f"write {full!r} (= mj.act_name({kind!r}, {layer}) or the tuple ({kind!r}, {layer}))"
+    return (
+        f"{name!r} is a TransformerLens short name without a layer; write the full name, "
+        f"e.g. mj.act_name({kind!r}, 3) == {act_name(kind, 3)!r}, or the tuple ({kind!r}, 3)"
+    )
+
+
 def check(names: Iterable[str], valid: Iterable[str], what: str = "site") -> None:
-    """Raise `SiteError` for any name not in `valid`, suggesting close valid names."""
+    """Raise `SiteError` for any name not in `valid`, suggesting what to write instead."""
     valid = list(valid)
     valid_set = set(valid)
     for name in names:
+        if name in valid_set:
+            continue
+        if is_short_tuple(name):
+            raise SiteError(
+                f"{what} {name!r}: site names are strings here; write "
+                f"mj.act_name{name!r} == {resolve(name)!r}"
+            )
         if not isinstance(name, str):
             raise SiteError(f"{what} names must be strings, got {type(name).__name__}: {name!r}")
-        if name not in valid_set:
-            close = difflib.get_close_matches(name, valid, n=5, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise SiteError(
-                f"unknown {what} {name!r} for this model{hint} "
-                f"({len(valid)} valid sites; see model.sites)"
-            )
+        short = short_name_hint(name)
+        if short is not None:
+            raise SiteError(f"unknown {what} {name!r}: {short}")
+        close = difflib.get_close_matches(name, valid, n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise SiteError(
+            f"unknown {what} {name!r} for this model{hint} "
+            f"({len(valid)} valid sites; see model.sites)"
+        )
