@@ -3,7 +3,7 @@ using Causal Mediation Analysis" (Stolfo, Belinkov, Sachan, EMNLP 2023) on SmolL
 with the total/direct effects of "A Causal Framework to Quantify the Robustness of
 Mathematical Reasoning" (Stolfo, Jin et al., ACL 2023) on the same prompts.
 
-    mechjax reproduce arithmetic-cma --out DIR [--model smollm2-135m] [--n 16]
+    mechjax reproduce arithmetic-cma --out DIR [--quick] [--model smollm2-135m] [--n 16]
         [--ops + '*'] [--templates 0 5] [--contrast 16] [--shots 0] [--last-only]
 
 Setup (the paper's LLaMA setting, which suits SmolLM2's digit-split tokenizer): results
@@ -27,7 +27,8 @@ different result (intervention type 1), P restricted to the number tokens 0..9.
   can let one pair with a small P*(r) dominate the mean.
 
 Writes DIR/cma.npz (grids per operator and template, token labels, positions), one PNG
-per (operator, template, kind) and DIR/summary.json, and prints the summary: the largest
+per (operator, template, kind) and DIR/summary.json (both rewritten after every operator,
+template and the control, with `"complete": false` until the run ends), and prints the summary: the largest
 IE cells, and the mean IE at the operand, operator and last positions in early, middle
 and late layers (the paper's four "activation sites": attention moving operand
 information to the last token in middle layers, MLPs writing the result there late).
@@ -39,7 +40,7 @@ position-resolved picture.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -219,8 +220,9 @@ def _record(
     arrays: dict,
     n_layers: int,
     model_name: str,
+    log=print,
 ) -> dict:
-    """Figures and arrays of one run; prints its summary and returns it."""
+    """Figures and arrays of one run; logs its summary and returns it."""
     from mechjax import plotting
 
     s = summarise(res, n_layers)
@@ -237,21 +239,21 @@ def _record(
     effects = (
         "" if res["tce"] is None else f"; TCE(N->R) {res['tce']:.3f}, DCE(N->R) {res['dce']:.3f}"
     )
-    print(
+    log(
         f"\n{title}: {res['n']} pairs in {secs:.0f} s; base accuracy {res['accuracy']:.2f}{effects}"
     )
-    print("  tokens: " + " ".join(f"{i}:{tok!r}" for i, tok in enumerate(res["labels"])))
+    log("  tokens: " + " ".join(f"{i}:{tok!r}" for i, tok in enumerate(res["labels"])))
     for k in KINDS:
         top = ", ".join(
             f"L{c['layer']} {c['token']!r}@{c['pos']} {c['ie']:.3f}" for c in s[k]["top"]
         )
         sp = s[k]["top_cell_pairs"]
-        print(f"  {k}: mean {s[k]['mean']:.4f}, top {top}")
-        print(
+        log(f"  {k}: mean {s[k]['mean']:.4f}, top {top}")
+        log(
             f"    largest cell over pairs: median {sp['median']:.3f}, mean {sp['mean']:.3f}, "
             f"largest pair {sp['max']:.3f}, positive in {sp['positive']:.0%} of pairs"
         )
-        print("    " + "  ".join(f"{r} {v:+.4f}" for r, v in s[k]["roles"].items()))
+        log("    " + "  ".join(f"{r} {v:+.4f}" for r, v in s[k]["roles"].items()))
     return {
         "task": res["task"],
         "op": res["op"],
@@ -269,18 +271,40 @@ def _last_token_late_mlp(run: dict) -> float:
     return run["mlp_out"]["roles"]["end/late"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `mechjax reproduce arithmetic-cma`."""
+    from mechjax.cli.main import HelpFormatter
+
     ap = argparse.ArgumentParser(
-        prog="mechjax reproduce arithmetic-cma", description=__doc__.split("\n\n")[0]
+        prog="mechjax reproduce arithmetic-cma",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter,
     )
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--n", type=int, default=16, help="pairs per operator and template")
-    ap.add_argument("--batch", type=int, default=8, help="pairs per compiled sweep")
-    ap.add_argument("--ops", nargs="+", default=["+", "*"], choices=["+", "-", "*", "/"])
-    ap.add_argument("--templates", nargs="+", type=int, default=[0])
+    ap.add_argument("--out", required=True, help="output folder (cma.npz, summary.json, PNGs)")
+    ap.add_argument("--model", default="smollm2-135m", help="registry name or checkpoint")
     ap.add_argument(
-        "--contrast", type=int, default=16, help="pairs of the number-retrieval control (0: skip)"
+        "--quick",
+        action="store_true",
+        help=f"a smaller run: --n {QUICK['n']}, --contrast {QUICK['contrast']}, "
+        f"--ops {' '.join(QUICK['ops'])} unless those are given",
+    )
+    ap.add_argument(
+        "--n", type=int, default=None, help="pairs per operator and template (default: 16)"
+    )
+    ap.add_argument("--batch", type=int, default=8, help="pairs per compiled sweep")
+    ap.add_argument(
+        "--ops",
+        nargs="+",
+        default=None,
+        choices=["+", "-", "*", "/"],
+        help="operators (default: + *)",
+    )
+    ap.add_argument("--templates", nargs="+", type=int, default=[0], help="template indices")
+    ap.add_argument(
+        "--contrast",
+        type=int,
+        default=None,
+        help="pairs of the number-retrieval control, 0 skips it (default: 16)",
     )
     ap.add_argument(
         "--shots",
@@ -293,91 +317,123 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="mediators at the last position only (cheap for long prompts)",
     )
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the prompt sampler")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    return ap
+
+
+# full-run values of the options that --quick shrinks
+FULL = {"n": 16, "contrast": 16, "ops": ["+", "*"]}
+QUICK = {"n": 4, "contrast": 4, "ops": ["+"]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for k, v in (QUICK if args.quick else FULL).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
 
     import mechjax as mj
     from mechjax import mediation
+    from mechjax.analyses.stages import Stages
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = mj.load(args.model)
     nums = mediation.number_token_ids(model.tokenizer)
     L = model.config.n_layers
-    arrays, summary = (
-        {},
-        {
-            "model": args.model,
-            "n": args.n,
-            "shots": args.shots,
-            "last_only": args.last_only,
-            "runs": [],
-        },
-    )
+    arrays: dict = {}
+    summary: dict = {
+        "model": args.model,
+        "n": args.n,
+        "shots": args.shots,
+        "last_only": args.last_only,
+        "quick": args.quick,
+        "runs": [],
+    }
     names = {"+": "plus", "-": "minus", "*": "times", "/": "over"}
-    for op in args.ops:
-        for t in args.templates:
+    cells = [(op, t) for op in args.ops for t in args.templates]
+    total = len(cells) + bool(args.contrast)
+    # summary.json and cma.npz are rewritten after every cell ("complete": false until the
+    # end), so an interrupted run keeps the cells it finished
+    with Stages(out / "summary.json", total, progress=False if args.quiet else None) as stages:
+        stages.save(summary)
+        for op, t in cells:
+            title = f"'{op}' template {t}"
             t0 = time.perf_counter()
-            res = run_one(
-                model,
-                nums,
-                op,
-                t,
-                args.n,
-                args.batch,
-                args.seed,
-                shots=args.shots,
-                last_only=args.last_only,
-            )
-            summary["runs"].append(
-                _record(
+            with stages.stage(title):
+                res = run_one(
+                    model,
+                    nums,
+                    op,
+                    t,
+                    args.n,
+                    args.batch,
+                    args.seed,
+                    shots=args.shots,
+                    last_only=args.last_only,
+                )
+                rec = _record(
                     res,
                     f"{names[op]}_t{t}",
-                    f"'{op}' template {t}",
+                    title,
                     time.perf_counter() - t0,
                     out,
                     arrays,
                     L,
                     args.model,
+                    log=stages.log,
+                )
+            summary["runs"].append(rec)
+            _save_arrays(out, arrays)
+            stages.save(summary)
+        if args.contrast:
+            t0 = time.perf_counter()
+            title = "number retrieval (type 11)"
+            with stages.stage(title):
+                res = run_one(
+                    model,
+                    nums,
+                    "",
+                    -1,
+                    args.contrast,
+                    args.batch,
+                    args.seed,
+                    task="number_retrieval",
+                    shots=args.shots,
+                    last_only=args.last_only,
+                )
+                summary["contrast"] = _record(
+                    res,
+                    "retrieval",
+                    title,
+                    time.perf_counter() - t0,
+                    out,
+                    arrays,
+                    L,
+                    args.model,
+                    log=stages.log,
+                )
+            _save_arrays(out, arrays)
+            late = _last_token_late_mlp(summary["contrast"])
+            stages.log(
+                "\nlast-token MLP IE in the late layers (mean over the late third): "
+                f"number retrieval {late:.4f}; "
+                + ", ".join(
+                    f"'{r['op']}' t{r['template']} {_last_token_late_mlp(r):.4f}"
+                    for r in summary["runs"]
                 )
             )
-    if args.contrast:
-        t0 = time.perf_counter()
-        res = run_one(
-            model,
-            nums,
-            "",
-            -1,
-            args.contrast,
-            args.batch,
-            args.seed,
-            task="number_retrieval",
-            shots=args.shots,
-            last_only=args.last_only,
-        )
-        summary["contrast"] = _record(
-            res,
-            "retrieval",
-            "number retrieval (type 11)",
-            time.perf_counter() - t0,
-            out,
-            arrays,
-            L,
-            args.model,
-        )
-        late = _last_token_late_mlp(summary["contrast"])
-        print(
-            "\nlast-token MLP IE in the late layers (mean over the late third): "
-            f"number retrieval {late:.4f}; "
-            + ", ".join(
-                f"'{r['op']}' t{r['template']} {_last_token_late_mlp(r):.4f}"
-                for r in summary["runs"]
-            )
-        )
-    np.savez(out / "cma.npz", **arrays)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        stages.finish(summary)
     print(f"\nwrote {out / 'cma.npz'}, {out / 'summary.json'} and the figures")
     return 0
+
+
+def _save_arrays(out: Path, arrays: dict) -> None:
+    """cma.npz with every grid so far, replaced whole (never half-written)."""
+    tmp = out / "cma.partial.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out / "cma.npz")
 
 
 if __name__ == "__main__":

@@ -28,13 +28,22 @@ function's second argument: `hooks=lambda step, d: {...: mj.add(d * (step < 5))}
 Sampling (HF's order): logits / temperature, then top-k, then top-p (nucleus), then a
 categorical draw with the key `fold_in(key, step)`, so a key gives the same text from
 `generate` and `iter_generate`. `temperature=0` is greedy (argmax).
+
+Progress: `progress=None` (the default) draws a tqdm bar on stderr for long generations
+(at least `LONG` new tokens) when stderr is a terminal; `True` always, `False` never. The
+bar reports the seconds spent compiling apart from the seconds spent generating, since
+the first call of a new shape is mostly compilation. In `generate` the bar is advanced
+from inside the compiled loop by a host callback, which is compiled in only when the bar
+is on (so the program without a bar is the one benchmarks measure).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -48,6 +57,7 @@ from mechjax.errors import InputError
 from mechjax.hooks import HookContext
 from mechjax.interventions import normalize_hooks
 from mechjax.model import Model
+from mechjax.progress import CompileClock, exclude_compile, progress_bar, show_progress, timing_note
 
 Array = jax.Array
 
@@ -83,6 +93,23 @@ class _Static(NamedTuple):
     pad: int
     hooks_fn: Callable | None
     pass_args: bool
+    progress: bool = False  # compile in the host callback that advances the bar
+
+
+# ----------------------------------------------------------------------- progress
+
+LONG = 32  # new tokens from which `progress=None` draws a bar (shorter runs end too soon)
+
+# the bar the compiled loop's callback advances: one generation at a time draws a bar
+_ACTIVE_BAR: list = []
+
+
+def _tick(step) -> None:
+    if _ACTIVE_BAR:
+        bar = _ACTIVE_BAR[-1]
+        n = int(step)
+        if n > bar.n:  # unordered callbacks may arrive late; the bar never goes back
+            bar.update(n - bar.n)
 
 
 # ----------------------------------------------------------------------- sampling
@@ -108,6 +135,8 @@ def sample_logits(
         keep = before < top_p  # the most likely token is always kept
         threshold = jnp.min(jnp.where(keep, desc, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, -jnp.inf, logits)
+    if key is None:
+        raise InputError("sampling (temperature > 0) needs a PRNG key: pass key=jax.random.key(0)")
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
@@ -204,7 +233,7 @@ def _with_transposed_unembed(model: Model) -> Model:
         return model
     w_t = jax.lax.optimization_barrier(jnp.transpose(unembed["W_U"]))
     params = nn.model_major_heads({**model.params, "unembed": {**unembed, "W_U_T": w_t}})
-    return model.replace(params=params)
+    return dataclasses.replace(model, params=params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -218,7 +247,10 @@ def _loop_jit(st: _Static, model, s: _State, key, temperature, top_p, hook_args)
         return (s.step < st.max_new) & ~jnp.all(s.done)
 
     def body(s):
-        return _step(st, model, s, key, temperature, top_p, hook_args)
+        s = _step(st, model, s, key, temperature, top_p, hook_args)
+        if st.progress:
+            jax.debug.callback(_tick, s.step)
+        return s
 
     s = jax.lax.while_loop(cond, body, s)
     return s.out, s.lengths
@@ -256,7 +288,8 @@ def _prompt_rows(model: Model, prompts, attention_mask, chat: bool) -> list[list
     if isinstance(prompts, str):
         prompts = [prompts]
     if hasattr(prompts, "tokens") and hasattr(prompts, "attention_mask"):  # a tokenizer Batch
-        prompts, attention_mask = prompts.tokens, prompts.attention_mask
+        batch: Any = prompts
+        prompts, attention_mask = batch.tokens, batch.attention_mask
     if isinstance(prompts, (list, tuple)) and prompts and all(isinstance(p, str) for p in prompts):
         tok = model.tokenizer
         if tok is None:
@@ -291,7 +324,7 @@ def _prompt_rows(model: Model, prompts, attention_mask, chat: bool) -> list[list
     return [[int(t) for t in r] for r in rows]
 
 
-def _check_number(name, value, ok: bool, valid: str):
+def _check_number(name, value, ok, valid: str):
     if not ok:
         raise InputError(f"{name}={value!r} is out of range; valid: {valid}")
 
@@ -440,6 +473,7 @@ def generate(
     stop_tokens: Sequence[int] | None = None,
     chat: bool = False,
     attention_mask=None,
+    progress: bool | None = None,
 ) -> Generation:
     """Generate up to `max_new_tokens` tokens per prompt, in one compiled loop.
 
@@ -458,10 +492,13 @@ def generate(
       stop_tokens: ids that end a row (default: the tokenizer's EOS; () for none).
       chat: wrap each text prompt as a user message in the model's chat template.
       attention_mask: [batch, pos] bool for a padded token array.
+      progress: a tqdm bar on stderr (tokens per row, compile time apart); None: only for
+        at least `LONG` new tokens on a terminal.
 
     Returns:
       `Generation(tokens, lengths, texts, prompt, prompt_mask)`.
     """
+    show = show_progress(progress, max_new_tokens >= LONG)
     p = _plan(
         model,
         prompts,
@@ -476,27 +513,49 @@ def generate(
         chat=chat,
         attention_mask=attention_mask,
     )
-    s = _prefill_jit(
-        p.st,
-        model,
-        jnp.asarray(p.tokens),
-        jnp.asarray(p.mask),
-        p.key,
-        p.temperature,
-        p.top_p,
-        p.hook_args,
-    )
-    out, lengths = _loop_jit(p.st, model, s, p.key, p.temperature, p.top_p, p.hook_args)
-    out, lengths = np.asarray(out), np.asarray(lengths)
+    t0 = time.perf_counter()
+    with progress_bar(show, p.st.max_new, "generate", "tok") as bar, CompileClock() as clock:
+        _ACTIVE_BAR.append(bar)
+        try:
+            bar.set_postfix_str("compiling", refresh=True)
+            s = _prefill_jit(
+                p.st,
+                model,
+                jnp.asarray(p.tokens),
+                jnp.asarray(p.mask),
+                p.key,
+                p.temperature,
+                p.top_p,
+                p.hook_args,
+            )
+            # the prefill is shared with `iter_generate`; only the loop holds the callback
+            loop_st = p.st._replace(progress=show)
+            out, lengths = _loop_jit(loop_st, model, s, p.key, p.temperature, p.top_p, p.hook_args)
+            exclude_compile(bar, clock.seconds)
+            bar.set_postfix_str(f"compile {clock.seconds:.1f}s", refresh=False)
+            out, lengths = np.asarray(out), np.asarray(lengths)
+            if show:  # the last callbacks land on this bar, not on the next call's
+                jax.effects_barrier()
+        finally:
+            _ACTIVE_BAR.remove(bar)
+        # rows may all stop before max_new: the bar ends where the loop ended
+        steps = int(lengths.max()) if lengths.size else 0
+        bar.total = steps
+        bar.update(steps - bar.n)
+        bar.set_postfix_str(timing_note(clock.seconds, time.perf_counter() - t0))
     return Generation(out, lengths, _texts(model, p.st, out, lengths), p.tokens, p.mask)
 
 
-def iter_generate(model: Model, prompts, max_new_tokens: int, **kwargs) -> Iterator[np.ndarray]:
+def iter_generate(
+    model: Model, prompts, max_new_tokens: int, *, progress: bool | None = None, **kwargs
+) -> Iterator[np.ndarray]:
     """Stream generation: yield the next token of every row ([batch] ids) step by step.
 
     Same arguments and same tokens as `generate` (a key gives the same samples); each step
     is one compiled decode call, so the caller can print tokens as they come. Rows that
     have stopped yield the pad id; the iterator ends when every row has stopped.
+    `progress` as in `generate` (the bar advances as the caller consumes tokens; pass
+    False when the caller prints the tokens to the same terminal).
     """
     p = _plan(
         model,
@@ -515,17 +574,34 @@ def iter_generate(model: Model, prompts, max_new_tokens: int, **kwargs) -> Itera
             **kwargs,
         },
     )
-    s = _prefill_jit(
-        p.st,
-        model,
-        jnp.asarray(p.tokens),
-        jnp.asarray(p.mask),
-        p.key,
-        p.temperature,
-        p.top_p,
-        p.hook_args,
-    )
-    yield np.asarray(s.last)
-    while int(s.step) < p.st.max_new and not bool(jnp.all(s.done)):
-        s = _step_jit(p.st, model, s, p.key, p.temperature, p.top_p, p.hook_args)
-        yield np.asarray(s.last)
+    show = show_progress(progress, max_new_tokens >= LONG)
+    t0 = time.perf_counter()
+    with progress_bar(show, p.st.max_new, "generate", "tok") as bar:
+        with CompileClock() as clock:
+            bar.set_postfix_str("compiling", refresh=True)
+            s = _prefill_jit(
+                p.st,
+                model,
+                jnp.asarray(p.tokens),
+                jnp.asarray(p.mask),
+                p.key,
+                p.temperature,
+                p.top_p,
+                p.hook_args,
+            )
+            last = np.asarray(s.last)
+        compile_s = clock.seconds
+        exclude_compile(bar, clock.seconds)
+        bar.update(1)
+        yield last
+        while int(s.step) < p.st.max_new and not bool(jnp.all(s.done)):
+            with CompileClock() as clock:  # the first decode step compiles
+                s = _step_jit(p.st, model, s, p.key, p.temperature, p.top_p, p.hook_args)
+                last = np.asarray(s.last)
+            compile_s += clock.seconds
+            exclude_compile(bar, clock.seconds)
+            bar.update(1)
+            bar.set_postfix_str(timing_note(compile_s, time.perf_counter() - t0), refresh=False)
+            yield last
+        bar.total = bar.n
+        bar.set_postfix_str(timing_note(compile_s, time.perf_counter() - t0))

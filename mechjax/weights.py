@@ -50,7 +50,7 @@ def _is_layer_norm(params: Params) -> bool:
     return "b" in params["ln_final"]
 
 
-def _copy(params: Params) -> Params:
+def _copy(params: Any) -> Any:
     """A copy of the nested dicts/lists (arrays are immutable and shared)."""
     if isinstance(params, dict):
         return {k: _copy(v) for k, v in params.items()}

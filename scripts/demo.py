@@ -6,6 +6,10 @@
    every layer and position, as ONE compiled program (`mechjax.patching.patch_sweep`:
    each layer continues from the cached prefix, positions run in vmapped chunks).
 3. The grid is written as a PNG heatmap and an .npz file.
+4. A greedy continuation of the prompt, with a progress bar (on a terminal).
+
+Every compiled step reports its compile time apart from its run time; `--quiet` turns the
+progress bar off.
 
     python scripts/demo.py --out out/demo
 """
@@ -24,6 +28,7 @@ import mechjax as mj
 from mechjax.metrics import LogitDiff
 from mechjax.patching import patch_sweep
 from mechjax.plotting import layer_position
+from mechjax.progress import CompileClock, timing_note
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -31,8 +36,9 @@ CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--out", default="out/demo")
+    ap.add_argument("--model", default="smollm2-135m", help="registry name or checkpoint")
+    ap.add_argument("--out", default="out/demo", help="output folder")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +60,10 @@ def main(argv=None):
     answer, wrong = tok.to_single_token(" Mary"), tok.to_single_token(" John")
 
     run = jax.jit(mj.run)
-    logits = run(model, clean).logits[0, -1]
+    t0 = time.perf_counter()
+    with CompileClock() as clock:
+        logits = run(model, clean).logits[0, -1].block_until_ready()
+    print(f"forward: {timing_note(clock.seconds, time.perf_counter() - t0)}")
     probs = np.asarray(jax.nn.softmax(logits))
     print(f"\nprompt: {CLEAN!r}")
     for t in np.argsort(-probs)[:8]:
@@ -66,14 +75,18 @@ def main(argv=None):
     print(f"\nlogit diff ' Mary' - ' John': clean {clean_ld:.3f}, corrupted {corrupt_ld:.3f}")
 
     t0 = time.perf_counter()
-    result = patch_sweep(
-        model, clean, corrupt, LogitDiff(jnp.array([answer]), jnp.array([wrong])), "resid_pre"
-    )
-    grid = np.asarray(result.grid)
-    norm = np.asarray(result.normalized())
+    with CompileClock() as clock:
+        result = patch_sweep(
+            model, clean, corrupt, LogitDiff(jnp.array([answer]), jnp.array([wrong])), "resid_pre"
+        )
+        grid = np.asarray(result.grid)
+        norm = np.asarray(result.normalized())
     secs = time.perf_counter() - t0
     labels = [tok.decode([int(t)]) for t in clean[0]]
-    print(f"patched {grid.size} (layer, position) cells in {secs:.1f}s (one compiled program)")
+    print(
+        f"patched {grid.size} (layer, position) cells in {secs:.1f}s, one compiled program "
+        f"({timing_note(clock.seconds, secs)})"
+    )
     best = np.unravel_index(np.argmax(norm), norm.shape)
     print(f"largest recovery {norm[best]:.2f} at layer {best[0]}, token {labels[best[1]]!r}")
 
@@ -94,6 +107,10 @@ def main(argv=None):
         cbar_label="normalised logit difference (1 = clean, 0 = corrupted)",
     )
     print(f"wrote {png} and {out / 'ioi_resid_pre_patching.npz'}")
+
+    # the bar (stderr, terminal only) shows compile time apart from generation time
+    gen = mj.generate(model, [CLEAN], 32, progress=False if args.quiet else None)
+    print(f"\ngreedy continuation: {CLEAN!r} ->{gen.texts[0]!r}")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ from mechjax.analyses.induction.dynamics import (  # noqa: F401
     train_reduced,
 )
 from mechjax.analyses.induction.report import (  # noqa: F401
+    build_parser,
     main,
     reproduce,
 )

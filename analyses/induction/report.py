@@ -1,5 +1,11 @@
 """`mechjax reproduce induction-emergence`: runs the claims, writes figures, report.md and
-results.json."""
+results.json.
+
+Stages (one bar step each, timed with compile time apart): Theorem 1's confinement run,
+the emergence sweep one N at a time, the standard transformer, the figures and report.
+results.json is rewritten after every stage with `"complete": false` (see
+`mechjax.analyses.stages`), so an interrupted run keeps what it finished.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from mechjax.analyses.induction.theory import (
     symmetric_population,
     train_disentangled,
 )
+from mechjax.analyses.stages import Stages
 
 Array = jax.Array
 Params = dict[str, Array]
@@ -50,6 +57,7 @@ def reproduce(
     lr: float = 1.0,
     smoke: bool = False,
     log=print,
+    progress: bool | None = None,
 ) -> dict:
     """Run the whole reproduction; write report.md, figures and results.json to `out_dir`.
 
@@ -61,6 +69,8 @@ def reproduce(
       lr: gradient-descent step on the 19 coordinates (1.0 is stable and matches lr 0.5
         to the step, i.e. gradient flow).
       smoke: a seconds-long run of every stage, for tests (numbers not meaningful).
+      log: where the progress lines go.
+      progress: a bar over the stages on stderr (None: when stderr is a terminal).
     Returns:
       The results dict written to results.json.
     """
@@ -69,16 +79,42 @@ def reproduce(
     seeds = list(seeds if seeds is not None else (range(3) if quick else range(5)))
     ns = list(ns if ns is not None else ((4, 8, 16, 32) if quick else (4, 8, 16, 32, 64)))
     t_start = time.time()
+    header = {
+        "paper": "On the Emergence of Induction Heads for In-Context Learning (arXiv 2511.01033)",
+        "quick": quick,
+        "smoke": smoke,
+        "ns": ns,
+        "seeds": seeds,
+        "lr": lr,
+    }
+    with Stages(out / "results.json", 3 + len(ns), progress=progress, log=log) as stages:
+        results = _stages(stages, out, header, quick=quick, smoke=smoke)
+        results["seconds"] = time.time() - t_start
+        (out / "report.md").write_text(_report(results))
+        stages.finish(_jsonable(results))
+    log(f"wrote {out / 'report.md'} in {results['seconds']:.0f}s")
+    return results
 
+
+def _stages(stages: Stages, out: Path, header: dict, *, quick: bool, smoke: bool) -> dict:
+    """Every stage in order; the results so far are saved after each one."""
+    log, ns, seeds, lr = stages.log, header["ns"], header["seeds"], header["lr"]
+    stages.save(_jsonable(header))
     log("Theorem 1: full weights on the symmetric population (N=2)")
-    confinement = _confinement(steps=200 if smoke else 300 if quick else 1000)
+    with stages.stage("theorem 1: confinement"):
+        confinement = _confinement(steps=200 if smoke else 300 if quick else 1000)
     log(
         f"  max relative off-ansatz residual {confinement['max_relative_residual']:.2e}; "
         f"max |full - reduced| coordinate {confinement['max_coordinate_gap']:.2e}"
     )
+    stages.save({"confinement": _jsonable(confinement)})
 
     log(f"Emergence sweep N={ns}, seeds={seeds}")
-    sweep = emergence_sweep(ns, seeds, lr=lr, log=log)
+    sweep: dict = {}
+    for n in ns:  # one N per stage: each is independent, and the partial file grows by N
+        with stages.stage(f"emergence N={n}"):
+            sweep.update(emergence_sweep([n], seeds, lr=lr, log=log))
+        stages.save(_jsonable(_sweep_fields(sweep, list(sweep))))
     times = [(n, t) for n in ns for t in sweep[n]["t_icl"]]
     fit = fit_loglog([n for n, _ in times], [t for _, t in times])
     fit_pop = fit_loglog(ns, [sweep[n]["t_icl_population"] for n in ns]) if len(ns) >= 3 else None
@@ -102,35 +138,55 @@ def reproduce(
         )
         for n in ns
     }
-
-    log("Standard transformer (cross-entropy, repeated random tokens)")
-    setup = StandardSetup(steps=500 if quick else 1500, checkpoint_every=20 if quick else 25)
-    if smoke:
-        setup = dataclasses.replace(setup, steps=20, checkpoint_every=10)
-    standard = train_standard(setup, out / "standard_run")
-    log(f"  loss drop at step {standard['t_loss_drop']:.0f}; onsets {standard['onsets']}")
-
-    figures = _figures(out, sweep, ns, fit, ratios, proj, pca_n, standard)
-    results = {
-        "paper": "On the Emergence of Induction Heads for In-Context Learning (arXiv 2511.01033)",
-        "quick": quick,
-        "smoke": smoke,
+    scaling = {
         "slope": fit.slope,
         "slope_ci": list(fit.slope_ci),
         "slope_ci_method": fit.method,
         "slope_population": None if fit_pop is None else fit_pop.slope,
         "slope_population_ci": None if fit_pop is None else list(fit_pop.slope_ci),
         "local_slopes": local,
-        "ns": ns,
-        "seeds": seeds,
-        "lr": lr,
+        "emergence_order": order,
+        "pca": {
+            "n_pairs": pca_n,
+            "explained_variance": ratios[:6].tolist(),
+            "top3": float(ratios[:3].sum()),
+        },
+        "three_coordinate_share": share,
+    }
+    stages.save(_jsonable(scaling))
+
+    log("Standard transformer (cross-entropy, repeated random tokens)")
+    setup = StandardSetup(steps=500 if quick else 1500, checkpoint_every=20 if quick else 25)
+    if smoke:
+        setup = dataclasses.replace(setup, steps=20, checkpoint_every=10)
+    with stages.stage("standard transformer"):
+        standard = train_standard(setup, out / "standard_run", progress=stages.show)
+    log(f"  loss drop at step {standard['t_loss_drop']:.0f}; onsets {standard['onsets']}")
+    (out / "standard_curves.json").write_text(json.dumps(standard["curves"]))
+    standard_summary = {k: v for k, v in standard.items() if k != "curves"}
+    stages.save({"standard": _jsonable(standard_summary)})
+
+    with stages.stage("figures and report"):
+        figures = _figures(out, sweep, ns, fit, ratios, proj, pca_n, standard)
+    return {
+        **header,
+        **scaling,
+        **_sweep_fields(sweep, ns),
+        "confinement": confinement,
+        "standard": standard_summary,
+        "figures": figures,
+    }
+
+
+def _sweep_fields(sweep: dict, ns: Sequence[int]) -> dict:
+    """The per-N results of the emergence sweep, as results.json holds them."""
+    return {
         "n_sequences_per_seed": {n: n for n in ns},
         "steps": {n: sweep[n]["steps"] for n in ns},
         "t_icl": {n: sweep[n]["t_icl"] for n in ns},
         "t_icl_population": {n: sweep[n]["t_icl_population"] for n in ns},
         "t_attention": {n: sweep[n]["t_attention"] for n in ns},
         "onsets_population": {n: sweep[n]["onsets_population"] for n in ns},
-        "emergence_order": order,
         "final_coordinates_population": {
             n: dict(
                 zip(
@@ -140,22 +196,7 @@ def reproduce(
             )
             for n in ns
         },
-        "pca": {
-            "n_pairs": pca_n,
-            "explained_variance": ratios[:6].tolist(),
-            "top3": float(ratios[:3].sum()),
-        },
-        "three_coordinate_share": share,
-        "confinement": confinement,
-        "standard": {k: v for k, v in standard.items() if k != "curves"},
-        "figures": figures,
-        "seconds": time.time() - t_start,
     }
-    (out / "standard_curves.json").write_text(json.dumps(standard["curves"]))
-    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=2))
-    (out / "report.md").write_text(_report(results))
-    log(f"wrote {out / 'report.md'} in {results['seconds']:.0f}s")
-    return results
 
 
 def _confinement(*, steps: int, lr: float = 1.0, n_pairs: int = 2) -> dict:
@@ -409,11 +450,14 @@ def _report(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`mechjax reproduce induction-emergence --out DIR [--quick]`."""
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `mechjax reproduce induction-emergence`."""
+    from mechjax.cli.main import HelpFormatter
+
     ap = argparse.ArgumentParser(
         prog="mechjax reproduce induction-emergence",
         description="Reproduce 'On the Emergence of Induction Heads for In-Context Learning'.",
+        formatter_class=HelpFormatter,
     )
     ap.add_argument(
         "--out", required=True, help="output folder for report.md, figures and results.json"
@@ -422,14 +466,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="small version, under 5 minutes on 2 cores"
     )
     ap.add_argument(
-        "--seeds", type=int, nargs="+", default=None, help="seeds of the emergence sweep"
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds of the emergence sweep (default: 0 1 2 with --quick, else 0..4)",
     )
-    ap.add_argument("--ns", type=int, nargs="+", default=None, help="context lengths N")
+    ap.add_argument(
+        "--ns",
+        type=int,
+        nargs="+",
+        default=None,
+        help="context lengths N (default: 4 8 16 32, full runs add 64)",
+    )
     ap.add_argument("--lr", type=float, default=1.0, help="GD step on the 19 coordinates")
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`mechjax reproduce induction-emergence --out DIR [--quick]`."""
+    args = build_parser().parse_args(argv)
     reproduce(
-        args.out, quick=args.quick, seeds=args.seeds, ns=args.ns, lr=args.lr, smoke=args.smoke
+        args.out,
+        quick=args.quick,
+        seeds=args.seeds,
+        ns=args.ns,
+        lr=args.lr,
+        smoke=args.smoke,
+        progress=False if args.quiet else None,
     )
     return 0
 

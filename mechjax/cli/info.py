@@ -1,5 +1,6 @@
 """`mechjax fetch`, `mechjax info` and `mechjax run`: a model's files, config, sites and
-next-token predictions."""
+next-token predictions (for an encoder such as `minilm-l6`, which has no next-token head,
+`run` prints its tokens and sentence embedding instead)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 def cmd_fetch(args) -> int:
     from mechjax.io import registry
 
-    print(registry.resolve(args.model))
+    print(registry.resolve(args.model, progress=not args.quiet))
     return 0
 
 
@@ -81,6 +82,58 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _family_module(model):
+    import importlib
+
+    return importlib.import_module(f"mechjax.models.{model.family.name}")
+
+
+def _run_encoder(args, model, ids: list[int]) -> int:
+    """An encoder's output is a representation, not next-token logits: print the tokens and
+    the sentence embedding (mean pooling over the tokens, then L2 normalisation)."""
+    import jax
+    import numpy as np
+
+    embed = getattr(_family_module(model), "sentence_embedding", None)
+    if embed is None:
+        print(
+            f"mechjax: error: {args.model} ({model.family.name}) has no next-token head and no "
+            "sentence embedding, so `run` has nothing to print; use `mj.run` for its hidden "
+            "states",
+            file=sys.stderr,
+        )
+        return 2
+    tokens = np.asarray([ids], np.int32)
+    f = jax.jit(embed, static_argnums=2, static_argnames="normalize")
+    pooled = np.asarray(f(model.params, tokens, model.config, normalize=False))[0]
+    unit = np.asarray(f(model.params, tokens, model.config))[0]
+    strs = [model.tokenizer.id_to_token(i) for i in ids]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "encoder": True,
+                    "ids": ids,
+                    "tokens": strs,
+                    "pooled_norm": float(np.linalg.norm(pooled)),
+                    "embedding": unit.tolist(),
+                }
+            )
+        )
+        return 0
+    print(
+        f"{args.model} is an encoder ({model.family.name}): it has no next-token "
+        "probabilities; its sentence embedding instead"
+    )
+    print(f"tokens ({len(ids)}): {' '.join(strs)}")
+    print(
+        f"sentence embedding: {unit.size} dims, L2-normalised (norm of the mean-pooled "
+        f"hidden state: {np.linalg.norm(pooled):.4f})"
+    )
+    print("  first 8: " + " ".join(f"{v:+.4f}" for v in unit[:8]))
+    return 0
+
+
 def cmd_run(args) -> int:
     import jax
     import numpy as np
@@ -95,7 +148,13 @@ def cmd_run(args) -> int:
     if not ids:
         print("error: the prompt encodes to no tokens", file=sys.stderr)
         return 2
+    if getattr(model.family, "decode", None) is None and hasattr(
+        _family_module(model), "sentence_embedding"
+    ):
+        return _run_encoder(args, model, ids)
     logits = jax.jit(mj.run)(model, np.asarray([ids], np.int32)).logits[0, -1]
+    if logits.shape[-1] != model.config.d_vocab:  # hidden states, not logits over the vocab
+        return _run_encoder(args, model, ids)
     probs = np.asarray(jax.nn.softmax(logits))
     top = np.argsort(-probs)[: args.top_k]
     rows = [(int(t), model.tokenizer.decode([int(t)]), float(probs[t])) for t in top]

@@ -1,0 +1,97 @@
+"""Stages of a reproduction: a progress bar, per-stage timings and partial results.
+
+    with Stages(out / "results.json", total=3, progress=None) as stages:
+        with stages.stage("confinement"):
+            conf = run_confinement()
+        stages.save({"confinement": conf})  # on disk now, with "complete": false
+        ...
+        stages.finish(results)  # the same file, "complete": true
+
+A long reproduction that is interrupted (an error, Ctrl-C, a killed job) keeps every stage
+it finished: the results file is rewritten after each stage with `"complete": false`, and
+a failing stage adds `"failed": {"stage", "error"}`. Each stage's wall time is reported
+with the part JAX spent compiling apart (`mechjax.progress.CompileClock`), since on a
+first run most of a short stage is compilation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from mechjax.progress import CompileClock, progress_bar, show_progress, timing_note
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON through a temporary file, so a kill mid-write never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+class Stages:
+    """A bar over a reproduction's stages; the results file rewritten after each stage.
+
+    Args:
+      path: the results file (results.json, summary.json).
+      total: the number of stages, for the bar.
+      progress: draw the bar (None: when stderr is a terminal).
+      log: where stage reports go (`print` goes through the bar, so lines stay whole).
+    """
+
+    def __init__(
+        self, path: Path, total: int, *, progress: bool | None = None, log: Callable = print
+    ):
+        self.path = Path(path)
+        self.timings: dict[str, dict[str, float]] = {}
+        self._partial: dict = {}
+        self.show = show_progress(progress)  # stages pass it on to their own inner bars
+        self._bar = progress_bar(self.show, total, "stages", "stage")
+        self._log = log
+
+    def __enter__(self) -> Stages:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.close()
+
+    def log(self, msg: str) -> None:
+        if self._log is print and self.show:
+            self._bar.write(msg, file=sys.stdout)  # above the bar, not through it
+        else:
+            self._log(msg)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block (compile time apart); on an error, record it in the file."""
+        self._bar.set_description(name)
+        t0 = time.perf_counter()
+        try:
+            with CompileClock() as clock:
+                yield
+        except BaseException as e:
+            self._write({**self._partial, "failed": {"stage": name, "error": repr(e)}})
+            raise
+        secs = time.perf_counter() - t0
+        self.timings[name] = {"seconds": round(secs, 2), "compile_seconds": round(clock.seconds, 2)}
+        self._bar.update(1)
+        self.log(f"  [{name}: {timing_note(clock.seconds, secs)}]")
+
+    def save(self, partial: dict) -> None:
+        """The results so far, written with `"complete": false`."""
+        self._partial = {**self._partial, **partial}
+        self._write(self._partial)
+
+    def finish(self, results: dict) -> dict:
+        """The final results, with `"complete": true` and the stage timings; returns them."""
+        out = {**results, "complete": True, "stage_seconds": self.timings}
+        write_json(self.path, out)
+        return out
+
+    def _write(self, partial: dict) -> None:
+        write_json(self.path, {**partial, "complete": False, "stage_seconds": self.timings})
