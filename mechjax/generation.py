@@ -464,12 +464,12 @@ def generate(
     prompts,
     max_new_tokens: int,
     *,
-    hooks: dict | Callable | None = None,
+    hooks: Any = None,  # a dict or a function of the step, checked below
     hook_args: Any = None,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    key: Array | None = None,
+    key: Any = None,  # checked below: a PRNG key array
     stop_tokens: Sequence[int] | None = None,
     chat: bool = False,
     attention_mask=None,

@@ -114,19 +114,21 @@ def _selection(x: Array, site: str, positions, heads) -> tuple[Array | None, Arr
     pos_axis, head_axis = sites.axes(site)
     mask, flags = jnp.ones((), bool), []
     if positions is not None:
-        positions = _as_index(positions, "positions")
+        pos = _as_index(positions, "positions")
+        assert pos is not None
         n = x.shape[pos_axis]
-        flags.append(check_index_range(positions, n, site, "positions", "pos"))
-        idx = jnp.where(positions < 0, positions + n, positions)
+        flags.append(check_index_range(pos, n, site, "positions", "pos"))
+        idx = jnp.where(pos < 0, pos + n, pos)
         sel = (jnp.arange(n)[:, None] == idx[None, :]).any(-1)
         mask = mask & sel.reshape((n,) + (1,) * (x.ndim - pos_axis - 1))
     if heads is not None:
         if head_axis is None:
             raise InterventionError(f"site {site!r} has no head axis; heads= is not valid there")
-        heads = _as_index(heads, "heads")
+        hd = _as_index(heads, "heads")
+        assert hd is not None
         n = x.shape[head_axis]
-        flags.append(check_index_range(heads, n, site, "heads", "head"))
-        sel = (jnp.arange(n)[:, None] == heads[None, :]).any(-1)
+        flags.append(check_index_range(hd, n, site, "heads", "head"))
+        sel = (jnp.arange(n)[:, None] == hd[None, :]).any(-1)
         mask = mask & sel.reshape((n,) + (1,) * (x.ndim - head_axis - 1))
     flags = [f for f in flags if f is not None]
     return mask, (jnp.any(jnp.stack(flags)) if flags else None)
@@ -397,16 +399,21 @@ def project(directions, mode: str = "out", *, coeffs=None, positions=None, heads
     if mode not in ("out", "onto", "set"):
         raise InterventionError(f"project mode {mode!r}; valid: 'out', 'onto', 'set'")
     c = None if coeffs is None else jnp.atleast_1d(jnp.asarray(coeffs))
-    return Project(jnp.asarray(directions), c, *_indices(positions, heads), mode)
+    pos, hd = _indices(positions, heads)
+    return Project(jnp.asarray(directions), c, pos, hd, mode)
 
 
 def apply_fn(fn, params, positions=None, heads=None) -> Apply:
     """Apply a parametrised function `fn(params, x)` at the site."""
-    return Apply(params, fn, *_indices(positions, heads))
+    pos, hd = _indices(positions, heads)
+    return Apply(params, fn, pos, hd)
 
 
-def normalize_hooks(hooks) -> dict[str, tuple[Intervention, ...]]:
-    """`{site: intervention or sequence}` -> `{site: tuple of interventions}`."""
+def normalize_hooks(hooks) -> dict[Any, tuple[Intervention, ...]]:
+    """`{site: intervention or sequence}` -> `{site: tuple of interventions}`.
+
+    Sites are names or TransformerLens tuples (`("pattern", 3)`), resolved by `mj.run`.
+    """
     if hooks is None:
         return {}
     if not isinstance(hooks, dict):

@@ -314,8 +314,8 @@ def _tokens_and_mask(model: Model, tokens, attention_mask):
 def run(
     model: Model,
     tokens,
-    hooks: Mapping[str, Any] | None = None,
-    capture: Sequence[str] | str = (),
+    hooks: Mapping[Any, Any] | None = None,
+    capture: Any = (),  # a name, a sequence or a set of names (or TL tuples)
     *,
     attention_mask=None,
     jit: bool = True,

@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mechjax import nn
 from mechjax.errors import CheckpointError
@@ -223,7 +224,7 @@ def mean_pool(hidden: Array, attention_mask: Array | None) -> Array:
 
 def sentence_embedding(
     params: Params,
-    tokens: Array,
+    tokens: ArrayLike,
     cfg: Config,
     *,
     hook: Hook = NULL_HOOK,
@@ -239,7 +240,8 @@ def sentence_embedding(
     [CLS] and [SEP] (`model.tokenizer.encode_batch(texts)` gives tokens and mask).
     """
     pooled = mean_pool(
-        forward(params, tokens, cfg, hook=hook, attention_mask=attention_mask), attention_mask
+        forward(params, jnp.asarray(tokens), cfg, hook=hook, attention_mask=attention_mask),
+        attention_mask,
     )
     if not normalize:
         return pooled

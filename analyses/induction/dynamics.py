@@ -7,11 +7,12 @@ import functools
 import math
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from mechjax.analyses.induction.theory import (
     canonical_sequences,
@@ -20,7 +21,7 @@ from mechjax.analyses.induction.theory import (
 )
 
 Array = jax.Array
-Params = dict[str, Array]
+Params = dict[str, Any]  # nested: blocks are a list of dicts
 
 
 # ================================================== dynamics inside the 19-dim subspace
@@ -205,7 +206,9 @@ class Fit(NamedTuple):
     method: str
 
 
-def fit_loglog(ns: Sequence[float], times: Sequence[float]) -> Fit:
+def fit_loglog(
+    ns: ArrayLike | Sequence[int | float], times: ArrayLike | Sequence[int | float]
+) -> Fit:
     """OLS of log t on log N with a t-based 95% CI of the slope (n - 2 dof)."""
     from scipy import stats
 

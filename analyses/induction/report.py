@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -42,7 +43,7 @@ from mechjax.analyses.induction.theory import (
 from mechjax.analyses.stages import Stages
 
 Array = jax.Array
-Params = dict[str, Array]
+Params = dict[str, Any]  # nested: blocks are a list of dicts
 
 
 # ============================================================================ reproduce

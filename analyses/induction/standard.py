@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,7 @@ from mechjax.hooks import HookContext
 from mechjax.models import toy
 
 Array = jax.Array
-Params = dict[str, Array]
+Params = dict[str, Any]  # nested: blocks are a list of dicts
 
 
 # =============================================================== the standard transformer

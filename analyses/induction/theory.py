@@ -6,14 +6,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
-Params = dict[str, Array]
+Params = dict[str, Any]  # nested: blocks are a list of dicts
 
 
 TOKEN, POSITION = "token", "position"
