@@ -135,8 +135,13 @@ def ie_grid(
     chunk_size: int | None = None,
     positions=None,
 ) -> dict:
-    """{kind: IE grid [layer, pos]} for a base/alt `TaskBatch` (e.g. `tasks.arithmetic`);
-    `positions` restricts the mediators to those positions (e.g. `[-1]`, the last)."""
+    """{kind: IE grid [layer, pos]} for a base/alt `TaskBatch` (e.g. `tasks.arithmetic`).
+
+    `positions` restricts the mediators to those absolute positions (e.g. `[-1]`, the
+    last), or names the batch's named positions (`["op1", "end"]`, looked up in
+    `batch.positions`), each row patched at its own index of that name; the grid's
+    columns then follow the names.
+    """
     metric = _ie_metric(model, batch, candidates)
     return {
         k: patch_sweep(
@@ -148,6 +153,7 @@ def ie_grid(
             mode="noise",
             chunk_size=chunk_size,
             positions=positions,
+            batch_positions=getattr(batch, "positions", None),
         ).grid
         for k in kinds
     }

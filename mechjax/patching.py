@@ -16,8 +16,19 @@ after each patch:
   faster to compile, slower to run;
 - the metric pytrees of `mechjax.metrics` read one position per row, so only that row
   is unembedded (`metric_of_final`);
-- elements (positions, heads) are chunked to a memory budget and chunks are a
-  `lax.map`, so the whole sweep is one XLA program and nothing recompiles per chunk.
+- elements (positions, heads) are chunked to a memory budget; the reference runs are
+  one compiled program and the chunks another, called once per chunk from the host
+  with equal shapes (the last chunk padded), so nothing recompiles per chunk and a
+  progress bar can follow the chunks, the compile time shown apart;
+- positions are absolute (the same index in every row) or named, one index per row
+  (`positions=batch.positions`: column "S2" patches each row at its own S2), the
+  per-row indices being array leaves of the patch, so other indices (a new batch of the
+  same shape) reuse the compiled program;
+- cells that cannot change the run are not run (`skip_unchanged`): in a causal model the
+  positions before the first token where clean and corrupted differ hold the same
+  activations in both runs, so those cells are the target run's metric. A per-head
+  sweep of layers x positions x heads patched forwards, each about one block-suffix
+  forward like a residual-stream cell, is otherwise the same work per cell.
 
 A block is the family's own forward run on a one-block parameter slice with the
 residual stream patched in at `blocks.0.hook_resid_pre` (XLA drops the unused
@@ -35,17 +46,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
+import time
 from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from mechjax import metrics as metrics_mod
 from mechjax import sites as sites_mod
 from mechjax.errors import InputError
 from mechjax.hooks import HookContext
-from mechjax.interventions import Patch, _as_index
+from mechjax.interventions import Intervention, Patch, _as_index
 from mechjax.model import Model, run
 
 __all__ = [
@@ -64,6 +78,10 @@ class PatchResult(NamedTuple):
 
     grid: metric after each patch, axes named by `axes` (`layer`, `pos`, `head`).
     clean_metric / corrupted_metric: the metric of the unpatched clean / corrupted runs.
+    layers: the grid's `layer` axis.
+    positions: the grid's `pos` axis when not every position: `[pos]` absolute positions,
+      or `[pos, batch]` for a sweep over named positions (the position each row patched).
+    position_labels: the names of the `pos` columns of a named-position sweep (`"S2"`).
     """
 
     grid: jax.Array
@@ -71,7 +89,8 @@ class PatchResult(NamedTuple):
     clean_metric: jax.Array
     corrupted_metric: jax.Array
     layers: np.ndarray
-    positions: np.ndarray | None = None  # the grid's `pos` axis, when not every position
+    positions: np.ndarray | None = None
+    position_labels: tuple | None = None
 
     def normalized(self) -> jax.Array:
         """(grid - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run."""
@@ -298,17 +317,90 @@ def _site_kind(site: str) -> str:
 
 
 def _elements(n_pos: int, n_heads: int | None, per_position: bool, positions=None):
-    """Index arrays (positions [E, k], heads [E, 1] or None) and the grid shape."""
+    """Index arrays (positions, heads [E, 1] or None) and the grid shape.
+
+    `positions`: `[k]` absolute positions (default every position), or `[k, batch]` per-row
+    positions (named positions); the element positions are then `[E, k']` or
+    `[E, batch, k']` (k' = 1 per position, k' = k when all are patched at once).
+    """
     pos = np.arange(n_pos) if positions is None else np.asarray(positions, np.int64)
-    k = pos.size
+    k = pos.shape[0]
+    every = np.moveaxis(pos, 0, -1)[None]  # [1, (batch,) k]: all columns at once
     if n_heads is None:
         if per_position:
-            return pos[:, None], None, (k,), ("pos",)
-        return pos[None, :], None, (), ()
+            return pos[..., None], None, (k,), ("pos",)
+        return every, None, (), ()
     if per_position:
-        p, h = np.meshgrid(pos, np.arange(n_heads), indexing="ij")
-        return p.reshape(-1, 1), h.reshape(-1, 1), (k, n_heads), ("pos", "head")
-    return (np.tile(pos[None], (n_heads, 1)), np.arange(n_heads)[:, None], (n_heads,), ("head",))
+        heads = np.tile(np.arange(n_heads), k)[:, None]  # position-major, like the grid
+        return np.repeat(pos, n_heads, axis=0)[..., None], heads, (k, n_heads), ("pos", "head")
+    tiled = np.tile(every, (n_heads,) + (1,) * (every.ndim - 1))
+    return tiled, np.arange(n_heads)[:, None], (n_heads,), ("head",)
+
+
+@struct.dataclass
+class _RowPatch(Intervention):
+    """Replace the activation by `value` (its full shape) at positions chosen per batch
+    row (`positions`: int `[batch, k]`) and optionally at `heads` (`[h]`): the patch of
+    one element of a named-position sweep."""
+
+    value: jax.Array
+    positions: jax.Array
+    heads: jax.Array | None = None
+
+    def apply(self, x, site):
+        pos_axis, head_axis = sites_mod.axes(site)
+        n = x.shape[pos_axis]
+        idx = jnp.where(self.positions < 0, self.positions + n, self.positions)
+        rows = (jnp.arange(n)[None, :, None] == idx[:, None, :]).any(-1)  # [batch, n]
+        mask = rows.reshape(rows.shape[:1] + (1,) * (pos_axis - 1) + (n,))
+        mask = mask.reshape(mask.shape + (1,) * (x.ndim - pos_axis - 1))
+        if self.heads is not None:
+            m = x.shape[head_axis]
+            sel = (jnp.arange(m)[:, None] == self.heads[None, :]).any(-1)
+            mask = mask & sel.reshape((m,) + (1,) * (x.ndim - head_axis - 1))
+        return jnp.where(mask, jnp.broadcast_to(self.value, x.shape).astype(x.dtype), x)
+
+
+def _named_positions(positions, batch_positions, n_rows: int, n_pos: int):
+    """(`[k, batch]` per-row positions, names) for a named-position sweep, else None.
+
+    `positions` is a dict name -> int `[batch]` (e.g. `TaskBatch.positions`), or a list
+    of names looked up in `batch_positions`.
+    """
+    if isinstance(positions, dict):
+        table, names = positions, list(positions)
+    elif positions is not None and any(isinstance(x, str) for x in positions):
+        if batch_positions is None:
+            raise InputError(
+                f"positions {list(positions)!r} are names: pass batch_positions= (e.g. "
+                "batch.positions, name -> int [batch]) to say where each row has them"
+            )
+        names = list(positions)
+        missing = [x for x in names if x not in batch_positions]
+        if missing:
+            raise InputError(
+                f"positions {missing!r} not in batch_positions (names: {list(batch_positions)})"
+            )
+        table = batch_positions
+    else:
+        return None
+    if not names:
+        raise InputError("empty sweep: positions is empty")
+    cols = []
+    for name in names:
+        col = np.asarray(table[name])
+        if col.shape != (n_rows,) or not np.issubdtype(col.dtype, np.integer):
+            raise InputError(
+                f"position {name!r} must be int [batch] = ({n_rows},), one position per row, "
+                f"got {col.dtype} {col.shape}"
+            )
+        if col.min() < -n_pos or col.max() >= n_pos:
+            raise InputError(
+                f"position {name!r} must be in [-{n_pos}, {n_pos}) for prompts of {n_pos} "
+                f"tokens, got {col.tolist()}"
+            )
+        cols.append(col.astype(np.int64) % n_pos)
+    return np.stack(cols), tuple(str(x) for x in names)
 
 
 def _chunk(
@@ -344,7 +436,8 @@ def patch_sweep(
     site: str = "resid_pre",
     *,
     layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
+    positions: Sequence[int] | Sequence[str] | dict | None = None,
+    batch_positions: dict | None = None,
     per_position: bool = True,
     mode: str = "denoise",
     attention_mask=None,
@@ -352,6 +445,8 @@ def patch_sweep(
     memory_mb: float = 512.0,
     strategy: str = "wave",
     force_unrolled: bool = False,
+    skip_unchanged: bool = True,
+    progress: bool = True,
 ) -> PatchResult:
     """Patch `site` at every layer x position (x head) and return the metric grid.
 
@@ -363,9 +458,15 @@ def patch_sweep(
       site: a site kind of `mechjax.act_name` with a layer (`resid_pre`, `attn_out`,
         `mlp_out`, `z`, `q`, `k`, `v`, `pattern`, `result`, `q_input`, ...).
       layers: layers to sweep (default all).
-      positions: positions to patch (default all; negative counts from the end); the
-        grid's `pos` axis then follows this order (`PatchResult.positions`). A new set
-        of the same size reuses the compiled program.
+      positions: absolute positions to patch (default all; negative counts from the
+        end), the same in every row; the grid's `pos` axis then follows this order
+        (`PatchResult.positions`). A new set of the same size reuses the compiled
+        program. Or named positions, one per row: a dict name -> int `[batch]`
+        (`positions=batch.positions`), or a list of names with `batch_positions=`; column
+        "S2" then patches position `batch_positions["S2"][row]` in each row, so rows whose
+        templates put S2 at different indices are still averaged over S2
+        (`PatchResult.position_labels` names the columns).
+      batch_positions: name -> int `[batch]`, where `positions` lists names.
       per_position: patch each position separately (else all of them at once).
       mode: "denoise" (clean into corrupted) or "noise" (corrupted into clean).
       attention_mask: optional [batch, pos] bool shared by both runs.
@@ -377,6 +478,13 @@ def patch_sweep(
         whose blocks depend on their index (GPT-2 with `scale_attn_by_inverse_layer_idx`)
         always use unrolled layers.
       force_unrolled: use the unrolled-layers program even if another one applies.
+      skip_unchanged: do not run the patches that cannot change anything: in a causal
+        model, positions before the first token where clean and corrupted differ (in
+        every row) hold the same activations in both runs, so their cells are the
+        target run's metric (IOI's s2_io_flip pairs differ from S2 on, so about 2/3
+        of the positions are skipped). False runs every cell.
+      progress: a progress bar over chunks (on a terminal, after 2 s), with the compile
+        time shown apart.
 
     Returns a `PatchResult` whose grid is `[layer, pos]`, `[layer, pos, head]`,
     `[layer, head]` or `[layer]`.
@@ -402,7 +510,11 @@ def patch_sweep(
         shape = jax.eval_shape(lambda m, t: run(m, t, capture=[name0]).cache[name0], model, source)
         n_heads = shape.shape[head_axis]
     P = clean.shape[1]
-    if positions is not None:
+    named = _named_positions(positions, batch_positions, clean.shape[0], P)
+    labels = None
+    if named is not None:
+        positions, labels = named
+    elif positions is not None:
         pos_arr = np.asarray(list(positions), np.int64).reshape(-1)
         if pos_arr.size == 0:
             raise InputError("empty sweep: positions is empty")
@@ -424,43 +536,135 @@ def patch_sweep(
     elif strategy == "scan" and not _layer_invariant(model):
         strategy = "wave"  # layers of different types: each block traced with its index
     narrowable = metrics_mod.narrow(metric, clean.shape[1]) is not None
+    layers_t = tuple(int(x) for x in layers)
+    n_elems = len(pos_idx)
+    active = np.arange(n_elems)
+    if skip_unchanged:
+        active = np.flatnonzero(_changed(model, clean, corrupted, pos_idx))
+        active = active if active.size else np.arange(1)  # one element: the reference runs
     chunk = _chunk(
         model,
         clean.shape,
-        len(pos_idx),
+        active.size,
         chunk_size,
         memory_mb,
         streams=len(layers) if strategy == "wave" else 1,
         logit_rows=1 if narrowable else None,
     )
-    grid, m_t, m_s = _patch_sweep(
-        model,
-        target,
-        source,
-        attention_mask,
-        jnp.asarray(pos_idx, jnp.int32),
-        None if head_idx is None else jnp.asarray(head_idx, jnp.int32),
-        arrays,
-        static=static,
-        kind=site,
-        chunk=chunk,
-        layers=tuple(int(x) for x in layers),
-        strategy=strategy,
+    bar = _bar(progress, f"{site} sweep", -(-active.size // chunk))
+    t0 = time.perf_counter()
+    resid_pre, src, m_t, m_s = jax.block_until_ready(
+        _references(
+            model,
+            target,
+            source,
+            attention_mask,
+            arrays,
+            static=static,
+            kind=site,
+            layers=layers_t,
+        )
     )
+    refs_s = time.perf_counter() - t0
+    computed = _run_chunks(
+        bar,
+        refs_s,
+        functools.partial(
+            _sweep_chunk,
+            model,
+            target,
+            attention_mask,
+            resid_pre,
+            src,
+            static=static,
+            kind=site,
+            layers=layers_t,
+            strategy=strategy,
+        ),
+        pos_idx[active],
+        None if head_idx is None else head_idx[active],
+        arrays,
+        chunk,
+    )
+    if active.size == n_elems:
+        grid = computed
+    else:  # the skipped elements patch a value equal to the target's own: its metric
+        full = jnp.broadcast_to(m_t.astype(computed.dtype), (len(layers), n_elems))
+        grid = full.at[:, jnp.asarray(active)].set(computed)
     grid = grid.reshape((len(layers),) + cell)
     clean_m, corr_m = (m_s, m_t) if mode == "denoise" else (m_t, m_s)
-    return PatchResult(grid, ("layer",) + cell_axes, clean_m, corr_m, layers, positions)
+    return PatchResult(grid, ("layer",) + cell_axes, clean_m, corr_m, layers, positions, labels)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "kind", "chunk", "layers", "strategy"))
-def _patch_sweep(
-    model, target, source, mask, pos_idx, head_idx, arrays, *, static, kind, chunk, layers, strategy
-):
-    """The whole sweep as one program: both cached runs, then every patched run."""
+def _changed(model: Model, clean, corrupted, pos_idx) -> np.ndarray:
+    """bool [E]: elements whose patch can change the run (host-side, from the tokens).
+
+    In a causal model every activation at position p depends on tokens 0..p only, so at
+    a position before the first token where a row's clean and corrupted prompts differ
+    the two runs hold the same values and patching one into the other changes nothing.
+    Encoders (bidirectional attention) keep every element.
+    """
+    from mechjax.model import ENCODER_FAMILIES
+
+    pos = np.asarray(pos_idx)
+    if model.family.name in ENCODER_FAMILIES:
+        return np.ones(pos.shape[0], bool)
+    diff = np.asarray(clean) != np.asarray(corrupted)
+    first = np.where(diff.any(1), diff.argmax(1), diff.shape[1])  # [batch]
+    if pos.ndim == 2:  # [E, k], the same in every row: changed if any row differs by then
+        return pos.max(1) >= first.min()
+    return (pos >= first[None, :, None]).any((1, 2))  # [E, batch, k]
+
+
+def _bar(progress: bool, desc: str, total: int):
+    """A tqdm bar over chunks: shown after 2 s, and only on a terminal."""
+    from tqdm.auto import tqdm
+
+    on = progress and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="chunk", delay=2, disable=not on)
+
+
+def _run_chunks(bar, refs_s, fn, pos_idx, head_idx, arrays, chunk):
+    """Run `fn(pos, head, arrays)` (one compiled program) on each chunk of elements.
+
+    The elements are padded to whole chunks so every call has the same shapes and
+    nothing recompiles per chunk; the host loop lets the bar advance per chunk. The first
+    call includes the compile, reported on the bar apart from the run time.
+    """
+    n = pos_idx.shape[0]
+    c = min(chunk, n)
+    n_chunks = -(-n // c)
+
+    def pad(x):
+        if x is None:
+            return None
+        x = np.concatenate([x, np.repeat(x[-1:], n_chunks * c - n, axis=0)])
+        return jnp.asarray(x, jnp.int32)
+
+    pos, head = pad(pos_idx), pad(head_idx)
+    outs, times = [], []
+    for i in range(n_chunks):
+        t = time.perf_counter()
+        sl = slice(i * c, (i + 1) * c)
+        out = fn(pos[sl], None if head is None else head[sl], arrays)
+        outs.append(jax.block_until_ready(out) if not bar.disable else out)
+        times.append(time.perf_counter() - t)
+        if i == 1 or n_chunks == 1:
+            run = times[-1] if n_chunks > 1 else 0.0
+            bar.set_postfix_str(f"compile+references {refs_s + times[0] - run:.1f} s", False)
+        bar.update(1)
+    bar.close()
+    grid = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+    return grid[:, :n]
+
+
+@functools.partial(jax.jit, static_argnames=("static", "kind", "layers"))
+def _references(model, target, source, mask, arrays, *, static, kind, layers):
+    """Both reference runs as one batch: the target's resid_pre and the source's `kind`
+    at each swept layer, and both runs' metrics."""
     metric = join_static(arrays, static)
     names = [sites_mod.act_name(kind, l) for l in layers]
     resid_names = [sites_mod.act_name("resid_pre", l) for l in layers]
-    # target and source as one batch: one program for both reference runs
     b = target.shape[0]
     both = run(
         model,
@@ -470,34 +674,45 @@ def _patch_sweep(
     )
     resid_pre = jnp.stack([both.cache[x][:b] for x in resid_names])
     src = jnp.stack([both.cache[x][b:] for x in names])
-    t_logits, s_logits = both.logits[:b], both.logits[b:]
+    return resid_pre, src, metric(both.logits[:b]), metric(both.logits[b:])
+
+
+@functools.partial(jax.jit, static_argnames=("static", "kind", "layers", "strategy"))
+def _sweep_chunk(
+    model,
+    target,
+    mask,
+    resid_pre,
+    src,
+    pos_idx,
+    head_idx,
+    arrays,
+    *,
+    static,
+    kind,
+    layers,
+    strategy,
+):
+    """The metric after each patch of one chunk of elements: `[layers, chunk]`."""
+    metric = join_static(arrays, static)
+    c = pos_idx.shape[0]
     if strategy == "unrolled":
-        grid = _sweep_unrolled(
-            model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, chunk, layers
+        return _sweep_unrolled(
+            model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, c, layers
         )
-    elif strategy == "scan":
-        grid = _sweep_scan(
-            model,
-            target,
-            mask,
-            resid_pre,
-            src,
-            jnp.asarray(layers, jnp.int32),
-            pos_idx,
-            head_idx,
-            metric,
-            kind,
-            chunk,
+    if strategy == "scan":
+        lay = jnp.asarray(layers, jnp.int32)
+        return _sweep_scan(
+            model, target, mask, resid_pre, src, lay, pos_idx, head_idx, metric, kind, c
         )
-    else:
-        grid = _sweep_wave(
-            model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, chunk, layers
-        )
-    return grid, metric(t_logits), metric(s_logits)
+    return _sweep_wave(
+        model, target, mask, resid_pre, src, pos_idx, head_idx, metric, kind, c, layers
+    )
 
 
 def _patch_iv(value, pos, head):
-    return Patch(value, pos, head)
+    """The patch of one sweep element: `pos` is `[k]`, or `[batch, k]` per row."""
+    return Patch(value, pos, head) if pos.ndim == 1 else _RowPatch(value, pos, head)
 
 
 def _sweep_wave(

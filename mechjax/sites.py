@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 from mechjax.errors import SiteError
 
@@ -125,7 +125,7 @@ def axes(name: str) -> tuple[int, int | None]:
     return 1, None
 
 
-def resolve(name) -> str:
+def resolve(name) -> Any:
     """A site name from a full name or TransformerLens's tuple form.
 
     `resolve(("pattern", 3)) == "blocks.3.attn.hook_pattern"` (the key TransformerLens

@@ -108,17 +108,21 @@ def test_unrolled_fallback_equals_scan(tiny_llama, pair):
 def test_one_program_no_recompile_per_chunk(tiny_llama, pair):
     clean, corrupted, _ = pair
 
-    @chex.assert_max_traces(n=3)  # 2 eager reference calls + 1 trace of the sweep body
+    @chex.assert_max_traces(n=3)  # 2 calls in the reference program + 1 in the chunk body
     def metric(logits):
         return logits[:, -1, 0].mean()
 
+    # 6 positions in chunks of 2: three calls of one compiled chunk program
+    before = patching._sweep_chunk._cache_size()
     patching.patch_sweep(tiny_llama, clean, corrupted, metric, "resid_pre", chunk_size=2)
-    # a pytree metric with new answer ids reuses the compiled program
-    before = patching._patch_sweep._cache_size()
+    assert patching._sweep_chunk._cache_size() == before + 1
+    # a pytree metric with new answer ids reuses the compiled programs
+    before = patching._sweep_chunk._cache_size(), patching._references._cache_size()
     for ids in ([1, 2, 3], [7, 8, 9]):
         m = metrics.LogitDiff(jnp.array(ids), jnp.array([4, 5, 6]))
         patching.patch_sweep(tiny_llama, clean, corrupted, m, "attn_out", chunk_size=4)
-    assert patching._patch_sweep._cache_size() == before + 1
+    after = patching._sweep_chunk._cache_size(), patching._references._cache_size()
+    assert after == (before[0] + 1, before[1] + 1)
 
 
 def test_run_from_layer_matches_forward(tiny_llama, pair):

@@ -2,8 +2,11 @@
 
 Each generator takes a tokenizer (mechjax's `Tokenizer`, or anything with
 `encode(text, add_bos=...)` and `decode(ids)`) and returns a `TaskBatch` whose clean and
-corrupted prompts all have the same token length, so positions line up across the batch
-and between the two runs. One module per task family:
+corrupted prompts all have the same token length, so positions line up between the two
+runs. Whether a position index means the same token role in every row is
+`TaskBatch.aligned`: `ioi` keeps one layout of its named positions by default
+(`aligned=False` mixes templates; sweep those over `batch.positions`, one index per row).
+One module per task family:
 
 - `ioi`: indirect-object identification (Wang et al. 2022), MIB's `s2_io_flip` and the
   ABC counterfactual.
@@ -11,14 +14,15 @@ and between the two runs. One module per task family:
 - `retrieval`: that paper's controls, `number_retrieval` and `factual_recall`.
 - `greater_than`: Hanna et al. (2023).
 - `induction`: repeated random tokens.
-- `batch`: `TaskBatch`, `single_token`, `from_pair` and the shared batch builder.
+- `batch`: `TaskBatch`, `single_token`, `from_pair`, `check_spacing` and the shared batch
+  builder.
 
 An answer that is not a single token raises `TaskError`: metrics read one logit per
-answer.
+answer. A word answer without its leading space after a word warns (`check_spacing`).
 """
 
 from mechjax.tasks.arithmetic import ARITHMETIC_TEMPLATES, arithmetic
-from mechjax.tasks.batch import TaskBatch, TaskError, from_pair, single_token
+from mechjax.tasks.batch import TaskBatch, TaskError, check_spacing, from_pair, single_token
 from mechjax.tasks.greater_than import greater_than
 from mechjax.tasks.induction import induction
 from mechjax.tasks.ioi import ABBA_TEMPLATES, BABA_TEMPLATES, ioi
@@ -32,6 +36,7 @@ __all__ = [
     "TaskBatch",
     "TaskError",
     "arithmetic",
+    "check_spacing",
     "factual_recall",
     "from_pair",
     "greater_than",

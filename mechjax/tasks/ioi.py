@@ -4,6 +4,15 @@ BABA/ABBA templates; names, places and objects kept only if they are single toke
 the tokenizer. Counterfactuals: `s2_io_flip` (MIB, Mueller et al. 2025: the second
 mention of S becomes IO, so the answer flips to S) and `abc` (Wang et al.'s ABC
 distribution: three unrelated names).
+
+Layouts: templates put the names at different token indices, and ABBA swaps IO and S1,
+so by default (`aligned=True`) a batch keeps only rows whose named positions (IO, S1,
+S2, end) sit at the same indices in every row: then an absolute position (a column of a
+`[layer, pos]` patching grid) is the same token role in every row. Such a batch is one
+template layout of one order (BABA by default). `aligned=False` mixes templates and
+orders (`order="mixed"` is its default); the batch then reports `aligned == False`, and a
+sweep should use the named positions, one index per row
+(`patch_sweep(..., positions=batch.positions)`), instead of absolute columns.
 """
 
 from __future__ import annotations
@@ -75,20 +84,32 @@ def ioi(
     seed: int = 0,
     *,
     counterfactual: str = "s2_io_flip",
-    order: str = "mixed",
+    order: str | None = None,
     templates: Sequence[str] | None = None,
+    aligned: bool = True,
 ) -> TaskBatch:
     """IOI pairs. answers = IO, wrongs = S (their logit difference is the IOI metric).
 
     Args:
       counterfactual: "s2_io_flip" (S2 replaced by IO: the answer flips to S) or "abc"
         (all three names replaced by unrelated names).
-      order: "baba", "abba" or "mixed" (half each, interleaved).
+      order: "baba", "abba" or "mixed" (half each, interleaved); default "baba" when
+        `aligned`, else "mixed".
       templates: override the templates (with [A], [B], [PLACE], [OBJECT]).
+      aligned: keep only rows whose named positions have the same token indices in every
+        row (the most frequent layout); False mixes layouts (see the module docstring).
     Positions: IO, S1, S2 (last token of each name) and end.
     """
     if counterfactual not in ("s2_io_flip", "abc"):
         raise TaskError(f"counterfactual {counterfactual!r}; valid: 's2_io_flip', 'abc'")
+    if order is None:
+        order = "baba" if aligned else "mixed"
+    if aligned and order == "mixed" and templates is None:
+        raise TaskError(
+            "order='mixed' puts IO before S1 in half the rows and after it in the others, so "
+            "its rows cannot share one layout: pass aligned=False (and sweep over the named "
+            "positions, patch_sweep(..., positions=batch.positions)) or order='baba'/'abba'"
+        )
     names = [x for x in NAMES if _is_single(tokenizer, " " + x)]
     places = [x for x in PLACES if _is_single(tokenizer, " " + x)]
     objects = [x for x in OBJECTS if _is_single(tokenizer, " " + x)]
@@ -110,7 +131,8 @@ def ioi(
         pool = [tuple(templates)]
     rng = random.Random(seed)
     rows = []
-    for i in range(n * 20):
+    # an aligned batch keeps one template's layout: draw enough rows for it
+    for i in range(n * (40 if aligned else 20)):
         t = rng.choice(pool[i % len(pool)])
         a, b, c, d, e = rng.sample(names, 5)
         place, obj = rng.choice(places), rng.choice(objects)
@@ -130,4 +152,5 @@ def ioi(
                 "wrong": single_token(tokenizer, " " + b),
             }
         )
-    return _build(rows, tokenizer, f"ioi/{counterfactual}", n, {"counterfactual": counterfactual})
+    info = {"counterfactual": counterfactual, "order": order}
+    return _build(rows, tokenizer, f"ioi/{counterfactual}", n, info, aligned=aligned)

@@ -61,6 +61,14 @@ def main(argv=None) -> int:
         default=None,
         help="print the table (and --plot) of a saved --json run; runs nothing",
     )
+    ap.add_argument(
+        "--sample-cells",
+        type=int,
+        default=0,
+        help="workload (g): peers patch this many random (layer, pos, head) cells and their "
+        "time is scaled to the whole sweep (0 = every cell; TransformerLens runs one "
+        "forward per cell, hours on a small CPU)",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -74,7 +82,7 @@ def main(argv=None) -> int:
         elif args.worker == "peak":
             out = matmul_peak(sizes=(1024, 2048) if args.quick else (1024, 2048, 3072))
         else:
-            out = run_worker(args.worker, work, repeats, args.budget)
+            out = run_worker(args.worker, work, repeats, args.budget, args.sample_cells)
         args.result.write_text(json.dumps(out))
         return 0
 
@@ -144,6 +152,8 @@ def main(argv=None) -> int:
                         str(repeats),
                         "--budget",
                         str(args.budget),
+                        "--sample-cells",
+                        str(args.sample_cells),
                     ],
                     work,
                     args.timeout,
@@ -151,7 +161,11 @@ def main(argv=None) -> int:
             if r["status"] == "ok" and lib == "mechjax":
                 r["compile_s"] = max(r["first_s"] - r["median_s"], 0.0)
                 r["flops"] = workload_flops(
-                    cfg, w, n_pos=prep["n_pos"], gen_prompt=prep["gen_prompt"]
+                    cfg,
+                    w,
+                    n_pos=prep["n_pos"],
+                    gen_prompt=prep["gen_prompt"],
+                    ioi_pos=prep.get("ioi_pos"),
                 )
                 r["gflops"] = r["flops"] / r["median_s"] / 1e9
                 r["flop_frac"] = r["gflops"] / jax_peak if jax_peak else None

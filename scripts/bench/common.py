@@ -12,7 +12,11 @@ in a fresh subprocess, on the same dequantized GGUF weights and the same token i
       position;
   (d) EAP-IG edge scores (inputs variant, 5 steps);
   (e) greedy generation, batch 8, 64 new tokens (no stop token);
-  (f) the same with a steering vector added to `blocks.10.hook_resid_pre` at every step.
+  (f) the same with a steering vector added to `blocks.10.hook_resid_pre` at every step;
+  (g) per-head activation patching (denoising) of every attention head's output `z` at
+      every layer x position x head, on 8 IOI pairs (`mechjax.tasks.ioi`, one template
+      layout), metric = mean logit difference IO - S; TransformerLens's
+      `get_act_patch_attn_head_out_by_pos` is its peer.
 
 Each result is the median wall time over `--repeats` runs after one warm-up run (for
 mechjax the warm-up is the compile; its cost is reported apart as first call minus
@@ -42,6 +46,7 @@ WORKLOADS = {
     "d": "EAP-IG edge scores, 5 steps",
     "e": "greedy generation, 8 x 64 new",
     "f": "steered generation, 8 x 64 new",
+    "g": "per-head z patching, layers x pos x heads, 8 IOI pairs",
 }
 LIBS = ("mechjax", "hf", "transformer_lens", "nnsight", "pyvene", "penzai")
 LIB_NAMES = {
@@ -64,6 +69,7 @@ MODEL = "smollm2-135m"
 HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 FWD_BATCH, FWD_SEQ = 8, 128
 GEN_BATCH, GEN_NEW = 8, 64
+HEAD_PAIRS = 8  # IOI pairs of workload (g)
 EAP_STEPS = 5
 STEER_LAYER, STEER_NORM = 10, 8.0
 CLEAN = "When Mary and John went to the store, John gave a drink to"
@@ -132,7 +138,9 @@ def forward_flops(
     return layers * per_block + 2 * cfg.d_model * cfg.d_vocab * batch * lp
 
 
-def workload_flops(cfg, workload: str, *, n_pos: int, gen_prompt: int = 8) -> int:
+def workload_flops(
+    cfg, workload: str, *, n_pos: int, gen_prompt: int = 8, ioi_pos: int | None = None
+) -> int:
     """Model FLOPs of the computation mechjax runs for a workload.
 
     (b) counts the prefix-reused sweep mechjax runs (patching layer l recomputes layers
@@ -160,6 +168,16 @@ def workload_flops(cfg, workload: str, *, n_pos: int, gen_prompt: int = 8) -> in
         n_dst = L * (3 * cfg.n_heads + 1) + 1
         contraction = 2 * n_pos * n_src * n_dst * cfg.d_model
         return 2 * fwd + EAP_STEPS * (fwd + bwd) + contraction
+    if workload == "g":
+        # the prefix-reused sweep over every (layer, position, head), without the cells
+        # mechjax skips as exact no-ops (positions before the first clean/corrupted
+        # difference): an effective rate, the work a sweep that skipped nothing would do
+        b, p = HEAD_PAIRS, ioi_pos or n_pos
+        total = 2 * forward_flops(cfg, b, p, logit_positions=1)
+        for layer in range(L):
+            cells = p * cfg.n_heads
+            total += cells * forward_flops(cfg, b, p, layers=L - layer, logit_positions=1)
+        return total
     if workload in ("e", "f"):
         total = forward_flops(cfg, GEN_BATCH, gen_prompt, logit_positions=1)
         for i in range(1, GEN_NEW):
@@ -203,6 +221,9 @@ def prepare(work: Path) -> dict:
     clean, corrupt = tok.encode(CLEAN), tok.encode(CORRUPT)
     if len(clean) != len(corrupt):
         raise SystemExit("the IOI prompts tokenize to different lengths")
+    from mechjax import tasks
+
+    ioi = tasks.ioi(tok, HEAD_PAIRS, seed=0)
     rows = [tok.encode(p) for p in GEN_PROMPTS]
     width = min(len(r) for r in rows)
     rng = np.random.RandomState(0)
@@ -217,6 +238,10 @@ def prepare(work: Path) -> dict:
         gen_tokens=np.asarray([r[:width] for r in rows], np.int32),
         steer=(STEER_NORM * delta / np.linalg.norm(delta)).astype(np.float32),
         pad=np.int32(tok.pad_token_id or 0),
+        ioi_clean=np.asarray(ioi.clean, np.int32),
+        ioi_corrupt=np.asarray(ioi.corrupted, np.int32),
+        ioi_answers=np.asarray(ioi.answers, np.int32),
+        ioi_wrongs=np.asarray(ioi.wrongs, np.int32),
     )
     hf_dir = work / "hf-smollm2"
     note = None
@@ -242,6 +267,7 @@ def prepare(work: Path) -> dict:
     return {
         "config": vars(_cfg_namespace(cfg)),
         "n_pos": len(clean),
+        "ioi_pos": int(ioi.clean.shape[1]),
         "gen_prompt": width,
         "note": note,
     }

@@ -60,6 +60,19 @@ class MechjaxLib:
                 eap_ig(model, self.clean, self.corrupt, self.metric, steps=EAP_STEPS)[0]
             )
             return fn, lambda s: {"edges": s}
+        if w == "g":
+            from mechjax import metrics
+            from mechjax.patching import patch_sweep
+
+            inp = self.inp
+            clean, corrupt = jnp.asarray(inp["ioi_clean"]), jnp.asarray(inp["ioi_corrupt"])
+            metric = metrics.LogitDiff(
+                jnp.asarray(inp["ioi_answers"]), jnp.asarray(inp["ioi_wrongs"])
+            )
+            fn = lambda: jax.block_until_ready(  # noqa: E731
+                patch_sweep(model, clean, corrupt, metric, "z", progress=False)
+            )
+            return fn, lambda r: {"grid": r.grid}
         if w in ("e", "f"):
             hooks = None
             if w == "f":

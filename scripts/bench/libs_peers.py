@@ -88,6 +88,8 @@ class NNsightLib(_Torch):
             return fn, lambda r: {"heads": r[0], "mlps": r[1]}
         if w == "d":
             raise Cannot("no EAP-IG in nnsight (a documented pattern for node attribution only)")
+        if w == "g":
+            raise Cannot("not written (TransformerLens is this workload's peer)")
         if w in ("e", "f"):
 
             def fn():
@@ -171,6 +173,8 @@ class PyveneLib(_Torch):
             return fn, lambda g: {"grid": g}
         if w in ("c", "d"):
             raise Cannot("no gradients with respect to activations in pyvene's API")
+        if w == "g":
+            raise Cannot("not written (TransformerLens is this workload's peer)")
         if w == "e":
             raise Cannot("n/a: without an intervention pyvene generates with HF generate")
         if w == "f":
@@ -264,7 +268,7 @@ class PenzaiLib:
                 return jax.block_until_ready((logits.unwrap("batch", "seq", "vocabulary"), resid))
 
             return fn, lambda o: {"logits": o[0][:, ::16], "resid": jnp.stack(o[1])}
-        if w in ("b", "c", "d"):
+        if w in ("b", "c", "d", "g"):
             raise Cannot("no patching, attribution or circuit helpers in penzai (user code)")
         if w in ("e", "f"):
             from penzai.models.transformer import sampling_mode, simple_decoding_loop

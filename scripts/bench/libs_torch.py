@@ -144,6 +144,8 @@ class HFLib(_Torch):
                 "not written: plain HF has no per-head q/k/v input sites to take EAP-IG's "
                 "edge gradients at"
             )
+        if w == "g":
+            raise Cannot("not written: per-head patching needs hooks inside the attention")
         if w in ("e", "f"):
 
             def fn():
@@ -204,6 +206,50 @@ class TLLib(_Torch):
                     return patching.get_act_patch_resid_pre(br, self.corrupt, cache, self.metric)
 
             return fn, lambda g: {"grid": g}
+        if w == "g":
+            from transformer_lens import patching
+
+            t = lambda k: torch.as_tensor(self.inp[k]).long()  # noqa: E731
+            clean, corrupt = t("ioi_clean"), t("ioi_corrupt")
+            rows = torch.arange(clean.shape[0])
+            ans, wrong = t("ioi_answers"), t("ioi_wrongs")
+
+            def metric(logits):
+                last = logits[:, -1]
+                return (last[rows, ans] - last[rows, wrong]).mean()
+
+            cells = _sample_cells(self.inp, clean.shape[1], self.L, self.H)
+            if cells is None:
+
+                def fn():
+                    with torch.no_grad():
+                        _, cache = br.run_with_cache(clean)
+                        return patching.get_act_patch_attn_head_out_by_pos(
+                            br, corrupt, cache, metric
+                        )
+
+                return fn, lambda g: {"grid": g}
+            import pandas as pd
+
+            # the function's own loop over a sample of its index rows: one patched
+            # forward per row, the same cost per cell as the full sweep
+            index = pd.DataFrame(cells, columns=["layer", "pos", "head"])
+            self.time_scale = self.L * clean.shape[1] * self.H / len(cells)
+
+            def fn():
+                with torch.no_grad():
+                    _, cache = br.run_with_cache(clean)
+                    return patching.generic_activation_patch(
+                        br,
+                        corrupt,
+                        cache,
+                        metric,
+                        patch_setter=patching.layer_pos_head_vector_patch_setter,
+                        activation_name="z",
+                        index_df=index,
+                    )
+
+            return fn, lambda g: {"grid": g, "cells": torch.as_tensor(cells)}
         if w == "c":
             from transformer_lens.tools.analysis import attribution_patching as ap
 
@@ -254,3 +300,15 @@ class TLLib(_Torch):
             elif node.kind == "mlp_out":
                 mlps[node.layer, node.position] = s
         return {"heads": heads, "mlps": mlps}
+
+
+def _sample_cells(inp, n_pos: int, n_layers: int, n_heads: int):
+    """`--sample-cells N` of workload (g): N (layer, pos, head) cells drawn with a fixed
+    seed (None: every cell)."""
+    import numpy as np
+
+    n = int(inp.get("sample_cells", 0))
+    if n <= 0 or n >= n_layers * n_pos * n_heads:
+        return None
+    flat = np.random.RandomState(0).choice(n_layers * n_pos * n_heads, n, replace=False)
+    return [tuple(int(x) for x in np.unravel_index(i, (n_layers, n_pos, n_heads))) for i in flat]

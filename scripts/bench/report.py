@@ -45,6 +45,8 @@ def table(results: dict, peak: dict) -> str:
                     notes.append(
                         f"{r['gflops']:.1f} GFLOP/s = {r['flop_frac']:.0%} of jax matmul peak"
                     )
+            if r.get("extrapolated_from"):
+                notes.append(f"time extrapolated from {r['extrapolated_from']}")
             mem = f"{r['rss_peak_mb']:.0f} (+{r['rss_delta_mb']:.0f})"
             diff = "-" if lib == "mechjax" else _fmt_diff(r)
             rows.append(

@@ -59,11 +59,12 @@ class _RssSampler:
         self.peak = max(self.peak, self.rss())
 
 
-def run_worker(spec: str, work: Path, repeats: int, budget: float) -> dict:
+def run_worker(spec: str, work: Path, repeats: int, budget: float, sample_cells: int = 0) -> dict:
     import numpy as np
 
     w, lib = spec.split(":")
     inp = dict(np.load(work / "inputs.npz"))
+    inp["sample_cells"] = sample_cells
     t = time.perf_counter()
     try:
         obj = LIB_CLASSES[lib](work, inp)
@@ -87,6 +88,11 @@ def run_worker(spec: str, work: Path, repeats: int, budget: float) -> dict:
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
+    # a peer timed on a sample of the cells (workload g, --sample-cells): its times are
+    # scaled to the full sweep, the cost per cell being the same for every cell
+    scale = getattr(obj, "time_scale", None)
+    if scale:
+        times, first = [t * scale for t in times], first * scale
     arrays = {k: _np(v) for k, v in extract(out).items()}
     np.savez(work / f"out_{w}_{lib}.npz", **arrays)
     extra = {}
@@ -104,5 +110,6 @@ def run_worker(spec: str, work: Path, repeats: int, budget: float) -> dict:
         "rss_base_mb": base / 2**20,
         "rss_peak_mb": sampler.peak / 2**20,
         "rss_delta_mb": (sampler.peak - base) / 2**20,
+        **({"extrapolated_from": f"{sample_cells} sampled cells"} if scale else {}),
         **extra,
     }
