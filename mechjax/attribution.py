@@ -25,7 +25,7 @@ respect to them. Scores are summed over the feature axis (d_model, d_head) and t
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,8 @@ from mechjax import sites as sites_mod
 from mechjax.errors import InputError
 from mechjax.interventions import Add, Apply, Patch
 from mechjax.model import Model, run
-from mechjax.patching import _check_pair, join_static, run_metric, split_static
+from mechjax.patching.blocks import _check_pair, run_metric
+from mechjax.patching.static import join_static, split_static
 
 __all__ = ["atp", "atp_qk_fix", "integrated_gradients", "node_names"]
 
@@ -128,7 +129,7 @@ def _atp(model, base, source, mask, arrays, *, static, names, grad_drop):
         tokens, run_mask, rows = base, mask, slice(None)
 
     def f(deltas, gates):
-        hooks = {k: Add(d) for k, d in zip(names, deltas)}
+        hooks: dict[str, Any] = {k: Add(d) for k, d in zip(names, deltas)}
         for l in range(n):
             for kind in ("attn_out", "mlp_out"):
                 name = sites_mod.act_name(kind, l)

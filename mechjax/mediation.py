@@ -14,6 +14,7 @@ total/direct effects of the causal robustness framework (Stolfo, Jin et al., ACL
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any, Sequence
 
@@ -118,7 +119,7 @@ def _probe(batch, candidates) -> IndirectEffect:
 
 def _with_base(probe: IndirectEffect, base_logits) -> IndirectEffect:
     p_r, p_alt = probe.probs(base_logits)
-    return probe.replace(p_r=p_r, p_alt=p_alt)
+    return dataclasses.replace(probe, p_r=p_r, p_alt=p_alt)
 
 
 def _ie_metric(model, batch, candidates):

@@ -11,6 +11,7 @@ from conftest import max_diff
 
 import mechjax as mj
 from mechjax import metrics, patching
+from mechjax.patching import sweep as patching_sweep
 
 B, P = 3, 7
 
@@ -361,8 +362,10 @@ def test_cells_before_the_first_difference_are_skipped_and_equal_running_them(
         corrupted[r, f:] = rs.randint(0, 50, P - f)
     metric = metrics.LogitDiff(np.array([1, 2, 3]), np.array([4, 5, 6]))
     ran = []
-    real = patching._run_chunks
-    monkeypatch.setattr(patching, "_run_chunks", lambda *a: ran.append(a[3].shape[0]) or real(*a))
+    real = patching_sweep._run_chunks
+    monkeypatch.setattr(
+        patching_sweep, "_run_chunks", lambda *a: ran.append(a[3].shape[0]) or real(*a)
+    )
     n_heads = tiny_llama.config.n_heads
     for kind in ("z", "resid_pre"):
         ran.clear()
@@ -390,10 +393,10 @@ def test_progress_bar_only_on_a_terminal_and_when_asked(monkeypatch):
     import sys
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    assert patching._bar(True, "z sweep", 3).disable
+    assert patching_sweep._bar(True, "z sweep", 3).disable
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    assert not patching._bar(True, "z sweep", 3).disable
-    assert patching._bar(False, "z sweep", 3).disable
+    assert not patching_sweep._bar(True, "z sweep", 3).disable
+    assert patching_sweep._bar(False, "z sweep", 3).disable
 
 
 @pytest.mark.slow

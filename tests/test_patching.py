@@ -12,6 +12,7 @@ from conftest import max_diff
 import mechjax as mj
 from mechjax import metrics, patching, sites
 from mechjax.errors import InputError
+from mechjax.patching import sweep as patching_sweep
 
 B, P = 3, 6
 
@@ -113,15 +114,15 @@ def test_one_program_no_recompile_per_chunk(tiny_llama, pair):
         return logits[:, -1, 0].mean()
 
     # 6 positions in chunks of 2: three calls of one compiled chunk program
-    before = patching._sweep_chunk._cache_size()
+    before = patching_sweep._sweep_chunk._cache_size()
     patching.patch_sweep(tiny_llama, clean, corrupted, metric, "resid_pre", chunk_size=2)
-    assert patching._sweep_chunk._cache_size() == before + 1
+    assert patching_sweep._sweep_chunk._cache_size() == before + 1
     # a pytree metric with new answer ids reuses the compiled programs
-    before = patching._sweep_chunk._cache_size(), patching._references._cache_size()
+    before = patching_sweep._sweep_chunk._cache_size(), patching_sweep._references._cache_size()
     for ids in ([1, 2, 3], [7, 8, 9]):
         m = metrics.LogitDiff(jnp.array(ids), jnp.array([4, 5, 6]))
         patching.patch_sweep(tiny_llama, clean, corrupted, m, "attn_out", chunk_size=4)
-    after = patching._sweep_chunk._cache_size(), patching._references._cache_size()
+    after = patching_sweep._sweep_chunk._cache_size(), patching_sweep._references._cache_size()
     assert after == (before[0] + 1, before[1] + 1)
 
 

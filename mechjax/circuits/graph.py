@@ -20,7 +20,7 @@ import numpy as np
 
 from mechjax.errors import InputError
 from mechjax.model import Model
-from mechjax.patching import _check_pair
+from mechjax.patching.blocks import _check_pair
 
 __all__ = ["Graph", "graph_of", "ungroup_gqa"]
 

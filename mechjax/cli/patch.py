@@ -20,6 +20,8 @@ of layer 3 into the query input of head 1 of layer 5). `--png` draws them as bar
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def _batch(args, model):
     from mechjax import tasks
@@ -97,7 +99,7 @@ def cmd_patch(args) -> int:
     )
     tok = model.tokenizer
     if named:
-        labels = list(res.position_labels)
+        labels = list(res.position_labels or ())
     else:  # what each absolute column holds in every row (names where rows differ)
         labels = [] if tok is None else batch.position_labels(tok)
     np.savez(
@@ -171,7 +173,8 @@ def cmd_attribute(args) -> int:
         scores = attribution.atp(
             model, batch.clean, batch.corrupted, metric, grad_drop=args.method == "atp-gd"
         )
-        np.savez(args.out, **{k: np.asarray(v) for k, v in scores.items()})
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in scores.items()}
+        np.savez(args.out, **arrays)
         print(f"{len(scores)} node sites -> {args.out}")
         if args.png:
             n = model.config.n_layers

@@ -1,4 +1,4 @@
-"""Activation patching sweeps and path patching, each one compiled program.
+"""`patch_sweep`: activation patching at every layer x position (x head), compiled.
 
 `patch_sweep` patches one site kind (`resid_pre`, `attn_out`, `mlp_out`, `z`, `q`, `k`,
 `v`, `pattern`, `result`, ...) at every layer x position (x head) and returns the metric
@@ -44,11 +44,10 @@ patched gives the metric.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 import time
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,19 +57,18 @@ from flax import struct
 from mechjax import metrics as metrics_mod
 from mechjax import sites as sites_mod
 from mechjax.errors import InputError
-from mechjax.hooks import HookContext
-from mechjax.interventions import Intervention, Patch, _as_index
+from mechjax.interventions import Intervention, Patch
 from mechjax.model import Model, run
-
-__all__ = [
-    "PatchResult",
-    "metric_of_final",
-    "patch_sweep",
-    "path_patch",
-    "run_from_layer",
-    "run_metric",
-    "split_static",
-]
+from mechjax.patching.blocks import (
+    _block,
+    _check_pair,
+    _indexable_blocks,
+    _layer_invariant,
+    _stack_blocks,
+    metric_of_final,
+    run_from_layer,
+)
+from mechjax.patching.static import join_static, split_static
 
 
 class PatchResult(NamedTuple):
@@ -95,220 +93,6 @@ class PatchResult(NamedTuple):
     def normalized(self) -> jax.Array:
         """(grid - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run."""
         return (self.grid - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
-
-
-# ------------------------------------------------------------------------ static split
-
-
-class _Static:
-    """A hashable holder for the non-array part of a metric (functions, structure)."""
-
-    def __init__(self, treedef, leaves, mask):
-        self.treedef, self.leaves, self.mask = treedef, tuple(leaves), tuple(mask)
-
-    def _key(self):
-        return (
-            self.treedef,
-            tuple(id(x) if not _hashable(x) else x for x in self.leaves),
-            self.mask,
-        )
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __eq__(self, other):
-        return isinstance(other, _Static) and self._key() == other._key()
-
-
-def _hashable(x) -> bool:
-    try:
-        hash(x)
-        return True
-    except TypeError:
-        return False
-
-
-def split_static(tree) -> tuple[list, _Static]:
-    """(array leaves, hashable rest): pass the first to `jit`, the second as static."""
-    leaves, treedef = jax.tree.flatten(tree)
-    mask = [
-        isinstance(x, (jax.Array, np.ndarray, np.generic, float, int)) and not isinstance(x, bool)
-        for x in leaves
-    ]
-    arrays = [jnp.asarray(x) for x, m in zip(leaves, mask) if m]
-    return arrays, _Static(treedef, [None if m else x for x, m in zip(leaves, mask)], mask)
-
-
-def join_static(arrays, static: _Static):
-    it = iter(arrays)
-    leaves = [next(it) if m else x for x, m in zip(static.leaves, static.mask)]
-    return jax.tree.unflatten(static.treedef, leaves)
-
-
-# ----------------------------------------------------------------------- layer helpers
-
-
-def _check_pair(clean, corrupted):
-    clean, corrupted = jnp.asarray(clean), jnp.asarray(corrupted)
-    if clean.ndim != 2 or corrupted.ndim != 2:
-        raise InputError(
-            f"clean and corrupted tokens must be [batch, pos], got shapes "
-            f"{tuple(clean.shape)} and {tuple(corrupted.shape)}"
-        )
-    if clean.shape != corrupted.shape:
-        raise InputError(
-            f"clean and corrupted tokens must have the same shape to be patched position by "
-            f"position, got {tuple(clean.shape)} (clean) and {tuple(corrupted.shape)} "
-            "(corrupted); pad or pick equal-length pairs"
-        )
-    return clean, corrupted
-
-
-def _indexable_blocks(model: Model) -> bool:
-    """True if a block can run as "layer 0" given its own index (`_block(..., layer=)`):
-    false for GPT-2's `scale_attn_by_inverse_layer_idx`, whose code reads the index."""
-    return not getattr(model.config, "scale_attn_by_inverse_layer_idx", False)
-
-
-def _layer_invariant(model: Model) -> bool:
-    """True if every block runs the same code whatever its index (so one traced layer
-    body serves all of them): no index-dependent code, and one layer type throughout
-    (Gemma 3 interleaves sliding-window layers, local RoPE, with global ones)."""
-    types = getattr(model.config, "layer_types", None)
-    return _indexable_blocks(model) and (not types or len(set(types)) == 1)
-
-
-def _layer_config(cfg, layer: int | None):
-    """`cfg` with layer 0 made to act as `layer` (its layer type), for one-block runs."""
-    types = getattr(cfg, "layer_types", None)
-    if layer is None or not types or types[0] == types[layer]:
-        return cfg
-    return dataclasses.replace(cfg, layer_types=(types[layer],) + tuple(types[1:]))
-
-
-def _block(
-    model: Model,
-    block_params,
-    resid,
-    tokens,
-    attention_mask,
-    hooks=None,
-    capture=(),
-    layer: int | None = None,
-):
-    """One block of the family's forward, from `resid` (its resid_pre) to its resid_post.
-
-    `hooks` and `capture` use layer-0 site names (`blocks.0.attn.hook_z`). `layer`: the
-    block's index in the model, for families whose layers differ in type (required
-    there: without it the block runs as layer 0, e.g. Gemma 3's sliding-window RoPE).
-    """
-    params = {**model.params, "blocks": [block_params]}
-    ivs = {"blocks.0.hook_resid_pre": (Patch(resid),)}
-    for site, iv in (hooks or {}).items():
-        ivs[site] = ivs.get(site, ()) + tuple(iv if isinstance(iv, (list, tuple)) else (iv,))
-    ctx = HookContext(ivs, ("blocks.0.hook_resid_post", *capture))
-    model.family.forward(
-        params, tokens, _layer_config(model.config, layer), hook=ctx, attention_mask=attention_mask
-    )
-    return ctx.cache["blocks.0.hook_resid_post"], ctx.cache
-
-
-def _unembed(model: Model, resid, tokens, attention_mask):
-    """Final norm and unembedding of a last-layer residual stream."""
-    params = {**model.params, "blocks": []}
-    ivs = {"hook_embed": (Patch(resid),)}
-    if "hook_pos_embed" in model.sites:
-        ivs["hook_pos_embed"] = (Patch(jnp.zeros((), resid.dtype)),)
-    ctx = HookContext(ivs)
-    return model.family.forward(
-        params, tokens, model.config, hook=ctx, attention_mask=attention_mask
-    )
-
-
-def metric_of_final(model: Model, resid, tokens, attention_mask, metric):
-    """metric(logits) from the last layer's resid_post, unembedding only the rows it reads.
-
-    For the metric pytrees of `mechjax.metrics` (see `metrics.narrow`) only one position
-    per batch row is unembedded; any other callable gets the full logits.
-    """
-    narrowed = metrics_mod.narrow(metric, tokens.shape[1])
-    if narrowed is None:
-        return metric(_unembed(model, resid, tokens, attention_mask))
-    pos, one = narrowed
-    rows = jnp.broadcast_to(pos, tokens.shape[:1])[:, None]
-    resid = jnp.take_along_axis(resid, rows[:, :, None], axis=1)
-    tokens = jnp.take_along_axis(tokens, rows, axis=1)
-    mask = None if attention_mask is None else jnp.take_along_axis(attention_mask, rows, axis=1)
-    return one(_unembed(model, resid, tokens, mask))
-
-
-def run_metric(
-    model: Model, tokens, hooks, metric, *, capture=(), attention_mask=None, rows=slice(None)
-):
-    """(metric of the logits of `tokens[rows]`, cache of `capture`) for a hooked run.
-
-    Like `metric(run(...).logits[rows])`, but the unembedding is only done where the
-    metric reads (`metric_of_final`): XLA does not drop the unused logits of a full
-    [batch, pos, d_vocab] matmul by itself.
-    """
-    final = sites_mod.act_name("resid_post", model.config.n_layers - 1)
-    sites = model.sites
-    after = set(sites[sites.index(final) + 1 :]) if final in sites else set()
-    if final not in sites or after & (set(hooks or ()) | set(capture)):
-        # no final residual site, or hooks/captures on the final norm: full logits
-        out = run(model, tokens, hooks, capture=capture, attention_mask=attention_mask)
-        return metric(out.logits[rows]), out.cache
-    out = run(
-        model,
-        tokens,
-        hooks,
-        capture=tuple(dict.fromkeys((*capture, final))),
-        attention_mask=attention_mask,
-    )
-    mask = None if attention_mask is None else attention_mask[rows]
-    value = metric_of_final(model, out.cache[final][rows], tokens[rows], mask, metric)
-    return value, {k: out.cache[k] for k in capture}
-
-
-def _stack_blocks(model: Model):
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *model.params["blocks"])
-
-
-def run_from_layer(
-    model: Model,
-    layer,
-    resid,
-    tokens,
-    *,
-    attention_mask=None,
-    hooks=None,
-    stacked=None,
-    metric=None,
-):
-    """Logits of the model run from `resid` = resid_pre of `layer` (may be traced).
-
-    `hooks` (layer-0 site names) apply to `layer` only; later layers run plainly. With
-    `metric`, returns `metric(logits)` instead, unembedding only the positions it reads
-    (`metric_of_final`).
-    """
-    if not _layer_invariant(model):
-        raise InputError(
-            f"run_from_layer traces one layer body for every layer; the {model.family.name!r} "
-            "family's layers differ (layer types or index-dependent code): use "
-            "`run(model, tokens, hooks={act_name('resid_pre', layer): patch(resid)})`"
-        )
-    stacked = _stack_blocks(model) if stacked is None else stacked
-    n = model.config.n_layers
-    take = lambda l: jax.tree.map(lambda x: x[l], stacked)  # noqa: E731
-    resid, _ = _block(model, take(layer), resid, tokens, attention_mask, hooks)
-    step = lambda l, r: _block(model, take(l), r, tokens, attention_mask)[0]  # noqa: E731
-    resid = jax.lax.fori_loop(layer + 1, n, step, resid)
-    if metric is not None:
-        return metric_of_final(model, resid, tokens, attention_mask, metric)
-    return _unembed(model, resid, tokens, attention_mask)
-
-
-# ----------------------------------------------------------------------------- sweeps
 
 
 def _site_kind(site: str) -> str:
@@ -355,6 +139,7 @@ class _RowPatch(Intervention):
         mask = rows.reshape(rows.shape[:1] + (1,) * (pos_axis - 1) + (n,))
         mask = mask.reshape(mask.shape + (1,) * (x.ndim - pos_axis - 1))
         if self.heads is not None:
+            assert head_axis is not None  # heads= is only built for sites with a head axis
             m = x.shape[head_axis]
             sel = (jnp.arange(m)[:, None] == self.heads[None, :]).any(-1)
             mask = mask & sel.reshape((m,) + (1,) * (x.ndim - head_axis - 1))
@@ -435,8 +220,8 @@ def patch_sweep(
     metric: Callable[[jax.Array], jax.Array],
     site: str = "resid_pre",
     *,
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | Sequence[str] | dict | None = None,
+    layers: Any = None,  # a sequence of layer indices (checked below)
+    positions: Any = None,  # ints, names, or a dict name -> [batch] (checked below)
     batch_positions: dict | None = None,
     per_position: bool = True,
     mode: str = "denoise",
@@ -642,6 +427,7 @@ def _run_chunks(bar, refs_s, fn, pos_idx, head_idx, arrays, chunk):
         return jnp.asarray(x, jnp.int32)
 
     pos, head = pad(pos_idx), pad(head_idx)
+    assert pos is not None
     outs, times = [], []
     for i in range(n_chunks):
         t = time.perf_counter()
@@ -749,7 +535,7 @@ def _sweep_wave(
 
     def wave(e):
         pos, head = e
-        streams = None  # [started runs, c, batch, pos, d_model]
+        streams: Any = None  # [started runs, c, batch, pos, d_model]
         for l in range(layers[order[0]], n):
             parts = []
             if streams is not None:
@@ -844,92 +630,3 @@ def _sweep_unrolled(
 
         out.append(jax.lax.map(element, (pos_idx, head_idx), batch_size=chunk))
     return jnp.stack(out)
-
-
-# ------------------------------------------------------------------------ path patching
-
-
-def path_patch(
-    model: Model,
-    clean,
-    corrupted,
-    metric: Callable[[jax.Array], jax.Array],
-    receivers: Sequence[tuple[str, Sequence[int] | None]],
-    *,
-    freeze_mlps: bool = False,
-    attention_mask=None,
-    chunk_size: int | None = None,
-    memory_mb: float = 512.0,
-) -> PatchResult:
-    """Path patching from every sender head to `receivers`; grid `[layer, head]`.
-
-    For each sender head (l, h): (1) run the clean prompt with head (l, h)'s `z` taken
-    from the corrupted run and every other head's `z` frozen to its clean value (and the
-    MLP outputs too if `freeze_mlps`), recording the receiver sites; (2) run the clean
-    prompt with only the receiver sites patched to those values; the metric of (2) fills
-    the grid. Noising direction, as Wang et al. (2022).
-
-    Args:
-      receivers: (site name, heads or None) pairs, e.g.
-        `[("blocks.3.attn.hook_q", [0, 2])]` or `[("blocks.5.hook_resid_post", None)]`.
-    """
-    clean, corrupted = _check_pair(clean, corrupted)
-    if not receivers:
-        raise InputError("path_patch needs at least one receiver site")
-    n, valid = model.config.n_layers, model.sites
-    sites_mod.check([r[0] for r in receivers], valid, what="receiver site")
-    z_names = [sites_mod.act_name("z", l) for l in range(n)]
-    mlp_names = [sites_mod.act_name("mlp_out", l) for l in range(n)] if freeze_mlps else []
-    c_out = run(model, clean, capture=z_names + mlp_names, attention_mask=attention_mask)
-    k_out = run(model, corrupted, capture=z_names, attention_mask=attention_mask)
-    z_clean = jnp.stack([c_out.cache[x] for x in z_names])
-    z_corr = jnp.stack([k_out.cache[x] for x in z_names])
-    mlp_clean = tuple(c_out.cache[x] for x in mlp_names)
-    n_heads = z_clean.shape[3]
-    senders = jnp.asarray(np.arange(n * n_heads), jnp.int32)
-    chunk = _chunk(model, clean.shape, int(senders.shape[0]), chunk_size, memory_mb / 2)
-    arrays, static = split_static(metric)
-    recv = tuple((name, None if h is None else tuple(int(x) for x in h)) for name, h in receivers)
-    grid = _path_sweep(
-        model,
-        clean,
-        attention_mask,
-        z_clean,
-        z_corr,
-        mlp_clean,
-        senders,
-        arrays,
-        static=static,
-        receivers=recv,
-        chunk=chunk,
-    )
-    return PatchResult(
-        grid.reshape(n, n_heads),
-        ("layer", "head"),
-        metric(c_out.logits),
-        metric(k_out.logits),
-        np.arange(n),
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("static", "receivers", "chunk"))
-def _path_sweep(
-    model, clean, mask, z_clean, z_corr, mlp_clean, senders, arrays, *, static, receivers, chunk
-):
-    metric = join_static(arrays, static)
-    n, n_heads = z_clean.shape[0], z_clean.shape[3]
-    recv_names = tuple(r[0] for r in receivers)
-
-    def element(s):
-        sel = (jnp.arange(n * n_heads) == s).reshape(n, 1, 1, n_heads, 1)
-        z = jnp.where(sel, z_corr, z_clean)
-        hooks = {sites_mod.act_name("z", l): Patch(z[l]) for l in range(n)}
-        for l, m in enumerate(mlp_clean):
-            hooks[sites_mod.act_name("mlp_out", l)] = Patch(m)
-        for name in recv_names:  # receivers read the frozen run, not their own patch
-            hooks.pop(name, None)
-        cache = run(model, clean, hooks, capture=recv_names, attention_mask=mask).cache
-        hooks2 = {name: Patch(cache[name], heads=_as_index(h)) for name, h in receivers}
-        return metric(run(model, clean, hooks2, attention_mask=mask).logits)
-
-    return jax.lax.map(element, senders, batch_size=chunk)
