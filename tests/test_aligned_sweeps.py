@@ -422,3 +422,16 @@ def test_smollm2_ioi_is_aligned_and_the_unspaced_answer_warns():
     corrupt = "When Mary and John went to the store, Mary gave a drink to"
     with pytest.warns(UserWarning, match=r"'Mary' has no leading space.*' Mary'"):
         tasks.from_pair(tok, clean, corrupt, "Mary", " John")
+
+
+def test_patch_result_repr_is_short_and_names_axes(tiny_llama):
+    rs = np.random.RandomState(0)
+    clean = rs.randint(0, 50, (2, 6)).astype(np.int32)
+    corrupted = rs.randint(0, 50, (2, 6)).astype(np.int32)
+    metric = metrics.LogitDiff(np.array([1, 2]), np.array([3, 4]))
+    res = patching.patch_sweep(tiny_llama, clean, corrupted, metric, "z")
+    text = repr(res)
+    assert len(text) < 300, text
+    n_layers, n_heads = tiny_llama.config.n_layers, tiny_llama.config.n_heads
+    assert f"layer={n_layers}, pos=6, head={n_heads}" in text
+    assert f"clean={float(res.clean_metric):.4g}" in text

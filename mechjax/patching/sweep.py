@@ -94,6 +94,17 @@ class PatchResult(NamedTuple):
         """(grid - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run."""
         return (self.grid - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
 
+    def __repr__(self) -> str:
+        # the grid itself can hold thousands of cells: show its shape and range only
+        g = np.asarray(self.grid)
+        dims = ", ".join(f"{a}={n}" for a, n in zip(self.axes, g.shape))
+        span = f"[{np.nanmin(g):.4g}, {np.nanmax(g):.4g}]" if g.size else "[]"
+        named = f", positions={list(self.position_labels)}" if self.position_labels else ""
+        return (
+            f"PatchResult(grid[{dims}] in {span}, clean={float(self.clean_metric):.4g}, "
+            f"corrupted={float(self.corrupted_metric):.4g}{named})"
+        )
+
 
 def _site_kind(site: str) -> str:
     sites_mod.act_name(site, 0)  # raises SiteError with the valid kinds
