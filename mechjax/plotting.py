@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,6 +28,13 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
     if path is not None:
         fig.savefig(path, dpi=DPI)
     return fig
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, **kw) -> tuple[Figure, Any]:
+    """`(Figure, axes)` like `pyplot.subplots`, without pyplot's global state or backend,
+    so scripts and notebooks keep theirs; nothing needs closing."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def heatmap(

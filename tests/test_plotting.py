@@ -1,5 +1,7 @@
 """Heatmaps: Figures returned, PNGs only on request, labels drawn, backend and pyplot untouched."""
 
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
@@ -120,3 +122,15 @@ def test_bad_grids_are_refused(tmp_path):
         plotting.layer_position(np.zeros((2, 4)), tmp_path / "y.png", tokens=["a", "b", "c"])
     with pytest.raises(ValueError, match="1 row labels for 2 rows"):
         plotting.heatmap(np.zeros((2, 4)), yticklabels=["a"])
+
+
+def test_library_and_analyses_never_pick_a_matplotlib_backend():
+    # a backend is the user's (a notebook's inline one); only scripts may choose
+    root = Path(__file__).resolve().parent.parent
+    offenders = [
+        str(p.relative_to(root))
+        for top in ("mechjax", "analyses", "models")
+        for p in (root / top).rglob("*.py")
+        if "matplotlib.use(" in p.read_text()
+    ]
+    assert offenders == []

@@ -245,14 +245,11 @@ def _jsonable(x):
 
 
 def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mechjax import plotting
 
     names = Ansatz.induction(4, 6).names
     highlight = {"alpha_3": "C3", "beta_2": "C2", "gamma_3": "C0"}
-    fig, axes = plt.subplots(1, len(ns), figsize=(4 * len(ns), 3.4), squeeze=False)
+    fig, axes = plotting.subplots(1, len(ns), figsize=(4 * len(ns), 3.4), squeeze=False)
     for ax, n in zip(axes[0], ns):
         run = sweep[n]["population"]
         for i, name in enumerate(names):
@@ -270,9 +267,8 @@ def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> l
     axes[0][0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "trajectories.png", dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+    fig, ax = plotting.subplots(figsize=(4.5, 3.6))
     for n in ns:
         ax.scatter([n] * len(sweep[n]["t_icl"]), sweep[n]["t_icl"], color="C0", s=14)
     grid = np.linspace(min(ns), max(ns), 50)
@@ -288,9 +284,8 @@ def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> l
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "loglog_fit.png", dpi=110)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    fig, axes = plotting.subplots(1, 2, figsize=(8, 3.4))
     k = min(8, len(ratios))
     axes[0].bar(np.arange(1, k + 1), ratios[:k])
     axes[0].set(
@@ -302,10 +297,9 @@ def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> l
     axes[1].set(xlabel="PC1", ylabel="PC2", title=f"top 3: {ratios[:3].sum():.4f}")
     fig.tight_layout()
     fig.savefig(out / "pca.png", dpi=110)
-    plt.close(fig)
 
     c = standard["curves"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plotting.subplots(1, 2, figsize=(9, 3.4))
     axes[0].plot(c["step"], c["loss"], "k", label="eval loss")
     ax2 = axes[0].twinx()
     ax2.plot(c["step"], c["induction_score"], "C1", label="induction score")
@@ -327,7 +321,6 @@ def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> l
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "standard_transformer.png", dpi=110)
-    plt.close(fig)
     return ["trajectories.png", "loglog_fit.png", "pca.png", "standard_transformer.png"]
 
 

@@ -141,14 +141,11 @@ def cmd_patch(args) -> int:
 
 def _edge_figure(top, path, title: str) -> str:
     """The strongest edges as horizontal bars (one per edge, signed score)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mechjax import plotting
 
     names = [f"{s} -> {d}" for s, d, _ in top][::-1]
     vals = [v for _, _, v in top][::-1]
-    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.3 * len(top)))
+    fig, ax = plotting.subplots(figsize=(7, 1.5 + 0.3 * len(top)))
     ax.barh(range(len(top)), vals, color=["tab:red" if v > 0 else "tab:blue" for v in vals])
     ax.set_yticks(range(len(top)), names, fontsize=7)
     ax.axvline(0, color="k", lw=0.5)
@@ -156,7 +153,6 @@ def _edge_figure(top, path, title: str) -> str:
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return str(path)
 
 
