@@ -21,7 +21,8 @@ Identities the tests check (float32, to 1e-4): the components of `decompose_resi
 `components` sum to the final residual stream; the attributions of `components` (with the
 frozen scale, plus the `bias` row) sum to the logit, or with `centered=True` to the logit
 minus its mean over the vocabulary. Norms: RMSNorm and LayerNorm with a plain gain `w`
-(Llama, GPT-2, GPT-NeoX); a family with another final norm needs its own rule.
+(Llama, GPT-2, GPT-NeoX) and Gemma's RMSNorm with gain `1 + w` (`norm_gain`); a family
+with another final norm needs its own rule.
 """
 
 from __future__ import annotations
@@ -65,6 +66,21 @@ def _layers(model: Model, layer: int | None) -> int:
 
 def _is_layer_norm(model: Model) -> bool:
     return "b" in model.params["ln_final"]
+
+
+# Families whose stored norm weights are offsets from 1 (the applied gain is 1 + w).
+_GAIN_OFFSET = {"gemma3": 1.0}
+
+
+def norm_gain(model: Model, norm: dict) -> Array:
+    """The gain a norm of `model` applies: its weight `w`, or `1 + w` for Gemma, whose
+    checkpoints store offsets from 1 (`models.gemma3`)."""
+    return norm["w"] + _GAIN_OFFSET.get(model.family.name, 0.0)
+
+
+def final_gain(model: Model) -> Array:
+    """The final norm's gain [d_model] (`norm_gain` of `ln_final`)."""
+    return norm_gain(model, model.params["ln_final"])
 
 
 # ---------------------------------------------------------------------------- stacks
@@ -225,7 +241,7 @@ def apply_final_norm(stack: Array, model: Model, scale: Array | None = None) -> 
         x = x - jnp.mean(x, axis=-1, keepdims=True)
     if scale is None:
         scale = jnp.sqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + model.config.eps)
-    return x / scale * model.params["ln_final"]["w"]
+    return x / scale * final_gain(model)
 
 
 def logit_lens(
@@ -276,7 +292,7 @@ def _readout(model: Model, scale: Array, tokens, incorrect_tokens, centered: boo
         d = d - jnp.moveaxis(W_U[:, inc], 0, -1)
         c = c - bias_row[inc]
     # piece . (w * d) / scale, centered for LayerNorm (centering a piece == centering d)
-    e = d * model.params["ln_final"]["w"]
+    e = d * final_gain(model)
     if _is_layer_norm(model):
         e = e - jnp.mean(e, axis=-1, keepdims=True)
     e = e / scale

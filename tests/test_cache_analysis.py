@@ -200,3 +200,22 @@ def test_missing_site_and_bad_arguments(case):
         ca.decompose_resid(cache, model, mode="heads")
     with pytest.raises(mj.InputError, match="layer=9"):
         ca.accumulated_resid(cache, model, layer=9)
+
+
+def test_gemma_final_norm_gain_is_one_plus_w():
+    """Gemma stores norm gains as offsets from 1: the logit lens's last entry and the
+    frozen-scale decomposition must use 1 + w (with w it gave wrong logits)."""
+    from mechjax.models import gemma3
+
+    cfg = gemma3.Config(
+        d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50, n_ctx=64
+    )
+    p = gemma3.init(jax.random.PRNGKey(3), cfg, scale=0.3)
+    p["ln_final"]["w"] = p["ln_final"]["w"] + 0.5  # a gain far from 1 + 0
+    model = mj.Model(p, cfg, family_of_module("gemma3"))
+    toks = jnp.asarray(np.random.RandomState(0).randint(0, 50, (2, 6)), jnp.int32)
+    logits, cache = mj.run_with_cache(model, toks)
+    _close(ca.logit_lens(cache, model).values[-1], logits)
+    pieces = ca.decompose_resid(cache, model).values
+    frozen = ca.apply_final_norm(pieces, model, ca.final_scale(cache)).sum(0)
+    _close(frozen @ model.params["unembed"]["W_U"], logits)
