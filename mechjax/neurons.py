@@ -291,8 +291,8 @@ def _last_layer_chunk(model: Model, piece: _Last, delta, writes, targets, unigra
     cen = (lambda x: x - x.mean(-1, keepdims=True)) if _is_layer_norm(model) else (lambda x: x)
     d = cfg.d_model
     A = cen(piece.P) * gf @ W  # [T, V]
-    B = cen(piece.Q * g2) * gf @ W if post else None
-    clean = (A + (B if post else 0.0) / piece.s2[:, None]) / piece.sf[:, None] + bias
+    B = cen(piece.Q * g2) * gf @ W if post else jnp.zeros((), A.dtype)
+    clean = (A + B / piece.s2[:, None]) / piece.sf[:, None] + bias
     clean_proj = None if unigram is None else clean @ unigram[0]
     base = _scores(clean, targets, clean_proj, unigram)
 
