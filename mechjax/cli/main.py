@@ -22,6 +22,7 @@ import sys
 
 from mechjax.cli import generate as generate_cmd
 from mechjax.cli import info as info_cmd
+from mechjax.cli import neuron as neuron_cmd
 from mechjax.cli import patch as patch_cmd
 from mechjax.cli.reproduce import REPRODUCTIONS, cmd_reproduce, list_reproductions
 
@@ -64,6 +65,39 @@ def _add_generate(subparsers) -> None:
     )
     _add_quiet(g)
     g.set_defaults(fn=generate_cmd.cmd_generate)
+
+
+def _add_neuron(subparsers) -> None:
+    """Add the `neuron` subcommand: one neuron's top-activating contexts and logit effect."""
+    from mechjax.corpus import DEFAULT_SOURCES, SOURCES
+
+    n = subparsers.add_parser(
+        "neuron",
+        help="a neuron's top-activating contexts (offline corpus) and the tokens it boosts",
+        description=(neuron_cmd.__doc__ or "").split("\n\n")[0],
+    )
+    n.add_argument("model", help="registry name, .gguf file or HF checkpoint directory")
+    n.add_argument("layer", type=int, help="the block index")
+    n.add_argument("neuron", type=int, help="the neuron (unit) index within the site")
+    n.add_argument("--k", type=int, default=10, help="how many top activations to show")
+    n.add_argument("--ctx-len", type=int, default=64, help="tokens per corpus chunk")
+    n.add_argument("--n-chunks", type=int, default=256, help="corpus chunks to run")
+    n.add_argument(
+        "--site",
+        default="mlp.hook_post",
+        help="site within the block (mlp.hook_post, mlp.hook_pre, hook_resid_post, ...)",
+    )
+    n.add_argument(
+        "--sources",
+        nargs="+",
+        choices=SOURCES,
+        default=list(DEFAULT_SOURCES),
+        help="corpus sources (licenses: OS-dependent)",
+    )
+    n.add_argument("--batch-size", type=int, default=8, help="chunks per forward pass")
+    n.add_argument("--seed", type=int, default=0, help="seed of the corpus chunk shuffle")
+    _add_quiet(n)
+    n.set_defaults(fn=neuron_cmd.cmd_neuron)
 
 
 def _add_quiet(p: argparse.ArgumentParser) -> None:
@@ -167,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_generate(sub)
     _add_patch(sub)
+    _add_neuron(sub)
 
     # no automatic -h: after NAME, --help belongs to the reproduction's own parser; no
     # abbreviations, so a reproduction's options never resolve to `--list` or `--help`
