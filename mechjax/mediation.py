@@ -24,6 +24,7 @@ import numpy as np
 from flax import struct
 
 from mechjax import metrics as M
+from mechjax.interventions import Intervention
 from mechjax.model import Model, run
 from mechjax.patching import patch_sweep
 
@@ -135,13 +136,16 @@ def ie_grid(
     candidates=None,
     chunk_size: int | None = None,
     positions=None,
+    layers=None,
 ) -> dict:
     """{kind: IE grid [layer, pos]} for a base/alt `TaskBatch` (e.g. `tasks.arithmetic`).
 
     `positions` restricts the mediators to those absolute positions (e.g. `[-1]`, the
     last), or names the batch's named positions (`["op1", "end"]`, looked up in
     `batch.positions`), each row patched at its own index of that name; the grid's
-    columns then follow the names.
+    columns then follow the names. `layers` restricts them to those layers (default
+    all; the grid's rows then follow this order): the sweep's compile and run time
+    shrink with the layers left out.
     """
     metric = _ie_metric(model, batch, candidates)
     return {
@@ -154,6 +158,7 @@ def ie_grid(
             mode="noise",
             chunk_size=chunk_size,
             positions=positions,
+            layers=layers,
             batch_positions=getattr(batch, "positions", None),
         ).grid
         for k in kinds
@@ -167,8 +172,8 @@ def ie_per_pair(
 
     `ie_grid` averages over the pairs inside its compiled sweep; this is the spread
     behind one of its cells (its mean equals the cell), from one patched forward. It is
-    also the cheap way to a few cells of long prompts (one compile per site and
-    position, reused for every batch of the same shape).
+    also the cheap way to a few cells of long prompts (one compile per site, reused for
+    every position and every batch of the same shape).
     """
     from mechjax import sites as sites_mod
 
@@ -184,23 +189,43 @@ def ie_per_pair(
             jnp.asarray(batch.corrupted),
             _probe(batch, candidates),
             name,
-            pos,
+            jnp.asarray(pos, jnp.int32),
         )
     )
 
 
-@partial(jax.jit, static_argnames=("name", "pos"))
-def _patched_ie(model, clean, corrupted, probe, name, pos):
-    """Base and alt runs as one batch (P(r), P(r') and both activations), then the
-    patched base run: the whole of `ie_per_pair` as one program."""
-    from mechjax.interventions import patch
+@struct.dataclass
+class _PatchThirdFromSecond(Intervention):
+    """On a batch [base; alt; base] (three equal parts), set the third part's activation
+    at position `pos` to the second part's (the alt run's value at that site, computed
+    in the same forward): the patched base run of `ie_per_pair` alongside its references."""
 
+    pos: Any
+
+    def apply(self, x, site):
+        from mechjax import sites as sites_mod
+
+        pos_axis = sites_mod.axes(site)[0]
+        b = x.shape[0] // 3
+        at = jnp.arange(x.shape[pos_axis]) == self.pos
+        at = at.reshape(at.shape + (1,) * (x.ndim - pos_axis - 1))
+        return jnp.concatenate([x[: 2 * b], jnp.where(at, x[b : 2 * b], x[2 * b :])])
+
+
+@partial(jax.jit, static_argnames=("name",))
+def _patched_ie(model, clean, corrupted, probe, name, pos):
+    """Base, alt and patched base runs as one batch of one forward: the alt activation
+    is copied into the patched rows at the site as it is computed (layers below it are
+    the same in the base and patched rows). One program per site and prompt shape, any
+    `pos` (a traced index), and a single forward to compile."""
     b = clean.shape[0]
-    both = run(model, jnp.concatenate([clean, corrupted]), capture=[name])
-    act = both.cache[name]
-    patched = act[:b].at[:, pos].set(act[b:, pos])
-    metric = _with_base(probe, both.logits[:b])
-    return metric.per_pair(run(model, clean, hooks={name: patch(patched)}).logits)
+    logits = run(
+        model,
+        jnp.concatenate([clean, corrupted, clean]),
+        hooks={name: _PatchThirdFromSecond(pos)},
+    ).logits
+    metric = _with_base(probe, logits[:b])
+    return metric.per_pair(logits[2 * b :])
 
 
 def causal_effect(model: Model, batch, number_ids, *, result_changes: bool = True) -> dict:

@@ -54,11 +54,16 @@ def show_progress(progress: bool | None, long: bool = True) -> bool:
     return long and sys.stderr.isatty()
 
 
-def progress_bar(enabled: bool, total: int | None, desc: str, unit: str = "it"):
-    """A tqdm bar on stderr (a no-op bar when not `enabled`)."""
+def progress_bar(
+    enabled: bool, total: int | None, desc: str, unit: str = "it", *, delay: float = 0.0
+):
+    """A tqdm bar on stderr (a no-op bar when not `enabled`); `delay`: seconds before it
+    is first drawn, so work that ends sooner leaves no bar behind."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, delay=delay
+    )
 
 
 def exclude_compile(bar, seconds: float) -> None:

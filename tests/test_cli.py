@@ -283,7 +283,7 @@ def test_interrupted_induction_reproduction_keeps_the_finished_stages(tmp_path, 
 
 def test_interrupted_cma_reproduction_keeps_the_finished_cells(tmp_path, monkeypatch):
     """The stage machinery of arithmetic-cma with the model and the sweeps faked: the first
-    cell's results are in summary.json and cma.npz when the second cell fails."""
+    cell's results are in results.json and cma.npz when the second cell fails."""
     import json
     from types import SimpleNamespace
 
@@ -328,7 +328,7 @@ def test_interrupted_cma_reproduction_keeps_the_finished_cells(tmp_path, monkeyp
     args = ["--out", str(tmp_path), "--ops", "+", "*", "--contrast", "0", "--n", "2", "--quiet"]
     with pytest.raises(RuntimeError, match="injected"):
         arithmetic_cma.main(args)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["complete"] is False and summary["failed"]["stage"] == "'*' template 0"
     (run,) = summary["runs"]
     assert (run["op"], run["accuracy"], run["mlp_out"]["max"]) == ("+", 0.5, 2.2)

@@ -69,6 +69,7 @@ from mechjax.patching.blocks import (
     run_from_layer,
 )
 from mechjax.patching.static import join_static, split_static
+from mechjax.progress import progress_bar
 
 
 class PatchResult(NamedTuple):
@@ -413,11 +414,8 @@ def _changed(model: Model, clean, corrupted, pos_idx) -> np.ndarray:
 
 
 def _bar(progress: bool, desc: str, total: int):
-    """A tqdm bar over chunks: shown after 2 s, and only on a terminal."""
-    from tqdm.auto import tqdm
-
-    on = progress and sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="chunk", delay=2, disable=not on)
+    """A bar over chunks: shown after 2 s, and only on a terminal."""
+    return progress_bar(progress and sys.stderr.isatty(), total, desc, "chunk", delay=2.0)
 
 
 def _run_chunks(bar, refs_s, fn, pos_idx, head_idx, arrays, chunk):
