@@ -250,22 +250,29 @@ def _mean_abs(x: np.ndarray) -> np.ndarray:
     return np.abs(x).reshape(x.shape[0], -1).mean(axis=1)
 
 
+def _dist(logits):
+    """(log p, p) of softmax(logits) with one exp over the vocabulary."""
+    shifted = logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True))
+    e = jnp.exp(shifted)
+    z = e.sum(-1, keepdims=True)
+    return shifted - jnp.log(z), e / z
+
+
 def _loss_entropy(logits, targets):
-    logp = jax.nn.log_softmax(logits, axis=-1)
+    logp, p = _dist(logits)
     loss = -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
-    return loss, -(jnp.exp(logp) * logp).sum(-1)
+    return (loss, -(p * logp).sum(-1)), (logp, p)
 
 
 def _scores(logits, targets, clean_proj, unigram):
     """(loss, entropy[, loss and entropy with the unigram projection reset, KL to it])."""
-    out = _loss_entropy(logits, targets)
+    out, (logp, p) = _loss_entropy(logits, targets)
     if unigram is None:
         return out
     u, logp_uni = unigram
     fixed = logits + (clean_proj - logits @ u)[..., None] * u
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    kl = (jnp.exp(logp) * (logp - logp_uni)).sum(-1)
-    return out + _loss_entropy(fixed, targets) + (kl,)
+    kl = (p * (logp - logp_uni)).sum(-1)
+    return out + _loss_entropy(fixed, targets)[0] + (kl,)
 
 
 def _rms(sq_sum, d, eps):
@@ -332,14 +339,18 @@ def _post_eps(model: Model) -> float:
 _last_layer_jit = jax.jit(_last_layer_chunk)
 
 
-def _fit_stats(model: Model, layer: int, tokens: Array):
-    """Clean run: activations of the layer's neurons and the pieces the closed form needs."""
+def _fit_stats(model: Model, layer: int, tokens: Array) -> dict:
+    """Clean run: activations of the layer's neurons and the pieces the closed form needs,
+    harvested batch by batch (the logits, [batch, pos, d_vocab], are never kept)."""
+    from mechjax import harvest
+
     b = f"blocks.{layer}"
     capture = [f"{b}.mlp.hook_post", f"{b}.hook_resid_post", "ln_final.hook_scale"]
     if _has_post_mlp_norm(model, layer):
         capture += [f"{b}.hook_resid_mid", f"{b}.ln2_post.hook_scale"]
         capture += [f"{b}.ln2_post.hook_normalized"]
-    return run(model, tokens, capture=tuple(capture))
+    acts = harvest.harvest(model, tokens, capture, batch_size=8, progress=False)
+    return {k: jnp.asarray(v) for k, v in acts.items()}
 
 
 def ablation_effects(
@@ -368,8 +379,8 @@ def ablation_effects(
     if tokens.ndim != 2 or tokens.shape[1] < 2:
         raise InputError(f"tokens must be [batch, pos] with pos >= 2, got {tuple(tokens.shape)}")
     b = f"blocks.{layer}"
-    out = _fit_stats(model, layer, tokens)
-    act = out.cache[f"{b}.mlp.hook_post"][..., ids]  # [B, P, N]
+    cache = _fit_stats(model, layer, tokens)
+    act = cache[f"{b}.mlp.hook_post"][..., ids]  # [B, P, N]
     if means is None:
         mean = act.mean(axis=(0, 1))
     else:
@@ -380,9 +391,9 @@ def ablation_effects(
     targets = tokens[:, 1:]
     W_out = model.params["blocks"][layer]["mlp"]["W_out"][ids]  # [N, d]
     if layer == model.config.n_layers - 1:
-        res = _last_layer(model, out.cache, b, delta, W_out, targets, unigram, token_chunk)
+        res = _last_layer(model, cache, b, delta, W_out, targets, unigram, token_chunk)
     else:
-        res = _later_blocks(model, out.cache, tokens, layer, delta, W_out, targets, unigram)
+        res = _later_blocks(model, cache, tokens, layer, delta, W_out, targets, unigram)
     (base, total, direct) = res
     shape = targets.shape
     n = len(ids)
@@ -504,17 +515,32 @@ def induction_tokens(
     return np.concatenate([head, r, r], axis=1).astype(np.int32)
 
 
-def induction_head_scores(model: Model, tokens, length: int) -> np.ndarray:
-    """[n_layers, n_heads]: mean attention from each repeated-half token to the token after
-    its first occurrence (the diagonal at offset length - 1), on `induction_tokens`."""
+def _diag_scores(model: Model, tokens: Array, length: int) -> Array:
     names = tuple(f"blocks.{l}.attn.hook_pattern" for l in range(model.config.n_layers))
-    out = run(model, jnp.asarray(tokens), capture=names)
-    scores = []
-    for name in names:
-        p = out.cache[name].mean(0)  # [H, q, k]
-        diag = jnp.diagonal(p, offset=-(length - 1), axis1=1, axis2=2)  # q = length-1 ..
-        scores.append(diag[:, -length:].mean(-1))  # the repeated half's queries only
-    return np.asarray(jnp.stack(scores))
+    cache = run(model, tokens, capture=names).cache
+    diag = [
+        jnp.diagonal(cache[n], offset=-(length - 1), axis1=2, axis2=3)[..., -length:] for n in names
+    ]  # each [batch, heads, length]: the repeated half's queries only
+    return jnp.stack([d.mean(-1) for d in diag], axis=1)  # [batch, layers, heads]
+
+
+_diag_scores_jit = jax.jit(_diag_scores, static_argnums=(2,))
+
+
+def induction_head_scores(model: Model, tokens, length: int, *, batch_size: int = 8):
+    """[n_layers, n_heads]: mean attention from each repeated-half token to the token after
+    its first occurrence (the diagonal at offset length - 1), on `induction_tokens`.
+    Batched (one compiled program), so no [batch, pos, d_vocab] logits pile up."""
+    toks = np.asarray(tokens, np.int32)
+    n = toks.shape[0]
+    size = min(batch_size, n)
+    rows = []
+    for i in range(0, n, size):
+        chunk = toks[i : i + size]
+        real = chunk.shape[0]
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], size - real, 0)])  # one shape
+        rows.append(np.asarray(_diag_scores_jit(model, jnp.asarray(padded), length))[:real])
+    return np.concatenate(rows).mean(0)
 
 
 def _bos_pattern(params, x):

@@ -21,6 +21,11 @@ REPRODUCTIONS = {
         "Emergence of induction heads (Musat et al. 2025): 19-dim subspace, "
         "t_ICL ~ N^2, order of emergence; toy models, CPU, --quick in minutes",
     ),
+    "entropy-neurons": Reproduction(
+        "mechjax.analyses.entropy_neurons",
+        "Confidence regulation neurons (Stolfo, Wu et al. 2024): entropy neurons' null-space "
+        "writes, LN-mediated effects, token-frequency neurons, induction; SmolLM2, Gemma 3",
+    ),
     "arithmetic-cma": Reproduction(
         "mechjax.analyses.arithmetic_cma",
         "Arithmetic reasoning via causal mediation (Stolfo et al. 2023): indirect "
