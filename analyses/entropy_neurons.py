@@ -186,6 +186,7 @@ def _token_frequency(model, tokens, counts, weights, rand) -> dict:
     ids = cand + [int(i) for i in rand if int(i) not in cand]
     eff = nr.ablation_effects(model, tokens, L, ids, unigram=(u, logp))
     frac = eff.unigram_mediated_fraction()
+    assert eff.kl_unigram_total is not None and eff.kl_unigram is not None
     kl_shift = (eff.kl_unigram_total - eff.kl_unigram[None]).reshape(len(ids), -1).mean(1)
     is_cand = np.arange(len(ids)) < len(cand)
     order = [int(i) for i in np.argsort(-frac) if is_cand[i]]
@@ -350,7 +351,7 @@ def reproduce(
         stages.save({"settings": {**settings, "quick": quick, "models": list(models)}})
         for name in models:
             _model_stages(stages, name, settings, out, results)
-        meta = {"settings": {**settings, "quick": quick, "models": list(models)}}
+        meta: dict = {"settings": {**settings, "quick": quick, "models": list(models)}}
         meta["seconds"] = round(time.time() - t0, 1)
         write_report(out, results, meta)
         final = stages.finish({**results, **meta})
