@@ -288,7 +288,7 @@ class _Last(NamedTuple):
     sf: Array  # [T] clean final scale
 
 
-def _last_layer_chunk(model: Model, piece: _Last, delta, writes, targets, unigram):
+def _last_layer_chunk(model: Model, piece: _Last, delta, writes, targets, unigram, batch=1):
     """Effects of all neurons on one token chunk: delta [N, T], writes [N, d]."""
     cfg = model.config
     gf = ca.final_gain(model)
@@ -328,7 +328,7 @@ def _last_layer_chunk(model: Model, piece: _Last, delta, writes, targets, unigra
             direct, targets, clean_proj, unigram
         )[:2]
 
-    total, direct = jax.lax.map(lambda a: one(*a), (delta, writes))
+    total, direct = jax.lax.map(lambda a: one(*a), (delta, writes), batch_size=batch)
     return base, total, direct
 
 
@@ -336,7 +336,7 @@ def _post_eps(model: Model) -> float:
     return model.config.eps
 
 
-_last_layer_jit = jax.jit(_last_layer_chunk)
+_last_layer_jit = jax.jit(_last_layer_chunk, static_argnames=("batch",))
 
 
 def _fit_stats(model: Model, layer: int, tokens: Array) -> dict:
@@ -362,6 +362,7 @@ def ablation_effects(
     means=None,
     unigram: tuple[Array, Array] | None = None,
     token_chunk: int = 128,
+    neuron_batch: int = 1,
 ) -> AblationEffects:
     """Mean-ablate each of `neurons` of `layer` on `tokens` [batch, pos] (unpadded).
 
@@ -372,6 +373,8 @@ def ablation_effects(
         on u held at its clean value, and KL to the unigram distribution.
       token_chunk: tokens per compiled step of the last-layer closed form (memory is about
         3 * token_chunk * d_vocab floats per neuron in flight).
+      neuron_batch: neurons computed together (`vmap`) inside the scan over neurons;
+        1 keeps memory lowest, more trades memory for fewer sequential steps.
     """
     layer = _check_layer(model, layer)
     ids = _check_neurons(model, layer, neurons)
@@ -391,9 +394,13 @@ def ablation_effects(
     targets = tokens[:, 1:]
     W_out = model.params["blocks"][layer]["mlp"]["W_out"][ids]  # [N, d]
     if layer == model.config.n_layers - 1:
-        res = _last_layer(model, cache, b, delta, W_out, targets, unigram, token_chunk)
+        res = _last_layer(
+            model, cache, b, delta, W_out, targets, unigram, token_chunk, neuron_batch
+        )
     else:
-        res = _later_blocks(model, cache, tokens, layer, delta, W_out, targets, unigram)
+        res = _later_blocks(
+            model, cache, tokens, layer, delta, W_out, targets, unigram, neuron_batch
+        )
     (base, total, direct) = res
     shape = targets.shape
     n = len(ids)
@@ -421,7 +428,7 @@ def ablation_effects(
     )
 
 
-def _last_layer(model, cache, b, delta, W_out, targets, unigram, token_chunk):
+def _last_layer(model, cache, b, delta, W_out, targets, unigram, token_chunk, batch):
     """The closed form over token chunks of one shape (one compile), outputs on host."""
     flat = lambda x: x[:, :-1].reshape(-1, x.shape[-1])  # noqa: E731  [T, last axis]
     if _has_post_mlp_norm(model, model.config.n_layers - 1):
@@ -446,7 +453,9 @@ def _last_layer(model, cache, b, delta, W_out, targets, unigram, token_chunk):
         sl = slice(i, i + c)
         piece = _Last(P[sl], Q[sl], s2[sl], sf[sl])
         parts.append(
-            jax.device_get(_last_layer_jit(model, piece, dl[:, sl], W_out, tg[sl], unigram))
+            jax.device_get(
+                _last_layer_jit(model, piece, dl[:, sl], W_out, tg[sl], unigram, batch=batch)
+            )
         )
     cat = lambda xs, axis: np.concatenate(xs, axis=axis)[..., :T]  # noqa: E731
     base = tuple(cat([p[0][j] for p in parts], 0) for j in range(len(parts[0][0])))
@@ -455,7 +464,7 @@ def _last_layer(model, cache, b, delta, W_out, targets, unigram, token_chunk):
     return base, total, direct
 
 
-def _later_blocks(model, cache, tokens, layer, delta, W_out, targets, unigram):
+def _later_blocks(model, cache, tokens, layer, delta, W_out, targets, unigram, batch):
     """An earlier layer: the ablated write added to resid_post, later blocks run from it
     (vmapped over neurons), then the final norm recomputed (total) or frozen (direct)."""
     raise_if_post = _has_post_mlp_norm(model, layer)
@@ -467,11 +476,12 @@ def _later_blocks(model, cache, tokens, layer, delta, W_out, targets, unigram):
     b = f"blocks.{layer}"
     resid = cache[f"{b}.hook_resid_post"]
     sf = cache["ln_final.hook_scale"][:, :-1, 0]
-    fn = jax.jit(_later_fn, static_argnums=(1,))
-    return jax.device_get(fn(model, layer, resid, tokens, delta, W_out, targets, sf, unigram))
+    return jax.device_get(
+        _later_jit(model, layer, resid, tokens, delta, W_out, targets, sf, unigram, batch)
+    )
 
 
-def _later_fn(model, layer, resid, tokens, delta, W_out, targets, sf, unigram):
+def _later_fn(model, layer, resid, tokens, delta, W_out, targets, sf, unigram, batch):
     W, bias = model.params["unembed"]["W_U"], ca._logit_bias(model)
     n = model.config.n_layers
 
@@ -494,8 +504,13 @@ def _later_fn(model, layer, resid, tokens, delta, W_out, targets, sf, unigram):
             direct, targets, clean_proj, unigram
         )[:2]
 
-    total, direct = jax.lax.map(lambda a: one(*a), (jnp.moveaxis(delta, -1, 0), W_out))
+    total, direct = jax.lax.map(
+        lambda a: one(*a), (jnp.moveaxis(delta, -1, 0), W_out), batch_size=batch
+    )
     return base, total, direct
+
+
+_later_jit = jax.jit(_later_fn, static_argnums=(1, 9))
 
 
 # ---------------------------------------------------------------------------- induction

@@ -87,7 +87,7 @@ def test_fast_path_equals_patched_forwards(model, toks):
     layers = [last] if "ln2_post" in model.params["blocks"][0] else [0, last]
     for layer in layers:
         ids = [7, 30]
-        eff = nr.ablation_effects(model, toks, layer, ids, token_chunk=8)
+        eff = nr.ablation_effects(model, toks, layer, ids, token_chunk=8, neuron_batch=2)
         post = mj.run(model, toks, capture=(f"blocks.{layer}.mlp.hook_post",)).cache
         means = np.asarray(post[f"blocks.{layer}.mlp.hook_post"]).mean((0, 1))[ids]
         _close(eff.means, means, 1e-6)
