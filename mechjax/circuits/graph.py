@@ -7,19 +7,35 @@
   (`hook_q_input`/`k_input`/`v_input`), each MLP's input (`hook_mlp_in`) and the
   logits (the final `hook_resid_post`); grouped-query attention is ungrouped first
   (`ungroup_gqa`), so every query head has its own k and v inputs;
-- an edge u -> v exists when u is computed before v reads the residual stream.
+- an edge u -> v exists when v reads a residual stream that u's output was added to.
+
+Families whose graph differs from the sequential pre-norm one:
+
+- parallel-residual blocks (GPT-NeoX/Pythia with `parallel_residual`): the attention
+  and the MLP of a layer both read the block input, so the MLP's upstream set is the
+  attention's (the input and every node of earlier layers) and there is no edge from a
+  layer's heads to its own MLP (EAP-IG's `Graph` for parallel models does the same);
+- a post-attention norm (Gemma 3's `ln1_post`, applied to the summed attention output
+  before it joins the residual stream): the per-head results are not additive in the
+  residual stream, so circuit evaluation recomputes the norm of the head results as
+  mixed for each downstream input (see `mechjax.circuits.evaluation`);
+- post-LN encoders (BERT): each sublayer's output is normalised together with the
+  residual it joins, so no node's output is a summand of a later input; the graph is
+  not defined and `graph_of` refuses them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+import importlib
+from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
 from mechjax.errors import InputError
-from mechjax.model import Model
+from mechjax.hooks import NULL_HOOK
+from mechjax.model import ENCODER_FAMILIES, Model
 from mechjax.patching.blocks import _check_pair
 
 __all__ = ["Graph", "graph_of", "ungroup_gqa"]
@@ -61,20 +77,61 @@ class Graph(NamedTuple):
         return [(self.src[i], self.dst[j], float(s[i, j])) for i, j in zip(*np.nonzero(self.valid))]
 
 
+def is_parallel(model: Model) -> bool:
+    """Whether each block's attention and MLP both read the block input."""
+    return bool(getattr(model.config, "parallel_residual", False))
+
+
+def _check_family(model: Model) -> None:
+    """Refuse families whose residual stream is not a sum of node outputs."""
+    name = model.family.name
+    if name in ENCODER_FAMILIES:
+        raise InputError(
+            f"family {name!r} is a post-LN encoder: each sublayer's output is normalised "
+            "with the residual stream it joins, so node outputs are not additive and the "
+            "circuit graph is not defined"
+        )
+    if "blocks.0.ln1_post.hook_scale" in model.sites and name not in _POST_ATTN_NORMS:
+        raise InputError(
+            f"family {name!r} has a post-attention norm that circuit evaluation does not "
+            f"know how to recompute (known: {sorted(_POST_ATTN_NORMS)})"
+        )
+
+
 def graph_of(model: Model) -> Graph:
-    """The EAP-IG graph of `model` (heads ungrouped)."""
+    """The EAP-IG graph of `model` (heads ungrouped; parallel blocks as the module says)."""
+    _check_family(model)
     n, h = model.config.n_layers, model.config.n_heads
-    src, src_layer = ["input"], [-1]
+    # an MLP reads the stream after its layer's heads, or (parallel) the block input
+    mlp_in = 0.0 if is_parallel(model) else 0.5
+    src, src_layer = ["input"], [-1.0]
     dst, dst_layer = [], []
     for l in range(n):
         src += [f"a{l}.h{i}" for i in range(h)] + [f"m{l}"]
         src_layer += [l] * h + [l + 0.5]
         dst += [f"a{l}.h{i}<{s}>" for s in "qkv" for i in range(h)] + [f"m{l}"]
-        dst_layer += [l] * (3 * h) + [l + 0.5]
+        dst_layer += [l] * (3 * h) + [l + mlp_in]
     dst.append("logits")
     dst_layer.append(n)
     valid = np.asarray(src_layer)[:, None] < np.asarray(dst_layer)[None, :]
     return Graph(tuple(src), tuple(dst), valid)
+
+
+def _gemma3_post_attn(model: Model, layer: int, x):
+    """Gemma 3's `ln1_post` on a summed attention output `x` [..., d_model]."""
+    # the model's own norm (a package-dir mapping, so reached through the importer)
+    norm = importlib.import_module("mechjax.models.gemma3")._norm
+    w = model.params["blocks"][layer]["ln1_post"]["w"]
+    return norm(x, w, model.config, NULL_HOOK, "")
+
+
+# family -> f(model, layer, summed head results) = what joins the residual stream
+_POST_ATTN_NORMS: dict[str, Callable] = {"gemma3": _gemma3_post_attn}
+
+
+def post_attn_norm(model: Model) -> Callable | None:
+    """The family's post-attention norm as f(model, layer, x), or None if it has none."""
+    return _POST_ATTN_NORMS.get(model.family.name)
 
 
 # ------------------------------------------------------------------------------ sites
@@ -106,6 +163,7 @@ def _stack_nodes(cache, names):
 
 
 def _prepare(model, clean, corrupted):
+    _check_family(model)
     clean, corrupted = _check_pair(clean, corrupted)
     if "blocks.0.hook_q_input" not in model.sites:
         raise InputError(f"family {model.family.name!r} has no split q/k/v input sites")

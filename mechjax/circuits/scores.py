@@ -18,6 +18,12 @@ additionally divides by the number of items, a constant factor). With
 With one step, `variant="inputs"` takes the gradient at the corrupted endpoint (the left
 sum's only point), and `variant="activations"` is not EAP either: each run cuts the
 gradient through the replaced group, as EAP-IG does.
+
+With a post-attention norm (Gemma 3), Delta z of a head is the change of its result
+before the norm, as in EAP-IG: the gradient scores of head sources leave out the norm's
+Jacobian (a first-order approximation that ignores the norm), while
+`exact_edge_scores` recomputes the norm and is exact. In a parallel block there is no
+score from a layer's heads to its own MLP (not an edge, see `mechjax.circuits.graph`).
 """
 
 from __future__ import annotations
@@ -142,7 +148,14 @@ def exact_edge_scores(model: Model, clean, corrupted, metric: Callable, *, atten
     masks[np.arange(len(idx)), idx[:, 0], idx[:, 1]] = False
     arrays, static = split_static(metric)
     vals = _evaluate(
-        model, clean, corrupted, attention_mask, jnp.asarray(masks), arrays, static=static
+        model,
+        clean,
+        corrupted,
+        attention_mask,
+        jnp.asarray(masks),
+        jnp.asarray(graph.valid),
+        arrays,
+        static=static,
     )
     base = metric(run(model, clean, attention_mask=attention_mask).logits)
     scores = np.zeros(graph.valid.shape, np.float32)
