@@ -54,7 +54,7 @@ def _rows(r: dict) -> list[tuple[str, str, str]]:
         ),
         (
             "Ablating entropy neurons changes the entropy much more than random neurons",
-            f"mean |dH| (total): entropy neurons {dh_top:.4f} nats, top rho x norm "
+            f"mean abs(dH) (total): entropy neurons {dh_top:.4f} nats, top rho x norm "
             f"{dh_nn:.4f}, random {dh_rand:.4f}",
             yes(dh_top >= 3 * dh_rand),
         ),
@@ -88,6 +88,9 @@ def _rows(r: dict) -> list[tuple[str, str, str]]:
 
 
 def write_report(out: Path, results: dict, meta: dict) -> None:
+    """report.md in `out` from the per-model results and the run's settings and seconds;
+    also `python -m mechjax.analyses.entropy_neurons_report DIR` rewrites it from DIR's
+    results.json."""
     s = meta["settings"]
     lines = [
         "# Confidence regulation neurons (Stolfo, Wu, Gurnee et al., NeurIPS 2024)",
@@ -128,12 +131,30 @@ def write_report(out: Path, results: dict, meta: dict) -> None:
             "",
         ]
     lines += [
-        "Agreement criteria (fixed before the run): norm percentile >= 90 and LogitVar "
+        "Agreement criteria (set in the report code before the full run, never changed "
+        "after it): norm percentile >= 90 and LogitVar "
         "percentile <= 50; rho at least 3x a random direction's; LN-mediated fraction >= 0.5 "
-        "for entropy neurons with the random neurons' median within 0.2 of 0; |dH| at least "
+        "for entropy neurons with the random neurons' median within 0.2 of 0; abs(dH) at least "
         "3x random; at least one token-frequency neuron; the activation moves by more than "
         "0.05 on the repeat and its ablation lowers the repeat's entropy; BOS ablation "
         "brings the activation closer to its first-half value.",
         "",
     ]
     (Path(out) / "report.md").write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    """Rewrite DIR/report.md from DIR/results.json (the models' entries, settings, time)."""
+    import json
+    import sys
+
+    out = Path((argv or sys.argv[1:])[0])
+    res = json.loads((out / "results.json").read_text())
+    meta = {"settings": res["settings"], "seconds": res["seconds"]}
+    models = {k: v for k, v in res.items() if isinstance(v, dict) and "weights" in v}
+    write_report(out, models, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

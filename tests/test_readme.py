@@ -27,6 +27,9 @@ LONG = {
     "mechjax reproduce arithmetic-cma --out out/cma --ops + * --templates 0": (
         "tens of minutes on SmolLM2; tests/test_arithmetic_cma.py runs it on 2 pairs"
     ),
+    "mechjax reproduce entropy-neurons --out out/entropy --quick": (
+        "about 15 minutes on two models; tests/test_entropy_neurons_repro.py runs its stages"
+    ),
     "pip install .": (
         "installs into the running environment (it would replace the editable install); "
         "tests/test_packaging.py builds and installs the wheel in a temporary folder"
