@@ -38,10 +38,10 @@ starting with BOS; `unigram_counts` counts each token id over the documents.
 from __future__ import annotations
 
 import functools
-import importlib
-import inspect
+import json
 import re
-import warnings
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -149,39 +149,21 @@ def _pydoc_topics() -> list[str]:
     return [topics[k] for k in sorted(topics)]
 
 
-def _module_docstrings(module: Any) -> str:
-    """The module's docstring, then its own public classes (with public methods) and
-    functions, in sorted order; each distinct docstring once."""
-    parts: list[str] = [inspect.getdoc(module) or ""]
-    for name, obj in sorted(vars(module).items()):
-        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
-            continue
-        if not (inspect.isclass(obj) or inspect.isroutine(obj)):
-            continue
-        parts.append(inspect.getdoc(obj) or "")
-        if inspect.isclass(obj):
-            for member_name, member in sorted(vars(obj).items()):
-                if member_name.startswith("_"):
-                    continue
-                doc = getattr(member, "__doc__", None)
-                if isinstance(member, (property, staticmethod, classmethod)) or inspect.isroutine(
-                    member
-                ):
-                    parts.append(inspect.cleandoc(doc) if isinstance(doc, str) else "")
-    return "\n\n".join(dict.fromkeys(p for p in parts if p))
-
-
 def _stdlib_docstrings() -> list[str]:
-    docs = []
-    for name in STDLIB_MODULES:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # deprecated modules warn on import
-                module = importlib.import_module(name)
-        except Exception:  # not built on this platform: skip it, as documented
-            continue
-        docs.append(_module_docstrings(module))
-    return docs
+    """The modules' docstrings from a fresh interpreter (`_stdlib_docs.py` run with
+    `python -I`): in this process, libraries imported earlier may have added to or
+    wrapped stdlib members, which changed the text (seen under a test suite)."""
+    script = Path(__file__).with_name("_stdlib_docs.py")
+    flags = [f"-{'O' * sys.flags.optimize}"] if sys.flags.optimize else []
+    r = subprocess.run(
+        [sys.executable, "-I", *flags, str(script), json.dumps(list(STDLIB_MODULES))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"collecting stdlib docstrings failed: {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout)
 
 
 def _licenses() -> list[str]:

@@ -47,9 +47,11 @@ def test_default_documents_are_cleaned_prose_and_the_same_in_a_fresh_process():
             assert p and p == " ".join(p.split()), p[:80]  # collapsed whitespace
             assert not p.startswith(">>>")
     assert any('The "if" statement is used for conditional execution' in d for d in docs)
-    # another process with another hash seed gives the same text in the same order
+    # another process with another hash seed gives the same text in the same order, even
+    # after importing libraries that add to stdlib modules (torch and transformers changed
+    # the text by 925 characters when the docstrings were read in-process)
     code = (
-        "import hashlib; from mechjax import corpus; "
+        "import hashlib, torch, transformers; from mechjax import corpus; "
         "print(hashlib.sha256('\\x00'.join(corpus.documents()).encode()).hexdigest())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
