@@ -306,7 +306,7 @@ def _last_layer_chunk(model: Model, piece: _Last, delta, writes, targets, unigra
     def one(dl, w):
         g = cen(w * g2) * gf @ W  # [V]
         if post:
-            s2 = _rms(((piece.Q + dl[:, None] * w) ** 2).sum(-1), d, _post_eps(model))
+            s2 = _rms(((piece.Q + dl[:, None] * w) ** 2).sum(-1), d, cfg.eps)
             v = cen(w * g2)
             q = cen(piece.Q * g2)
             pc = cen(piece.P)
@@ -324,16 +324,10 @@ def _last_layer_chunk(model: Model, piece: _Last, delta, writes, targets, unigra
             sf = _rms(sq, d, cfg.eps)
             total = (A + dl[:, None] * g) / sf[:, None] + bias
             direct = (A + dl[:, None] * g) / piece.sf[:, None] + bias
-        return _scores(total, targets, clean_proj, unigram), _scores(
-            direct, targets, clean_proj, unigram
-        )[:2]
+        return _scores(total, targets, clean_proj, unigram), _scores(direct, targets, None, None)
 
     total, direct = jax.lax.map(lambda a: one(*a), (delta, writes), batch_size=batch)
     return base, total, direct
-
-
-def _post_eps(model: Model) -> float:
-    return model.config.eps
 
 
 _last_layer_jit = jax.jit(_last_layer_chunk, static_argnames=("batch",))
@@ -467,8 +461,7 @@ def _last_layer(model, cache, b, delta, W_out, targets, unigram, token_chunk, ba
 def _later_blocks(model, cache, tokens, layer, delta, W_out, targets, unigram, batch):
     """An earlier layer: the ablated write added to resid_post, later blocks run from it
     (vmapped over neurons), then the final norm recomputed (total) or frozen (direct)."""
-    raise_if_post = _has_post_mlp_norm(model, layer)
-    if raise_if_post:
+    if _has_post_mlp_norm(model, layer):
         raise InputError(
             f"ablation_effects on layer {layer} of {model.family.name}: the post-MLP norm's "
             "closed form is implemented for the last layer only; use the last layer"
@@ -500,9 +493,7 @@ def _later_fn(model, layer, resid, tokens, delta, W_out, targets, sf, unigram, b
         r = final(resid + dl[..., None] * w)
         total = ca.apply_final_norm(r, model) @ W + bias
         direct = ca.apply_final_norm(r, model, sf[..., None]) @ W + bias
-        return _scores(total, targets, clean_proj, unigram), _scores(
-            direct, targets, clean_proj, unigram
-        )[:2]
+        return _scores(total, targets, clean_proj, unigram), _scores(direct, targets, None, None)
 
     total, direct = jax.lax.map(
         lambda a: one(*a), (jnp.moveaxis(delta, -1, 0), W_out), batch_size=batch

@@ -339,7 +339,7 @@ def reproduce(
     """Run every stage for every model; write results.json, figures and report.md.
 
     `smoke`: a seconds-long run of every stage (tests; numbers not meaningful)."""
-    from mechjax.analyses.entropy_neurons_report import write_report
+    from mechjax.analyses.entropy_neurons.report import write_report
     from mechjax.analyses.stages import Stages
 
     out = Path(out_dir)

@@ -89,7 +89,7 @@ def _rows(r: dict) -> list[tuple[str, str, str]]:
 
 def write_report(out: Path, results: dict, meta: dict) -> None:
     """report.md in `out` from the per-model results and the run's settings and seconds;
-    also `python -m mechjax.analyses.entropy_neurons_report DIR` rewrites it from DIR's
+    also `python -m mechjax.analyses.entropy_neurons.report DIR` rewrites it from DIR's
     results.json."""
     s = meta["settings"]
     lines = [
