@@ -273,8 +273,8 @@ class _Plan(NamedTuple):
     hook_args: Any
 
 
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
+def _left_pad(rows: list[list[int]], pad: int, width: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    width = max(width, max(len(r) for r in rows))
     tokens = np.full((len(rows), width), pad, np.int32)
     mask = np.zeros((len(rows), width), bool)
     for i, r in enumerate(rows):
@@ -343,6 +343,7 @@ def _plan(
     stop_tokens,
     chat,
     attention_mask,
+    prompt_width=None,
 ) -> _Plan:
     cfg = model.config
     _decode_fn(model)
@@ -413,7 +414,19 @@ def _plan(
         raise InputError(
             f"token id {lo if lo < 0 else hi} is outside the vocabulary [0, {cfg.d_vocab})"
         )
-    tokens, mask = _left_pad(rows, pad)
+    if prompt_width is not None:
+        _check_number(
+            "prompt_width",
+            prompt_width,
+            isinstance(prompt_width, (int, np.integer)) and prompt_width >= longest,
+            f"an integer >= the longest prompt ({longest} tokens), or None",
+        )
+        if n_ctx is not None and prompt_width + max_new_tokens > n_ctx:
+            raise InputError(
+                f"prompt_width ({prompt_width}) + max_new_tokens ({max_new_tokens}) exceeds "
+                f"the context window n_ctx={n_ctx}"
+            )
+    tokens, mask = _left_pad(rows, pad, int(prompt_width or 0))
     if hooks is None or isinstance(hooks, dict):
         ivs = normalize_hooks(hooks)
         sites_mod.check(ivs, model.sites)
@@ -473,6 +486,7 @@ def generate(
     stop_tokens: Sequence[int] | None = None,
     chat: bool = False,
     attention_mask=None,
+    prompt_width: int | None = None,
     progress: bool | None = None,
 ) -> Generation:
     """Generate up to `max_new_tokens` tokens per prompt, in one compiled loop.
@@ -492,6 +506,9 @@ def generate(
       stop_tokens: ids that end a row (default: the tokenizer's EOS; () for none).
       chat: wrap each text prompt as a user message in the model's chat template.
       attention_mask: [batch, pos] bool for a padded token array.
+      prompt_width: left-pad the prompts to this many tokens (at least the longest), so
+        calls with prompts of different lengths share one compiled program; the text is
+        the same as without it (position ids count real tokens only).
       progress: a tqdm bar on stderr (tokens per row, compile time apart); None: only for
         at least `LONG` new tokens on a terminal.
 
@@ -512,6 +529,7 @@ def generate(
         stop_tokens=stop_tokens,
         chat=chat,
         attention_mask=attention_mask,
+        prompt_width=prompt_width,
     )
     t0 = time.perf_counter()
     with progress_bar(show, p.st.max_new, "generate", "tok") as bar, CompileClock() as clock:

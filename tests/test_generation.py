@@ -193,12 +193,22 @@ def test_sample_logits_respects_top_k_top_p_and_temperature():
         (dict(stop_tokens=[99]), "stop token"),
         (dict(hooks={"blocks.0.hook_resid_pr": mj.add(jnp.zeros(32))}), "did you mean"),
         (dict(hooks=[1]), "hooks must be"),
+        (dict(prompt_width=2), "prompt_width=2 is out of range"),
+        (dict(prompt_width=30), "prompt_width .30. \\+ max_new_tokens"),
     ],
 )
 def test_bad_input_raises_clear_errors(model, kwargs, match):
     kwargs = {"prompts": PROMPTS, "max_new_tokens": 4, **kwargs}
     with pytest.raises(mj.MechjaxError, match=match):
         generate(model, kwargs.pop("prompts"), kwargs.pop("max_new_tokens"), **kwargs)
+
+
+def test_prompt_width_pads_without_changing_the_text(model, reference):
+    """Wider left padding (for one program across calls) gives the same tokens."""
+    n = reference.shape[1]
+    wide = generate(model, PROMPTS, n, prompt_width=max(len(p) for p in PROMPTS) + 5)
+    assert wide.prompt.shape[1] == max(len(p) for p in PROMPTS) + 5
+    np.testing.assert_array_equal(wide.tokens, reference)
 
 
 @pytest.mark.slow

@@ -50,6 +50,8 @@ def test_built_wheel_imports_models_and_analyses(tmp_path):
             rel = init.relative_to(ROOT / top).as_posix()
             assert f"{prefix}/{rel}" in names, f"{prefix}/{rel} missing from the wheel"
     assert "mechjax/tasks/data/lm_arithmetic/entity_dict.json" in names
+    for f in (ROOT / "mechjax" / "steering" / "data").iterdir():  # the steering prompts, MIT
+        assert f"mechjax/steering/data/{f.name}" in names, f"{f.name} missing from the wheel"
     subprocess.run(
         [
             sys.executable,

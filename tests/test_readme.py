@@ -30,6 +30,15 @@ LONG = {
     "mechjax reproduce entropy-neurons --out out/entropy --quick": (
         "about 15 minutes on two models; tests/test_entropy_neurons_repro.py runs its stages"
     ),
+    "mechjax reproduce steering --out out/steering --quick": (
+        "tens of minutes of generation on two models; tests/test_steering_repro.py runs "
+        "every stage in a smoke run"
+    ),
+    "mechjax steer smollm2-135m Describe a cat. --instruction detectable_format:title "
+    "--layer 24 --check": (
+        "a minute of vectors and generation; tests/test_steering.py::test_cli_steer runs "
+        "the command with fewer pairs and tokens"
+    ),
     "pip install .": (
         "installs into the running environment (it would replace the editable install); "
         "tests/test_packaging.py builds and installs the wheel in a temporary folder"

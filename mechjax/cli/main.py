@@ -6,6 +6,7 @@
     mechjax generate smollm2-135m "prompt" -n 40 --chat   # streamed, KV cache
     mechjax patch smollm2-135m --task ioi --site resid_pre --out grid.npz
     mechjax attribute smollm2-135m --task ioi --method eap-ig
+    mechjax steer smollm2-135m --instruction change_case:english_lowercase --layer 12 "prompt"
     mechjax reproduce --list              # the paper reproductions, one line each
     mechjax reproduce induction-emergence --out DIR [--quick]   # NAME --help: its options
 
@@ -24,6 +25,7 @@ from mechjax.cli import generate as generate_cmd
 from mechjax.cli import info as info_cmd
 from mechjax.cli import neuron as neuron_cmd
 from mechjax.cli import patch as patch_cmd
+from mechjax.cli import steer as steer_cmd
 from mechjax.cli.reproduce import REPRODUCTIONS, cmd_reproduce, list_reproductions
 
 
@@ -168,6 +170,39 @@ def _add_patch(subparsers) -> None:
     a.set_defaults(fn=patch_cmd.cmd_attribute)
 
 
+def _add_steer(subparsers) -> None:
+    """Add the `steer` subcommand: steered and unsteered completions side by side."""
+    s = subparsers.add_parser(
+        "steer",
+        help="a steered and an unsteered completion side by side (instruction vectors)",
+        description=(steer_cmd.__doc__ or "").split("\n\n")[0],
+    )
+    s.add_argument("model", help="registry name, .gguf file or HF checkpoint directory")
+    s.add_argument("prompt", help="the query (without the instruction)")
+    s.add_argument(
+        "--instruction",
+        required=True,
+        help="IFEval instruction id, e.g. change_case:english_lowercase",
+    )
+    s.add_argument("--layer", type=int, required=True, help="the block whose resid_post is steered")
+    s.add_argument(
+        "--mode", choices=("adjust", "add"), default="adjust", help="adjust_rs or add_vector"
+    )
+    s.add_argument("--weight", type=float, default=None, help="add_vector weight (--mode add)")
+    s.add_argument("--relative", action="store_true", help="--weight in units of the vector's norm")
+    s.add_argument("--pairs", type=int, default=32, help="prompt pairs for the vector")
+    s.add_argument("-n", "--max-new-tokens", type=int, default=64, help="new tokens per completion")
+    s.add_argument(
+        "--template",
+        choices=("auto", "chat", "qa", "none"),
+        default="auto",
+        help="prompt format: chat template, 'Q: ...\\nA:' (base models), as is; auto: chat if any",
+    )
+    s.add_argument("--check", action="store_true", help="score both with the IFEval-style checker")
+    s.add_argument("--seed", type=int, default=0, help="seed of the query sample for the pairs")
+    s.set_defaults(fn=steer_cmd.cmd_steer)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mechjax", description=(__doc__ or "").split("\n\n")[0], formatter_class=HelpFormatter
@@ -202,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_patch(sub)
     _add_neuron(sub)
+    _add_steer(sub)
 
     # no automatic -h: after NAME, --help belongs to the reproduction's own parser; no
     # abbreviations, so a reproduction's options never resolve to `--list` or `--help`

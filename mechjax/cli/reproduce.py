@@ -31,6 +31,11 @@ REPRODUCTIONS = {
         "Arithmetic reasoning via causal mediation (Stolfo et al. 2023): indirect "
         "effects of attention/MLP outputs, TCE/DCE, number-retrieval control; SmolLM2",
     ),
+    "steering": Reproduction(
+        "mechjax.analyses.steering",
+        "Instruction following through activation steering (Stolfo et al. 2025): format, "
+        "length and keyword vectors, layer search, composition; SmolLM2, Gemma 3",
+    ),
 }
 
 
