@@ -174,7 +174,8 @@ def _format_instruction(model, iid, settings, template, eval_keys) -> dict:
     }
 
 
-def _length(model, settings, template, eval_keys) -> tuple[dict, object]:
+def _length_vectors(model, settings, template, eval_keys):
+    """(layer, the conciseness vector, the held-out queries) of the length stage."""
     from mechjax import steering as st
 
     layer = round(model.config.n_layers * 12 / 32)
@@ -185,7 +186,13 @@ def _length(model, settings, template, eval_keys) -> tuple[dict, object]:
         seed=settings["seed"] + 7,
     )
     w = [q + LENGTH_PHRASINGS[i % len(LENGTH_PHRASINGS)] for i, q in enumerate(vq)]
-    vecs = st.compute_vectors(model, w, vq, layers=[layer], template=template)
+    return layer, st.compute_vectors(model, w, vq, layers=[layer], template=template), valq
+
+
+def _length(model, settings, template, eval_keys) -> tuple[dict, object]:
+    from mechjax import steering as st
+
+    layer, vecs, valq = _length_vectors(model, settings, template, eval_keys)
     norm = float(vecs.norm[0])
     toks = st.encode_prompts(model, valq, template)
     alphas = settings["length_alphas"]
@@ -329,7 +336,9 @@ def _instruction_ids(settings: dict) -> list[str]:
     )
 
 
-def _model_stages(stages, name: str, settings: dict, results: dict) -> None:
+def _model_stages(stages, name: str, settings: dict, results: dict, prior: dict) -> None:
+    """Every stage of one model; a stage already in `prior[name]` (a resumed run) is
+    kept, not run again."""
     import mechjax as mj
     from mechjax import steering as st
 
@@ -344,10 +353,20 @@ def _model_stages(stages, name: str, settings: dict, results: dict) -> None:
         "instruction_tuned": bool(tok is not None and tok.chat_template),
         "format": {},
     }
+    done = prior.get(name) or {}
+    r["format"].update(done.get("format", {}))
+    for key in ("length", "keywords_include", "keywords_exclude", "composition"):
+        if key in done:
+            r[key] = done[key]
     results[name] = r
+    reused = list(r["format"]) + [k for k in r if k in done and k != "format"]
+    if reused:
+        log(f"  {name}: kept from the earlier run: {', '.join(reused)}")
     eval_keys = [e.key for e in st.data.format_examples()]
     eval_keys += [e.key for k in ("include", "exclude") for e in st.data.keyword_examples(k)]
     for iid in _instruction_ids(settings):
+        if iid in r["format"]:
+            continue
         with stages.stage(f"{name}: {iid}"):
             res = _format_instruction(model, iid, settings, template, eval_keys)
         r["format"][iid] = res
@@ -356,24 +375,29 @@ def _model_stages(stages, name: str, settings: dict, results: dict) -> None:
             f"steer {res['steer']:.2f} instr_steer {res['instr_steer']:.2f} layer {res['layer']}"
         )
         stages.save({name: r})
-    with stages.stage(f"{name}: length"):
-        length, length_vecs = _length(model, settings, template, eval_keys)
-    r["length"] = length
-    log(f"  {name} length: words {length['mean_words']} for alphas {length['alphas']}")
-    stages.save({name: r})
+    length_vecs = None
+    if "length" not in r:
+        with stages.stage(f"{name}: length"):
+            r["length"], length_vecs = _length(model, settings, template, eval_keys)
+        log(f"  {name} length: words {r['length']['mean_words']} for {r['length']['alphas']}")
+        stages.save({name: r})
     for kind in ("include", "exclude"):
+        if f"keywords_{kind}" in r:
+            continue
         with stages.stage(f"{name}: keywords {kind}"):
             r[f"keywords_{kind}"] = _keywords(model, kind, settings, template, eval_keys)
         k = r[f"keywords_{kind}"]
         log(f"  {name} keywords {kind}: steer {k['steer']:.2f} vs no_instr {k['no_instr']:.2f}")
         stages.save({name: r})
-    if "change_case:english_lowercase" in r["format"]:
+    if "change_case:english_lowercase" in r["format"] and "composition" not in r:
         with stages.stage(f"{name}: composition"):
+            if length_vecs is None:  # resumed after the length stage: the same vector again
+                length_vecs = _length_vectors(model, settings, template, eval_keys)[1]
             r["composition"] = _composition(
                 model,
                 r["format"]["change_case:english_lowercase"],
                 length_vecs,
-                length,
+                r["length"],
                 settings,
                 template,
             )
@@ -395,6 +419,26 @@ def _table(results: dict, models) -> dict:
     return out
 
 
+def _prior(path: Path, settings: dict) -> dict:
+    """The earlier run's details.json, checked to have the same settings (else an error
+    naming the settings that differ); {} if there is none."""
+    import json
+
+    from mechjax.errors import InputError
+
+    if not path.is_file():
+        return {}
+    prior = json.loads(path.read_text())
+    old = {k: v for k, v in prior.get("settings", {}).items() if k not in ("quick", "models")}
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if diff:
+        raise InputError(
+            f"--resume: {path} was written with other settings ({', '.join(diff)} differ); "
+            "use another --out or the same options"
+        )
+    return prior
+
+
 def reproduce(
     out_dir: str | Path,
     *,
@@ -402,9 +446,14 @@ def reproduce(
     models: Sequence[str] = DEFAULT_MODELS,
     smoke: bool = False,
     progress: bool | None = None,
+    resume: bool = False,
     log=print,
 ) -> dict:
-    """Run every stage for every model; write results.json and report.md."""
+    """Run every stage for every model; write results.json and report.md.
+
+    `resume`: keep the stages an earlier run with the same settings left in
+    `out_dir/details.json` (an interrupted run, or a model run in another folder whose
+    section was copied in) and run only the rest."""
     from mechjax.analyses.stages import Stages
     from mechjax.analyses.steering.report import write_report
 
@@ -415,13 +464,17 @@ def reproduce(
     t0 = time.time()
     details: dict = {}
     meta: dict = {"settings": {**settings, "quick": quick, "models": list(models)}}
+    prior = _prior(out / "details.json", settings) if resume else {}
     with Stages(
         out / "details.json", (n_instr + 4) * len(models), progress=progress, log=log
     ) as stages:
+        stages.timings.update(prior.get("stage_seconds", {}))
         stages.save({"settings": meta["settings"]})
         for name in models:
-            _model_stages(stages, name, settings, details)
-        meta["seconds"] = round(time.time() - t0, 1)
+            _model_stages(stages, name, settings, details, prior)
+        # the stages' own times (a resumed run adds the earlier run's): model loading apart
+        meta["seconds"] = round(sum(t["seconds"] for t in stages.timings.values()), 1)
+        meta["wall_seconds_this_run"] = round(time.time() - t0, 1)
         final = stages.finish({**details, **meta})
     from mechjax.analyses.stages import write_json
 
@@ -448,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the stages an interrupted run left in --out (same settings) and run the rest",
+    )
     return ap
 
 
@@ -460,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models=args.models,
         smoke=args.smoke,
         progress=False if args.quiet else None,
+        resume=args.resume,
     )
     return 0
 

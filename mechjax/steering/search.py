@@ -18,7 +18,6 @@ on the prompt, so the threshold is the paper's number on a different scale.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -199,7 +198,7 @@ def generate_candidates(
     return Generation(cat("tokens"), cat("lengths"), texts, cat("prompt"), cat("prompt_mask"))
 
 
-@functools.partial(jax.jit, static_argnums=())
+@jax.jit
 def _nll(model: Model, tokens, mask):
     logits = run(model, tokens, attention_mask=mask, jit=False).logits[:, :-1]
     lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
