@@ -138,6 +138,9 @@ def test_perplexity_matches_the_log_probabilities_of_run(tiny_llama):
         lp = jax.nn.log_softmax(mj.run(tiny_llama, seq).logits[0].astype(jnp.float32), -1)
         nll = -np.array([lp[len(p) - 1 + t, seq[0, len(p) + t]] for t in range(5)])
         np.testing.assert_allclose(ppl[i], np.exp(nll.mean()), rtol=1e-4)
+    some = st.perplexity(tiny_llama, gen, rows=[0, 2], batch_size=2)
+    np.testing.assert_allclose(some[[0, 2]], ppl[[0, 2]], rtol=1e-6)
+    assert np.isnan(some[1])
 
 
 # ---------------------------------------------------------------------- on SmolLM2

@@ -165,7 +165,11 @@ def _format_instruction(model, iid, settings, template, eval_keys) -> dict:
             "candidates": list(search.candidates),
             "accuracy": search.accuracy.round(4).tolist(),
             "degenerate": search.degenerate.tolist(),
-            "min_perplexity": np.nanmin(search.perplexity, axis=1).round(3).tolist(),
+            # None where the perplexity was not needed (an accuracy of 0) or not defined
+            "min_perplexity": [
+                None if np.all(np.isnan(row)) else round(float(np.nanmin(row)), 3)
+                for row in search.perplexity
+            ],
         },
         "pass": cond["pass"],
         "mean_words": cond["mean_words"],

@@ -205,9 +205,21 @@ def _nll(model: Model, tokens, mask):
     return -jnp.take_along_axis(lp, tokens[:, 1:, None], axis=-1)[..., 0]
 
 
-def perplexity(model: Model, gen: Generation, *, batch_size: int = 8) -> np.ndarray:
+def perplexity(
+    model: Model, gen: Generation, *, rows: Sequence[int] | None = None, batch_size: int = 8
+) -> np.ndarray:
     """Perplexity of each row's generated tokens (stop token excluded) under the
-    unsteered model, given its prompt: exp(mean NLL). NaN for an empty generation."""
+    unsteered model, given its prompt: exp(mean NLL). NaN for an empty generation, and
+    for rows left out of `rows` (default: every row)."""
+    if rows is not None:
+        idx = np.asarray(rows, np.int64)
+        full = np.full(len(gen.lengths), np.nan)
+        if idx.size:
+            sub = Generation(
+                gen.tokens[idx], gen.lengths[idx], None, gen.prompt[idx], gen.prompt_mask[idx]
+            )
+            full[idx] = perplexity(model, sub, batch_size=batch_size)
+        return full
     prompt, pmask, toks, lengths = gen.prompt, gen.prompt_mask, gen.tokens, gen.lengths
     n, width = prompt.shape
     max_new = toks.shape[1]
@@ -275,7 +287,8 @@ class LayerSearch(NamedTuple):
       score: [n_cand] accuracy, 0 where degenerate.
       best: the chosen layer (None: no steering won); `best_coeff` its coefficient.
       texts: [n_cand][n_prompts] the outputs.
-      perplexity: [n_cand, n_prompts].
+      perplexity: [n_cand, n_prompts]: computed for the steered candidates with a
+        non-zero accuracy (the filter cannot change the others' score of 0), NaN else.
       mode: "adjust" or "add".
     """
 
@@ -361,11 +374,14 @@ def search_layer(
     gen = generate_candidates(model, prompts, steers, max_new_tokens, batch_size=batch_size)
     assert gen.texts is not None
     k = len(cands)
-    ppl = perplexity(model, gen).reshape(k, n)
     kw_rows = None if kwargs is None else list(kwargs) * k
     answers = [answer_text(t, model, template) for t in gen.texts]
     ok = score(answers, list(instruction_ids) * k, kw_rows)
     acc = ok.reshape(k, n).mean(1)
+    # the filter can only change the argmax for steered candidates that score above 0:
+    # only their outputs are scored by the (unsteered) model; the others' stay NaN
+    need = [c * n + i for c in range(1, k) if acc[c] > 0 for i in range(n)]
+    ppl = perplexity(model, gen, rows=need).reshape(k, n)
     degenerate = np.asarray(is_degenerate(ppl, ppl_threshold).any(1))
     degenerate[0] = False  # the unsteered model is the reference, never filtered out
     sc = np.where(degenerate, 0.0, acc)
