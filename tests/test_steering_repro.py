@@ -67,5 +67,7 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_with_tokenize
     assert json.loads((out / "results.json").read_text()) == res
     assert any("kept from the earlier run" in m for m in logs)
     assert not any(m.strip().startswith("[smollm2-135m:") for m in logs)  # no stage ran
+    with pytest.raises(mj.MechjaxError, match="no checkable format examples for .'no:such'.*valid"):
+        repro.reproduce(out, smoke=True, models=["smollm2-135m"], instructions=["no:such"])
     with pytest.raises(mj.MechjaxError, match="other settings .*differ"):
         repro.reproduce(out, quick=True, models=["smollm2-135m"], resume=True, log=logs.append)

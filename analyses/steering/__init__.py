@@ -359,11 +359,12 @@ def _model_stages(stages, name: str, settings: dict, results: dict, prior: dict)
     }
     done = prior.get(name) or {}
     r["format"].update(done.get("format", {}))
-    for key in ("length", "keywords_include", "keywords_exclude", "composition"):
+    stage_keys = ("length", "keywords_include", "keywords_exclude", "composition")
+    for key in stage_keys:
         if key in done:
             r[key] = done[key]
     results[name] = r
-    reused = list(r["format"]) + [k for k in r if k in done and k != "format"]
+    reused = list(r["format"]) + [k for k in stage_keys if k in done]
     if reused:
         log(f"  {name}: kept from the earlier run: {', '.join(reused)}")
     eval_keys = [e.key for e in st.data.format_examples()]
@@ -408,21 +409,6 @@ def _model_stages(stages, name: str, settings: dict, results: dict, prior: dict)
         stages.save({name: r})
 
 
-def _table(results: dict, models) -> dict:
-    """The issue's results.json layout: model -> instruction id -> the four adherences."""
-    out: dict = {}
-    for name in models:
-        r = results[name]
-        rows = {iid: {c: v[c] for c in (*CONDITIONS, "layer")} for iid, v in r["format"].items()}
-        for kind in ("include", "exclude"):
-            if f"keywords_{kind}" in r:
-                k = r[f"keywords_{kind}"]
-                iid = "keywords:existence" if kind == "include" else "keywords:forbidden_words"
-                rows[iid] = {c: k[c] for c in (*CONDITIONS, "layer")}
-        out[name] = rows
-    return out
-
-
 def _prior(path: Path, settings: dict) -> dict:
     """The earlier run's details.json, checked to have the same settings (else an error
     naming the settings that differ); {} if there is none."""
@@ -433,8 +419,11 @@ def _prior(path: Path, settings: dict) -> dict:
     if not path.is_file():
         return {}
     prior = json.loads(path.read_text())
-    old = {k: v for k, v in prior.get("settings", {}).items() if k not in ("quick", "models")}
-    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    # each instruction's result stands alone, so a run over other instructions resumes
+    free = ("quick", "models", "instructions")
+    old = {k: v for k, v in prior.get("settings", {}).items() if k not in free}
+    new = {k: v for k, v in settings.items() if k not in free}
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise InputError(
             f"--resume: {path} was written with other settings ({', '.join(diff)} differ); "
@@ -451,19 +440,31 @@ def reproduce(
     smoke: bool = False,
     progress: bool | None = None,
     resume: bool = False,
+    instructions: Sequence[str] | None = None,
     log=print,
 ) -> dict:
     """Run every stage for every model; write results.json and report.md.
 
     `resume`: keep the stages an earlier run with the same settings left in
     `out_dir/details.json` (an interrupted run, or a model run in another folder whose
-    section was copied in) and run only the rest."""
+    section was copied in) and run only the rest. `instructions`: the format instruction
+    ids to run (default: every checkable one)."""
     from mechjax.analyses.stages import Stages
-    from mechjax.analyses.steering.report import write_report
+    from mechjax.analyses.steering.report import results_table, write_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {**_settings(quick, smoke), "smoke": smoke}
+    if instructions:
+        from mechjax import steering as st
+
+        bad = sorted(set(instructions) - set(_instruction_ids({"instructions": None})))
+        if bad:
+            valid = ", ".join(_instruction_ids({"instructions": None}))
+            raise st.ifeval.InstructionError(
+                f"no checkable format examples for {bad}; valid: {valid}"
+            )
+        settings["instructions"] = list(instructions)
     n_instr = len(_instruction_ids(settings))
     t0 = time.time()
     details: dict = {}
@@ -482,7 +483,7 @@ def reproduce(
         final = stages.finish({**details, **meta})
     from mechjax.analyses.stages import write_json
 
-    write_json(out / "results.json", {**_table(details, models), "complete": True})
+    write_json(out / "results.json", {**results_table(details, models), "complete": True})
     write_report(out, details, meta)
     log(
         f"wrote {out / 'report.md'}, {out / 'results.json'} and details.json in {meta['seconds']:.0f}s"
@@ -506,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument(
+        "--instructions",
+        nargs="+",
+        default=None,
+        help="format instruction ids to run (default: every checkable one; --quick: four)",
+    )
+    ap.add_argument(
         "--resume",
         action="store_true",
         help="keep the stages an interrupted run left in --out (same settings) and run the rest",
@@ -523,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         smoke=args.smoke,
         progress=False if args.quiet else None,
         resume=args.resume,
+        instructions=args.instructions,
     )
     return 0
 

@@ -1,7 +1,7 @@
 """report.md of the steering reproduction: fidelity first, the paper's claims and ours
 side by side (every number read from details.json), then the tables per model.
 
-    python -m mechjax.analyses.steering.report DIR   # rewrite DIR/report.md from DIR/details.json
+    python -m mechjax.analyses.steering.report DIR   # DIR/report.md, results.json from details.json
 """
 
 from __future__ import annotations
@@ -41,6 +41,22 @@ FIDELITY = """\
 - **Not done.** Cross-model steering (vectors from an instruction-tuned model applied to
   its base model): no base/instruct pair of one model is available offline.
 """
+
+
+def results_table(details: dict, models) -> dict:
+    """The issue's results.json layout: model -> instruction id -> the four adherences
+    and the layer."""
+    out: dict = {}
+    for name in models:
+        r = details[name]
+        rows = {iid: {c: v[c] for c in (*CONDITIONS, "layer")} for iid, v in r["format"].items()}
+        for kind in ("include", "exclude"):
+            if f"keywords_{kind}" in r:
+                k = r[f"keywords_{kind}"]
+                iid = "keywords:existence" if kind == "include" else "keywords:forbidden_words"
+                rows[iid] = {c: k[c] for c in (*CONDITIONS, "layer")}
+        out[name] = rows
+    return out
 
 
 def _f(x) -> str:
@@ -94,6 +110,21 @@ def _claims(name: str, r: dict) -> list[str]:
     return lines
 
 
+def _subset_note(r: dict) -> list[str]:
+    from mechjax.analyses.steering import _instruction_ids
+
+    every = _instruction_ids({"instructions": None})
+    run = sorted(r["format"])
+    if set(every) <= set(run):
+        return []
+    missing = [i for i in every if i not in run]
+    return [
+        f"{len(run)} of the {len(every)} checkable format instructions were run for this "
+        f"model; not run: {', '.join(f'`{i}`' for i in missing)}.",
+        "",
+    ]
+
+
 def _model_section(name: str, r: dict) -> list[str]:
     out = [
         f"## {name}",
@@ -103,6 +134,7 @@ def _model_section(name: str, r: dict) -> list[str]:
         "",
         "### Format instructions (adherence, IFEval strict)",
         "",
+        *_subset_note(r),
         "| instruction | n | no instr | instr | steer | instr + steer | layer | validation accuracy by layer |",
         "|---|---|---|---|---|---|---|---|",
     ]
