@@ -205,6 +205,49 @@ def _model_section(name: str, r: dict) -> list[str]:
     return out
 
 
+def write_figures(out: Path, details: dict, models) -> list[str]:
+    """Per model: adherence in the four conditions per instruction (bars) and the layer
+    search's validation accuracy by layer (lines). Returns the file names."""
+    import numpy as np
+
+    from mechjax import plotting
+
+    names = []
+    for name in models:
+        fmt = details[name]["format"]
+        ids = sorted(fmt)
+        if not ids:
+            continue
+        fig, ax = plotting.subplots(figsize=(max(6.0, 0.9 * len(ids) + 2), 3.8))
+        x = np.arange(len(ids))
+        for j, cond in enumerate(CONDITIONS):
+            ax.bar(x + (j - 1.5) * 0.2, [fmt[i][cond] for i in ids], 0.2, label=cond)
+        ax.set_xticks(x, [i.split(":")[1] for i in ids], rotation=35, ha="right", fontsize=7)
+        ax.set_ylabel("adherence (IFEval strict)")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{name}: format instructions", fontsize=9)
+        ax.legend(fontsize=7, ncol=4)
+        fig.tight_layout()
+        path = f"{name}_adherence.png"
+        fig.savefig(out / path, dpi=110)
+        names.append(path)
+        fig, ax = plotting.subplots(figsize=(6.0, 3.8))
+        for i in ids:
+            srch = fmt[i]["search"]
+            layers = [c for c in srch["candidates"] if c is not None]
+            acc = [a for c, a in zip(srch["candidates"], srch["accuracy"]) if c is not None]
+            ax.plot(layers, acc, marker=".", label=i.split(":")[1])
+        ax.set_xlabel("steered layer (adjust_rs)")
+        ax.set_ylabel("validation accuracy, no instruction")
+        ax.set_title(f"{name}: layer search", fontsize=9)
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        path = f"{name}_layer_search.png"
+        fig.savefig(out / path, dpi=110)
+        names.append(path)
+    return names
+
+
 def write_report(out: Path, details: dict, meta: dict) -> Path:
     settings = meta["settings"]
     models = [m for m in settings["models"] if m in details]
@@ -215,6 +258,7 @@ def write_report(out: Path, details: dict, meta: dict) -> Path:
         f"`mechjax reproduce steering{' --quick' if settings.get('quick') else ''}` "
         f"({meta.get('seconds', 0):.0f} s on CPU){' — smoke run, numbers not meaningful' if settings.get('smoke') else ''}.",
         "",
+        *([f"How it ran: {details['runs']}", ""] if details.get("runs") else []),
         FIDELITY.format(max_new=settings["max_new_tokens"]),
         "## The paper's claims and ours",
         "",
@@ -226,6 +270,9 @@ def write_report(out: Path, details: dict, meta: dict) -> Path:
     lines.append("")
     for name in models:
         lines += _model_section(name, details[name])
+    figures = write_figures(out, details, models)
+    if figures:
+        lines += ["## Figures", "", *[f"![{f[:-4]}]({f})" for f in figures], ""]
     lines += [
         "## Files",
         "",
@@ -247,9 +294,11 @@ def main(argv=None) -> int:
         return 2
     out = Path(argv[0])
     details = json.loads((out / "details.json").read_text())
-    write_report(
-        out, details, {"settings": details["settings"], "seconds": details.get("seconds", 0)}
-    )
+    meta = {"settings": details["settings"], "seconds": details.get("seconds", 0)}
+    write_report(out, details, meta)
+    models = [m for m in details["settings"]["models"] if m in details]
+    table = {**results_table(details, models), "complete": bool(details.get("complete"))}
+    (out / "results.json").write_text(json.dumps(table, indent=2))
     return 0
 
 
