@@ -16,12 +16,13 @@ first run most of a short stage is compilation.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from mechjax.progress import CompileClock, progress_bar, show_progress, timing_note
@@ -95,3 +96,28 @@ class Stages:
 
     def _write(self, partial: dict) -> None:
         write_json(self.path, {**partial, "complete": False, "stage_seconds": self.timings})
+
+
+def reproduction_parser(
+    name: str,
+    description: str,
+    *,
+    quick_help: str,
+    models: Sequence[str] | None = None,
+    out_help: str = "output folder (report.md, results.json, figures)",
+) -> argparse.ArgumentParser:
+    """The options every reproduction shares: --out, --quick, --smoke, --quiet, and
+    --models when it runs on registered models (`models`: the default list).
+    A reproduction adds its own options to the parser it gets back."""
+    from mechjax.cli.main import HelpFormatter
+
+    ap = argparse.ArgumentParser(
+        prog=f"mechjax reproduce {name}", description=description, formatter_class=HelpFormatter
+    )
+    ap.add_argument("--out", required=True, help=out_help)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    if models is not None:
+        ap.add_argument("--models", nargs="+", default=list(models), help="registered model names")
+    ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap

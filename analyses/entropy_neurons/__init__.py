@@ -360,21 +360,15 @@ def reproduce(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mechjax.cli.main import HelpFormatter
+    from mechjax.analyses.stages import reproduction_parser
 
-    ap = argparse.ArgumentParser(
-        prog="mechjax reproduce entropy-neurons",
-        description="Reproduce 'Confidence Regulation Neurons in Language Models'.",
-        formatter_class=HelpFormatter,
+    return reproduction_parser(
+        "entropy-neurons",
+        "Reproduce 'Confidence Regulation Neurons in Language Models'.",
+        quick_help="fewer tokens and sequences (minutes)",
+        models=DEFAULT_MODELS,
+        out_help="output folder (report.md, results.json, PNGs)",
     )
-    ap.add_argument("--out", required=True, help="output folder (report.md, results.json, PNGs)")
-    ap.add_argument("--quick", action="store_true", help="fewer tokens and sequences (minutes)")
-    ap.add_argument(
-        "--models", nargs="+", default=list(DEFAULT_MODELS), help="registered model names"
-    )
-    ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -492,20 +492,15 @@ def reproduce(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mechjax.cli.main import HelpFormatter
+    from mechjax.analyses.stages import reproduction_parser
 
-    ap = argparse.ArgumentParser(
-        prog="mechjax reproduce steering",
-        description="Reproduce 'Improving Instruction-Following through Activation Steering'.",
-        formatter_class=HelpFormatter,
+    ap = reproduction_parser(
+        "steering",
+        "Reproduce 'Improving Instruction-Following through Activation Steering'.",
+        quick_help="4 instructions, short answers (minutes)",
+        models=DEFAULT_MODELS,
+        out_help="output folder (report.md, results.json)",
     )
-    ap.add_argument("--out", required=True, help="output folder (report.md, results.json)")
-    ap.add_argument("--quick", action="store_true", help="4 instructions, short answers (minutes)")
-    ap.add_argument(
-        "--models", nargs="+", default=list(DEFAULT_MODELS), help="registered model names"
-    )
-    ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument(
         "--instructions",
         nargs="+",
