@@ -55,12 +55,16 @@ from jax.typing import ArrayLike
 from mechjax.errors import InputError
 
 __all__ = [
+    "DigitProbes",
     "ProbeResult",
     "Selectivity",
     "accuracy",
     "auroc",
     "balanced_accuracy",
     "control_labels",
+    "digit_probes",
+    "digits",
+    "disagreement",
     "logistic",
     "r2",
     "ridge",
@@ -74,6 +78,10 @@ __all__ = [
 TRACE_COUNT = {"ridge": 0, "logistic": 0}
 
 STD_FLOOR = 1e-6
+# A line-search step is accepted when the loss rises by at most RTOL (relative): at float32
+# resolution a converged lane otherwise backtracks the full 20 steps at every L-BFGS step,
+# and under `vmap` every lane of every layer waits for it.
+RTOL = 1e-6
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -180,6 +188,26 @@ def split(
     if train.size < 2:
         raise InputError(f"the split leaves {train.size} training rows (n={n})")
     return train, val
+
+
+def _indices(indices, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Check explicit `(train_rows, val_rows)`: int row numbers in [0, n), disjoint."""
+    if indices is None:
+        return None
+    if len(indices) != 2:
+        raise InputError("indices must be a pair (train_rows, val_rows)")
+    tr, va = (np.asarray(i) for i in indices)
+    for name, rows in (("train", tr), ("val", va)):
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise InputError(f"{name} rows must be 1-D integers, got {rows.dtype} {rows.shape}")
+        if rows.size < 2:
+            raise InputError(f"{name} rows: {rows.size} given, at least 2 needed")
+        if rows.min() < 0 or rows.max() >= n:
+            raise InputError(f"{name} rows must be in [0, {n}), got [{rows.min()}, {rows.max()}]")
+    both = np.intersect1d(tr, va)
+    if both.size:
+        raise InputError(f"{both.size} rows are in both train and val (first: {both[0]})")
+    return np.sort(tr), np.sort(va)
 
 
 def standardise(x_train, x_val):
@@ -345,6 +373,18 @@ class ProbeResult(NamedTuple):
             raise InputError(f"acts_layer must be [n, {d}], got shape {x.shape}")
         return x @ np.asarray(self.weights[layer], np.float64) + self.intercepts[layer]
 
+    def proba(self, acts_layer: ArrayLike, layer: int) -> np.ndarray:
+        """Logistic probes: class probabilities `[n, k]`, columns in `classes` order (two
+        columns for a binary probe)."""
+        if self.kind != "logistic":
+            raise InputError("proba is for logistic probes; a ridge probe has no classes")
+        out = self.decision(acts_layer, layer)
+        if out.ndim == 1:
+            p1 = 1.0 / (1.0 + np.exp(-out))
+            return np.stack([1.0 - p1, p1], axis=1)
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
     def predict(self, acts_layer: ArrayLike, layer: int) -> np.ndarray:
         """Ridge: predicted values `[n]`. Logistic: predicted labels `[n]` (original label
         values)."""
@@ -433,17 +473,22 @@ def ridge(
     val_fraction: float = 0.25,
     seed: int = 0,
     fit_intercept: bool = True,
+    indices: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> ProbeResult:
     """Ridge regression probes of `y` `[n]` (floats) on every layer of `acts`
     `[n_layers, n, d]`, alpha chosen per layer by validation R² (ties: the larger alpha).
-    Equal to scikit-learn's `Ridge(alpha)` on the standardised training rows."""
+    Equal to scikit-learn's `Ridge(alpha)` on the standardised training rows.
+    `indices`: explicit `(train_rows, val_rows)` instead of the seeded split (rows in
+    neither, a held-out test set, are not used)."""
     x = _check_acts(acts)
     yy = _check_labels(x, y).astype(x.dtype)
     if not np.all(np.isfinite(yy)):
         raise InputError(f"y holds {int((~np.isfinite(yy)).sum())} NaN/inf targets")
     if len(alphas) == 0 or min(alphas) < 0:
         raise InputError(f"alphas must be a non-empty sequence of values >= 0, got {alphas}")
-    tr, va = split(x.shape[1], val_fraction=val_fraction, seed=seed)
+    tr, va = _indices(indices, x.shape[1]) or split(
+        x.shape[1], val_fraction=val_fraction, seed=seed
+    )
     grid = np.array(sorted(alphas, reverse=True), x.dtype)  # ties -> stronger penalty
     w, b, best, val_grid, train, val = _ridge_jit(
         x[:, tr], yy[tr], x[:, va], yy[va], jnp.asarray(grid), fit_intercept=fit_intercept
@@ -470,7 +515,7 @@ def _lbfgs(f, params, steps: int, lr):
     opt = optax.lbfgs(
         learning_rate=lr,
         linesearch=optax.scale_by_backtracking_linesearch(
-            max_backtracking_steps=20, store_grad=True
+            max_backtracking_steps=20, store_grad=True, rtol=RTOL
         ),
     )
     value_and_grad = optax.value_and_grad_from_state(f)
@@ -549,6 +594,7 @@ def logistic(
     lr: float | None = None,
     val_fraction: float = 0.25,
     seed: int = 0,
+    indices: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> ProbeResult:
     """L2 logistic-regression probes of class labels `y` `[n]` on every layer of `acts`
     `[n_layers, n, d]`: sigmoid for 2 classes, softmax for more. C chosen per layer by
@@ -556,10 +602,22 @@ def logistic(
     (None: the step the backtracking line search picks). The split is stratified by class.
 
     Metrics per layer (train and val): accuracy, balanced_accuracy, auroc (binary, or
-    macro one-vs-rest).
+    macro one-vs-rest). `indices`: explicit `(train_rows, val_rows)` instead of the
+    seeded split (rows in neither, a held-out test set, are not used). The classes are
+    those of the training rows: a validation row whose label training never saw (a rare
+    digit, say) can never be predicted, so it counts as wrong in the accuracy, and is left
+    out of the balanced accuracy and AUROC (which are over the training classes).
     """
     x = _check_acts(acts)
     yy = _check_labels(x, y)
+    given = _indices(indices, x.shape[1])
+    if given is not None:
+        tr, va = given
+        classes, _ = _classes(yy[tr], "y[train rows]")
+        codes = np.full(yy.shape, classes.size, np.int32)  # k: a label training never saw
+        seen = np.isin(yy, classes)
+        codes[seen] = np.searchsorted(classes, yy[seen]).astype(np.int32)
+        return _logistic_core(x, codes, int(classes.size), tr, va, cs, steps, lr, classes)
     classes, codes = _classes(yy)
     tr, va = split(x.shape[1], val_fraction=val_fraction, seed=seed, stratify=codes)
     return _logistic_core(x, codes, int(classes.size), tr, va, cs, steps, lr, classes)
@@ -623,3 +681,117 @@ def selectivity(
     )
     ta, ca = task.val["accuracy"], control.val["accuracy"]
     return Selectivity(ta - ca, ta, ca, task, control)
+
+
+# ---------------------------------------------------------------------------- digit probes
+# Sun, Stolfo & Sachan 2025, "Probing for Arithmetic Errors in Language Models": a softmax
+# probe per digit position reads a digit of the model's answer, or of the gold answer, from
+# the hidden state before the answer; comparing the two readings flags errors.
+
+
+def digits(values: ArrayLike, n_digits: int) -> np.ndarray:
+    """Decimal digits of non-negative integers `[n]` -> int32 `[n, n_digits]`, column j the
+    digit of 10^j (units first). A value with more than `n_digits` digits is an error (its
+    top digits would be lost)."""
+    v = np.asarray(values)
+    if v.ndim != 1 or not np.issubdtype(v.dtype, np.integer):
+        raise InputError(f"values must be 1-D integers, got {v.dtype} {v.shape}")
+    if n_digits < 1:
+        raise InputError(f"n_digits must be >= 1, got {n_digits}")
+    if v.size and v.min() < 0:
+        raise InputError(f"values must be >= 0; got {int(v.min())} (row {int(v.argmin())})")
+    if v.size and v.max() >= 10**n_digits:
+        raise InputError(
+            f"value {int(v.max())} (row {int(v.argmax())}) has more than {n_digits} digits"
+        )
+    return ((v[:, None] // 10 ** np.arange(n_digits)) % 10).astype(np.int32)
+
+
+class DigitProbes(NamedTuple):
+    """One softmax (or, for a digit with two values, binary) probe per digit position,
+    units first. `proba` spreads each probe's classes over the ten digits (a digit the
+    training rows never showed gets probability 0)."""
+
+    probes: tuple[ProbeResult, ...]
+
+    @property
+    def n_digits(self) -> int:
+        return len(self.probes)
+
+    def proba(self, acts_layer: ArrayLike, layer: int) -> np.ndarray:
+        """`[n, n_digits, 10]` digit probabilities at `layer`."""
+        cols = []
+        for p in self.probes:
+            pr = p.proba(acts_layer, layer)
+            full = np.zeros((pr.shape[0], 10))
+            assert p.classes is not None
+            full[:, np.asarray(p.classes, int)] = pr
+            cols.append(full)
+        return np.stack(cols, axis=1)
+
+    def predict(self, acts_layer: ArrayLike, layer: int) -> np.ndarray:
+        """`[n, n_digits]` decoded digits at `layer`."""
+        return self.proba(acts_layer, layer).argmax(axis=-1)
+
+    def accuracy(self, acts: ArrayLike, values: ArrayLike, rows: ArrayLike) -> np.ndarray:
+        """`[n_layers, n_digits]` accuracy of every layer's probes on `rows` of `acts`
+        `[n_layers, n, d]` against the digits of `values` `[n]`."""
+        x = _check_acts(acts)
+        r = np.asarray(rows)
+        want = digits(_check_labels(x, values, "values")[r], self.n_digits)
+        return np.stack(
+            [(self.predict(x[l, r], l) == want).mean(axis=0) for l in range(x.shape[0])]
+        )
+
+
+def digit_probes(
+    acts: ArrayLike,
+    values: ArrayLike,
+    n_digits: int,
+    *,
+    indices: tuple[ArrayLike, ArrayLike],
+    cs: Sequence[float] = (0.01, 0.1, 1.0),
+    steps: int = 200,
+    lr: float | None = None,
+) -> DigitProbes:
+    """A `logistic` probe per digit position of `values` `[n]` (units first), on every
+    layer of `acts` `[n_layers, n, d]`, with the given `(train_rows, val_rows)` (so that
+    probes of the predicted and of the gold answer share one split and a test set can be
+    held out). A digit position constant over the training rows is an error: nothing to
+    decode (lower `n_digits`)."""
+    x = _check_acts(acts)
+    dg = digits(_check_labels(x, values, "values"), n_digits)
+    given = _indices(indices, x.shape[1])
+    if given is None:
+        raise InputError("digit_probes needs indices=(train_rows, val_rows)")
+    tr, va = given
+    for j in range(n_digits):  # every position checked before any fit
+        if np.unique(dg[tr, j]).size < 2:
+            raise InputError(
+                f"digit 10^{j} is {int(dg[tr[0], j])} in every training row: nothing to decode"
+            )
+    out = []
+    for j in range(n_digits):
+        out.append(logistic(x, dg[:, j], cs=cs, steps=steps, lr=lr, indices=(tr, va)))
+    return DigitProbes(tuple(out))
+
+
+def disagreement(
+    predicted: DigitProbes, gold: DigitProbes, acts_layer: ArrayLike, layer: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The digit-comparison error detector: decode the model's answer and the gold answer
+    from the same hidden states `[n, d]` and compare.
+
+    Returns `(score, flag)`, each `[n]`: `flag` is True where the argmax digits disagree at
+    any position; `score` = 1 - prod_j sum_c p_pred[j, c] p_gold[j, c], the probability
+    that the two readings differ when each position's two readings are drawn from their
+    probes independently (for AUROC).
+    """
+    if predicted.n_digits != gold.n_digits:
+        raise InputError(
+            f"predicted probes read {predicted.n_digits} digits, gold probes {gold.n_digits}"
+        )
+    pp, pg = predicted.proba(acts_layer, layer), gold.proba(acts_layer, layer)
+    same = np.prod(np.sum(pp * pg, axis=-1), axis=-1)
+    flag = np.any(pp.argmax(-1) != pg.argmax(-1), axis=-1)
+    return 1.0 - same, flag

@@ -247,3 +247,129 @@ def test_errors_name_what_is_wrong():
         pr.ridge(x[:, :4], np.arange(4.0))
     with pytest.raises(InputError, match="types has 3 labels"):
         pr.selectivity(x, y, np.arange(3))
+
+
+# ---------------------------------------------------------------------------- explicit splits
+
+
+def test_explicit_indices_fit_only_those_rows(binary):
+    x, y, _ = binary
+    tr, va = np.arange(0, 120), np.arange(120, 180)  # rows 180.. held out
+    res = pr.logistic(x, y, indices=(tr, va))
+    assert (res.train_idx == tr).all() and (res.val_idx == va).all()
+    # the held-out rows do not move the fit: changing their labels gives the same weights
+    y2 = y.copy()
+    y2[180:] = 1 - y2[180:]
+    res2 = pr.logistic(x, y2, indices=(tr, va))
+    np.testing.assert_array_equal(res.weights, res2.weights)
+    # ridge the same way
+    r = pr.ridge(x, y.astype(float), indices=(tr, va))
+    assert (r.val_idx == va).all()
+
+
+def test_proba_matches_decision_and_predict(binary, binary_fit):
+    x, _, _ = binary
+    p = binary_fit.proba(x[SIGNAL, :10], SIGNAL)
+    assert p.shape == (10, 2)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-12)
+    z = binary_fit.decision(x[SIGNAL, :10], SIGNAL)
+    np.testing.assert_allclose(p[:, 1], 1 / (1 + np.exp(-z)), rtol=1e-12)
+    assert (binary_fit.classes[p.argmax(1)] == binary_fit.predict(x[SIGNAL, :10], SIGNAL)).all()
+
+
+def test_bad_indices_are_refused(binary):
+    x, y, _ = binary
+    with pytest.raises(InputError, match="both train and val"):
+        pr.logistic(x, y, indices=(np.arange(0, 100), np.arange(90, 150)))
+    with pytest.raises(InputError, match=r"must be in \[0, 240\)"):
+        pr.logistic(x, y, indices=(np.arange(0, 100), np.arange(200, 250)))
+    with pytest.raises(InputError, match="single class"):
+        pr.logistic(
+            x,
+            np.r_[np.zeros(100, int), np.ones(N - 100, int)],
+            indices=(np.arange(100), np.arange(100, 200)),
+        )
+
+
+def test_a_validation_label_training_never_saw_counts_as_wrong(binary):
+    x, y, _ = binary
+    tr, va = np.arange(0, 120), np.arange(120, 180)
+    y3 = y.copy()
+    y3[170:180] = 2  # a third class only in validation rows
+    res = pr.logistic(x, y3, indices=(tr, va))
+    assert list(res.classes) == [0, 1]
+    pred = res.predict(x[SIGNAL, va], SIGNAL)
+    assert res.val["accuracy"][SIGNAL] == pytest.approx((pred == y3[va]).mean(), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------- digit probes
+
+
+def test_digits_units_first_and_refuses_what_it_cannot_hold():
+    np.testing.assert_array_equal(
+        pr.digits(np.array([907, 15, 0]), 3), [[7, 0, 9], [5, 1, 0], [0, 0, 0]]
+    )
+    with pytest.raises(InputError, match="more than 3 digits"):
+        pr.digits(np.array([1000]), 3)
+    with pytest.raises(InputError, match=">= 0"):
+        pr.digits(np.array([-1]), 3)
+
+
+@pytest.fixture(scope="module")
+def digit_data():
+    """Two-digit 'predicted' values and 'gold' values that differ from them on a third of
+    the rows. Layer 0 is noise; layer 1 carries both: features 0..19 one-hot the predicted
+    digits, 20..39 the gold digits (plus noise). Both probe sets are fitted once (one
+    compiled program: same shapes, ten classes)."""
+    rng = np.random.default_rng(3)
+    n, d = 300, 40
+    pred = rng.integers(0, 100, n)
+    gold = pred.copy()
+    wrong = rng.random(n) < 0.33
+    gold[wrong] = (pred[wrong] + rng.integers(1, 10, wrong.sum())) % 100
+    x = rng.normal(size=(2, n, d)) * 0.5
+    for off, v in ((0, pred), (20, gold)):
+        dg = pr.digits(v, 2)
+        for j in range(2):
+            x[1, np.arange(n), off + dg[:, j] + 10 * j] += 4.0
+    x = x.astype(np.float32)
+    tr, va = np.arange(0, 180), np.arange(180, 240)
+    p_pred = pr.digit_probes(x, pred, 2, indices=(tr, va), steps=60)
+    p_gold = pr.digit_probes(x, gold, 2, indices=(tr, va), steps=60)
+    return x, pred, gold, tr, va, p_pred, p_gold
+
+
+def test_digit_probes_read_the_digits_at_the_right_layer(digit_data):
+    x, pred, gold, tr, va, p_pred, p_gold = digit_data
+    test = np.arange(240, 300)
+    for probes, values in ((p_pred, pred), (p_gold, gold)):
+        acc = probes.accuracy(x, values, test)
+        assert acc.shape == (2, 2)
+        assert acc[1].min() > 0.95 and acc[0].max() < 0.35  # chance 0.1
+    probs = p_pred.proba(x[1, test], 1)
+    assert probs.shape == (60, 2, 10)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-9)
+
+
+def test_disagreement_flags_rows_whose_two_readings_differ(digit_data):
+    x, pred, gold, tr, va, p_pred, p_gold = digit_data
+    test = np.arange(240, 300)
+    score, flag = pr.disagreement(p_pred, p_gold, x[1, test], 1)
+    err = pred[test] != gold[test]
+    assert pr.accuracy(err, flag) > 0.9
+    assert pr.auroc(err, score) > 0.9
+    assert ((score >= 0) & (score <= 1)).all()
+    # at the noise layer the two readings carry nothing about the errors
+    s0, _ = pr.disagreement(p_pred, p_gold, x[0, test], 0)
+    assert pr.auroc(err, s0) < 0.8
+
+
+def test_digit_probe_errors(digit_data):
+    x, pred, _, tr, va, p_pred, _ = digit_data
+    with pytest.raises(InputError, match="nothing to decode"):
+        pr.digit_probes(x, pred % 10, 2, indices=(tr, va))  # the tens digit is always 0
+    with pytest.raises(InputError, match="has 5 labels but acts have 300"):
+        pr.digit_probes(x, pred[:5], 2, indices=(tr, va))
+    d3 = pr.DigitProbes(p_pred.probes + p_pred.probes[:1])
+    with pytest.raises(InputError, match="predicted probes read 2 digits, gold probes 3"):
+        pr.disagreement(p_pred, d3, x[1, :4], 1)
