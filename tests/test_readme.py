@@ -30,6 +30,13 @@ LONG = {
     "mechjax reproduce entropy-neurons --out out/entropy --quick": (
         "about 15 minutes on two models; tests/test_entropy_neurons_repro.py runs its stages"
     ),
+    "mechjax reproduce arithmetic-probes --out out/ap --quick": (
+        "minutes of generation on two models; tests/test_arithmetic_probes_repro.py runs "
+        "every stage at smoke size"
+    ),
+    "mechjax reproduce mechanistic-probe --out out/mp --quick": (
+        "minutes of training; tests/test_mechanistic_probe*.py run its stages at smoke size"
+    ),
     "mechjax reproduce steering --out out/steering --quick": (
         "tens of minutes of generation on two models; tests/test_steering_repro.py runs "
         "every stage in a smoke run"

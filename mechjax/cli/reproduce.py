@@ -36,6 +36,16 @@ REPRODUCTIONS = {
         "Instruction following through activation steering (Stolfo et al. 2025): format, "
         "length and keyword vectors, layer search, composition; SmolLM2, Gemma 3",
     ),
+    "arithmetic-probes": Reproduction(
+        "mechjax.analyses.arithmetic_probes",
+        "Probing for arithmetic errors (Sun, Stolfo, Sachan 2025): digit probes per layer "
+        "for predicted and gold answers, error detectors, CoT transfer; SmolLM2, Gemma 3",
+    ),
+    "mechanistic-probe": Reproduction(
+        "mechjax.analyses.mechanistic_probe",
+        "MechanisticProbe (Hou et al. 2023): the reasoning tree read from attention "
+        "(S_P1, S_P2) in a GPT-2 trained on k-th smallest, vs random init; SmolLM2",
+    ),
 }
 
 
