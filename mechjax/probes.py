@@ -5,8 +5,9 @@ the activations at a layer. Activations come as `acts` `[n_layers, n, d]` (stack
 of `mechjax.harvest.harvest` with `stack_layers`), labels `y` `[n]`. Each function splits
 the rows once (`split`), standardises each layer with the training rows' mean and std
 (std floored at 1e-6; the validation rows get the same transform), fits a probe for every
-layer and every value of the regularisation grid at once (`jax.vmap` over the grid, then
-over layers, inside one `jax.jit`: no Python loop over either), keeps per layer the value
+layer and every value of the regularisation grid in one compiled program (ridge: `jax.vmap`
+over the grid and layers; logistic: `lax.map` over both, each fit stopping when it has
+converged; one `jax.jit`, no Python loop over either), keeps per layer the value
 with the best validation score, and maps the weights back to the original activation
 space: with standardised `z = (x - mu) / sd` and `z @ w + b`, the original-space probe is
 `x @ (w / sd) + (b - mu @ (w / sd))`.
@@ -22,9 +23,10 @@ Logistic (`logistic`), scikit-learn's `LogisticRegression(C=C)`: minimises
 `sum_i logloss_i + 0.5 / C ||w||²` (intercept not penalised), with one weight vector and a
 sigmoid for two classes, and a `[d, k]` weight matrix and softmax (multinomial) for more;
 trained with `optax.lbfgs` (backtracking line search; it compiles faster than the zoom
-search and converges as well on these convex objectives) for a fixed number of steps,
-vmapped over layers x C. A step whose result is not finite (a converged float32 line
-search) is dropped, so later steps are no-ops. `C` is chosen per layer by validation accuracy.
+search and converges as well on these convex objectives) for at most `steps` steps, one
+fit after another over layers x C; a fit stops when every gradient entry is at most
+`GTOL`, or when a step's result is not finite (a converged float32 line search; the step
+is dropped). `C` is chosen per layer by validation accuracy.
 
 Ties in the validation score go to the stronger penalty (the larger alpha, the smaller
 C): the simpler probe wins when the data cannot tell them apart.
@@ -82,6 +84,9 @@ STD_FLOOR = 1e-6
 # resolution a converged lane otherwise backtracks the full 20 steps at every L-BFGS step,
 # and under `vmap` every lane of every layer waits for it.
 RTOL = 1e-6
+# A fit stops once every gradient entry of its (mean-scaled) objective is at most GTOL, or
+# after `steps` L-BFGS steps (scikit-learn's lbfgs stops at a projected gradient of 1e-4).
+GTOL = 1e-6
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -520,8 +525,8 @@ def _lbfgs(f, params, steps: int, lr):
     )
     value_and_grad = optax.value_and_grad_from_state(f)
 
-    def step(carry, _):
-        p, state = carry
+    def step(carry):
+        p, state, i, _ = carry
         value, grad = value_and_grad(p, state=state)
         updates, new_state = opt.update(grad, state, p, value=value, grad=grad, value_fn=f)
         new_p = optax.apply_updates(p, updates)
@@ -529,9 +534,15 @@ def _lbfgs(f, params, steps: int, lr):
         ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(new_p)]))
         new_p = jax.tree.map(lambda a, o: jnp.where(ok, a, o), new_p, p)
         new_state = jax.tree.map(lambda a, o: jnp.where(ok, a, o), new_state, state)
-        return (new_p, new_state), None
+        gmax = jnp.max(jnp.asarray([jnp.max(jnp.abs(g)) for g in jax.tree.leaves(grad)]))
+        return new_p, new_state, i + 1, (gmax <= GTOL) | ~ok
 
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    def more(carry):
+        _, _, i, done = carry
+        return (i < steps) & ~done
+
+    init = (params, opt.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    params, _, _, _ = jax.lax.while_loop(more, step, init)
     return params
 
 
@@ -559,13 +570,17 @@ def _logistic_fit(x_tr, y_tr, x_va, y_va, cs, k: int, steps: int, lr):
 
     def layer(xt, xv):
         zt, zv, mu, sd = standardise(xt, xv)
-        params = jax.vmap(one, in_axes=(None, 0))(zt, cs)
+        params = jax.lax.map(lambda c: one(zt, c), cs)  # one fit after another: see below
         m_tr = jax.vmap(_metrics, in_axes=(0, None, None, None))(params, zt, y_tr, k)
         m_va = jax.vmap(_metrics, in_axes=(0, None, None, None))(params, zv, y_va, k)
         w0, b0 = jax.vmap(_original_space, in_axes=(0, 0, None, None))(params[0], params[1], mu, sd)
         return w0, b0, m_tr, m_va
 
-    w, b, m_tr, m_va = jax.vmap(layer)(x_tr, x_va)  # leaves [L, n_c, ...]
+    # Layers and C values run one after another (`lax.map`), not side by side (`vmap`):
+    # each fit's rows then stay in cache for all its steps, and each fit's line search
+    # stops when that fit accepts, not when the slowest of layers x C does. On 30 layers
+    # x 4 C of 768 x 576 (one CPU thread) the vmapped version took 119 s, this one ~10x less.
+    w, b, m_tr, m_va = jax.lax.map(lambda a: layer(*a), (x_tr, x_va))  # leaves [L, n_c, ...]
     acc = m_va["accuracy"]
     best = jnp.argmax(acc, axis=1)  # first max in grid order (ascending C)
     w, b, tr, va = _pick(best, (w, b, m_tr, m_va))
