@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv-bench: mechjax plus the peer libraries that scripts/bench compares it
-# with (TransformerLens, nnsight, pyvene, penzai, HF transformers), on CPU torch 2.13.0.
+# with (TransformerLens, nnsight, pyvene, penzai, HF transformers; scikit-learn for
+# scripts/bench_probes.py), on CPU torch 2.13.0.
 #
 #     bash scripts/bench_setup.sh            # then: .venv-bench/bin/python scripts/bench
 #
@@ -13,7 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-bench}
-PEERS=(transformers accelerate transformer-lens nnsight pyvene penzai)
+# scikit-learn: the usual way of scripts/bench_probes.py (one LogisticRegression per layer);
+# the test extra has it too, listed here so the probing benchmark does not depend on that
+PEERS=(transformers accelerate transformer-lens nnsight pyvene penzai scikit-learn)
 
 "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"
@@ -52,5 +55,5 @@ assert torch.__version__.split("+")[0] == "2.13.0", torch.__version__
 assert torch.version.cuda is None, f"CUDA torch installed ({torch.version.cuda})"
 print(f"torch {torch.__version__} (CPU)")
 EOF
-"$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|accelerate|transformer.lens|nnsight|pyvene|penzai|jax|jaxlib|mechjax) "
+"$PY" -m pip list 2>/dev/null | grep -i -E "^(torch|transformers|accelerate|transformer.lens|nnsight|pyvene|penzai|scikit.learn|jax|jaxlib|mechjax) "
 echo "ready: $VENV/bin/python scripts/bench --quick"

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from conftest import jrun
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 SCRIPT = SCRIPTS / "bench"  # a package run as a directory: python scripts/bench
 
@@ -70,3 +72,63 @@ def test_flops_ungated_mlp_and_workloads():
     gen = bench.workload_flops(TINY, "e", n_pos=3, gen_prompt=4)
     steps = sum(bench.forward_flops(TINY, 8, 1, kv_len=4 + i) for i in range(1, 64))
     assert gen == bench.forward_flops(TINY, 8, 4, logit_positions=1) + steps
+
+
+# ---------------------------------------------------------------- scripts/bench_probes.py
+
+
+def _bench_probes():
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module("bench_probes")
+
+
+def test_bench_probes_help():
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_probes.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    for flag in ("--prepare", "--lib", "--compare", "--all", "--repeats", "--threads"):
+        assert flag in out.stdout
+
+
+def test_bench_probes_prepare_run_and_compare_on_a_tiny_model(tiny_llama, tmp_path, capsys):
+    """--prepare's inputs (char ids stand in for a tokenizer), the mechjax side on a tiny
+    random model, the sklearn loop on its features and --compare's tables."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("sklearn")
+    bp = _bench_probes()
+    bp.prepare(tmp_path, 48, 16, encode=lambda text: [ord(c) % 50 for c in text])
+    inp = bp.load_inputs(tmp_path)
+    a, b = inp["a"], inp["b"]
+    assert inp["tokens"].shape == (48, len("123 + 456 =")) and int(inp["last"]) == 10
+    assert np.array_equal(inp["labels"], (a % 10 + b % 10 >= 10).astype(np.int32))
+    assert a.min() >= 100 and b.max() <= 999
+    assert inp["train_idx"].size + inp["val_idx"].size == 48
+    assert not np.intersect1d(inp["train_idx"], inp["val_idx"]).size
+
+    r, acts = bp.run_mechjax(inp, 1, model=tiny_llama, steps=5)
+    assert acts.shape == (2, 48, 32) and len(r["val_accuracy"]) == 2
+    # the features are resid_post of each block at the last prompt token
+    sites = bp.resid_sites(2)
+    cache = jrun(tiny_llama, inp["tokens"][:16], capture=sites).cache
+    want = np.stack([np.asarray(cache[s])[:, -1] for s in sites])
+    np.testing.assert_allclose(acts[:, :16], want, rtol=1e-5, atol=1e-5)
+    peer = bp.sklearn_probes(acts, inp)
+    assert set(peer["chosen_c"]) <= set(inp["cs"].tolist()) and len(peer["val_pred"]) == 2
+
+    for lib, res in (("mechjax", r), ("hf", {**peer, "times": r["times"], "solver": "-"})):
+        res = {**res, "lib": lib, "process_seconds": 1.0, "versions": {}}
+        (tmp_path / f"{lib}.json").write_text(json.dumps(res))
+        np.save(tmp_path / f"{lib}_acts.npy", acts)
+    bp.compare(tmp_path)
+    out = capsys.readouterr().out
+    assert "| library | harvest s | probe fit s | total s |" in out
+    assert "| HF `output_hidden_states` + sklearn per layer | 0 (0) |" in out  # same features

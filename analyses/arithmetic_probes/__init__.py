@@ -433,10 +433,12 @@ def reproduce(
     models: Sequence[str] = DEFAULT_MODELS,
     smoke: bool = False,
     progress: bool | None = None,
+    conditions: Sequence[str] | None = None,
     log=print,
 ) -> dict:
     """Run every stage for every model and condition; write results.json (the issue's
-    table), details.json (everything) and report.md with its figures."""
+    table), details.json (everything) and report.md with its figures. `conditions`: a
+    subset of `CONDITIONS` to run (default: the settings')."""
     import mechjax as mj
     from mechjax.analyses.arithmetic_probes.report import write_report
     from mechjax.analyses.stages import Stages, write_json
@@ -444,6 +446,11 @@ def reproduce(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {**_settings(quick, smoke), "smoke": smoke}
+    if conditions:
+        bad = sorted(set(conditions) - set(CONDITIONS))
+        if bad:
+            raise ValueError(f"unknown conditions {bad}; valid: {', '.join(CONDITIONS)}")
+        settings["conditions"] = list(conditions)
     t0 = time.time()
     details: dict = {}
     meta: dict = {"settings": {**settings, "quick": quick, "models": list(models)}}
@@ -467,12 +474,20 @@ def reproduce(
 def build_parser() -> argparse.ArgumentParser:
     from mechjax.analyses.stages import reproduction_parser
 
-    return reproduction_parser(
+    ap = reproduction_parser(
         "arithmetic-probes",
         "Reproduce 'Probing for Arithmetic Errors in Language Models'.",
         quick_help="the 3-digit condition, 256 prompts, 32 word problems (minutes)",
         models=DEFAULT_MODELS,
     )
+    ap.add_argument(
+        "--conditions",
+        nargs="+",
+        choices=list(CONDITIONS),
+        default=None,
+        help="operand sizes to run (default: both; --quick: 3-digit)",
+    )
+    return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -484,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models=args.models,
         smoke=args.smoke,
         progress=False if args.quiet else None,
+        conditions=args.conditions,
     )
     return 0
 
