@@ -53,6 +53,7 @@ import numpy as np
 DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m")
 CONDITIONS = {"3-digit": (100, 999), "2-digit": (10, 99)}
 N_SHOTS = 3
+MIN_PER_CLASS = 10  # right and wrong answers each, to train and measure an error detector
 
 
 def _settings(quick: bool, smoke: bool = False) -> dict:
@@ -157,6 +158,10 @@ def _metrics(err: np.ndarray, flag: np.ndarray, score: np.ndarray) -> dict:
     }
 
 
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def _best_layer(per_layer: list[float | None]) -> int:
     vals = [-1.0 if v is None else v for v in per_layer]
     return int(np.argmax(vals))
@@ -179,7 +184,9 @@ class Fitted:
         return {"correctness_probe": (p_ok < 0.5, 1.0 - p_ok), "digit_comparison": (f1, s1)}
 
 
-def _probe_stage(acts, gold, pred, n_digits: int, settings) -> tuple[dict, Fitted]:
+def _probe_stage(
+    acts, gold, pred, n_digits: int, settings, detectors: bool = True
+) -> tuple[dict, Fitted | None]:
     from mechjax import probes
 
     correct = pred == gold
@@ -206,7 +213,10 @@ def _probe_stage(acts, gold, pred, n_digits: int, settings) -> tuple[dict, Fitte
             None if acc_pred_wrong is None else acc_pred_wrong.mean(axis=1).round(4).tolist()
         ),
         "n_test_wrong": int(wrong_te.size),
+        "detectors": None,
     }
+    if not detectors:
+        return r, None
     err = ~correct
     # (ii) the correctness probe: layer by validation AUROC
     cp = probes.logistic(acts, correct, indices=(tr, va), **kw)
@@ -383,18 +393,28 @@ def _condition(stages, model, name: str, cond: str, settings: dict, log) -> dict
         f"  {name} {cond}: {r['answers']['n_kept']}/{n} answers kept, model accuracy "
         f"{r['answers']['model_accuracy']:.3f}"
     )
-    if np.unique(pred == gold).size < 2:
-        r["probes"] = None
-        r["skipped"] = "the model's answers are all right or all wrong: no error detector"
+    n_right = int((pred == gold).sum())
+    few = min(n_right, gold.size - n_right) < MIN_PER_CLASS
+    if few:
+        r["skipped"] = (
+            f"{n_right} right and {gold.size - n_right} wrong answers: fewer than "
+            f"{MIN_PER_CLASS} of one kind, so no error detector is trained or measured (digit "
+            "probes only) and the chain of thought is not run"
+        )
         log(f"  {name} {cond}: {r['skipped']}")
+    if np.unique(pred).size < 2:
+        r["probes"] = None
         return r
     with stages.stage(f"{name} {cond}: probes"):
-        r["probes"], fitted = _probe_stage(acts, gold, pred, n_digits, settings)
+        r["probes"], fitted = _probe_stage(acts, gold, pred, n_digits, settings, not few)
+    if fitted is None:
+        return r
     d = r["probes"]["detectors"]
     log(
         f"  {name} {cond}: correctness probe layer {d['correctness_probe']['layer']} test "
-        f"acc {d['correctness_probe']['accuracy']:.3f} AUROC {d['correctness_probe']['auroc']:.3f}"
-        f"; digit comparison AUROC {d['digit_comparison']['auroc']:.3f}"
+        f"acc {d['correctness_probe']['accuracy']:.3f} AUROC "
+        f"{_fmt(d['correctness_probe']['auroc'])}; digit comparison AUROC "
+        f"{_fmt(d['digit_comparison']['auroc'])}"
     )
     with stages.stage(f"{name} {cond}: chain of thought"):
         r["cot"] = _cot_stage(model, cond, fitted, settings, log)
@@ -409,8 +429,11 @@ def results_table(details: dict, models) -> dict:
         conds = details.get(name, {})
         cond = "3-digit" if "3-digit" in conds else next(iter(conds), None)
         r = conds.get(cond) if cond else None
-        if not r or not r.get("probes"):
+        if not r or not r.get("probes") or not r["probes"].get("detectors"):
             out[name] = {"condition": cond, "error": (r or {}).get("skipped", "not run")}
+            if r and r.get("probes"):
+                out[name]["digit_accuracy_predicted"] = r["probes"]["digit_accuracy_predicted"]
+                out[name]["digit_accuracy_gold"] = r["probes"]["digit_accuracy_gold"]
             continue
         pr, det = r["probes"], r["probes"]["detectors"]["correctness_probe"]
         out[name] = {

@@ -47,6 +47,21 @@ def _runs(details: dict, models) -> list[tuple[str, str, dict]]:
     return [(m, c, r) for m in models for c, r in details.get(m, {}).items() if isinstance(r, dict)]
 
 
+def _digit_claim(m: str, c: str, pr: dict) -> list[str]:
+    gp, pp = pr["digit_accuracy_gold"], pr["digit_accuracy_predicted"]
+    gw = pr["digit_accuracy_gold_on_wrong_rows"]
+    lg, lp = max(range(len(gp)), key=gp.__getitem__), max(range(len(pp)), key=pp.__getitem__)
+    chance = 0.1
+    ok = gp[lg] > 2 * chance and pp[lp] > 2 * chance and gw is not None and gw[lg] > 2 * chance
+    return [
+        f"| predicted and correct digits both decodable, right or wrong ({m}, {c}) | "
+        f"best layer: gold digits {gp[lg]:.3f} (layer {lg}; on the rows the model got "
+        f"wrong {_f(None if gw is None else gw[lg])}), predicted digits {pp[lp]:.3f} "
+        f"(layer {lp}); mean over digit positions, chance about 0.1 | "
+        f"{'yes' if ok else 'no'} |"
+    ]
+
+
 def _claims(details: dict, models) -> list[str]:
     lines = [
         "| claim (paper) | ours | agrees? |",
@@ -61,6 +76,13 @@ def _claims(details: dict, models) -> list[str]:
             )
             continue
         pr = r["probes"]
+        if not pr.get("detectors"):
+            lines.append(
+                f"| error detection above 90% ({m}, {c}) | not measurable: {r.get('skipped')} "
+                f"(model accuracy {a['model_accuracy']:.3f}) | - |"
+            )
+            lines += _digit_claim(m, c, pr)
+            continue
         cp, dc = pr["detectors"]["correctness_probe"], pr["detectors"]["digit_comparison"]
         above = cp["accuracy"] > 0.9 and cp["accuracy"] > cp["majority_accuracy"]
         lines.append(
@@ -71,18 +93,7 @@ def _claims(details: dict, models) -> list[str]:
             f"{dc['layer']}): accuracy {dc['accuracy']:.3f}, balanced {_f(dc['balanced_accuracy'])},"
             f" AUROC {_f(dc['auroc'])} | {'yes' if above else 'no'} |"
         )
-        gp, pp = pr["digit_accuracy_gold"], pr["digit_accuracy_predicted"]
-        gw = pr["digit_accuracy_gold_on_wrong_rows"]
-        lg, lp = max(range(len(gp)), key=gp.__getitem__), max(range(len(pp)), key=pp.__getitem__)
-        chance = 0.1
-        ok = gp[lg] > 2 * chance and pp[lp] > 2 * chance and gw is not None and gw[lg] > 2 * chance
-        lines.append(
-            f"| predicted and correct digits both decodable, right or wrong ({m}, {c}) | "
-            f"best layer: gold digits {gp[lg]:.3f} (layer {lg}; on the rows the model got "
-            f"wrong {_f(None if gw is None else gw[lg])}), predicted digits {pp[lp]:.3f} "
-            f"(layer {lp}); mean over digit positions, chance about 0.1 | "
-            f"{'yes' if ok else 'no'} |"
-        )
+        lines += _digit_claim(m, c, pr)
         if r.get("cot"):
             t = r["cot"]["transfer"]["correctness_probe"]
             lines.append(
@@ -129,11 +140,14 @@ def _section(m: str, c: str, r: dict) -> list[str]:
         "|---|---|---|---|---|",
     ]
     gw = pr["digit_accuracy_gold_on_wrong_rows"] or [None] * len(pr["digit_accuracy_gold"])
-    va = pr["detectors"]["correctness_probe"]["val_auroc_per_layer"]
+    dets = pr.get("detectors")
+    va = dets["correctness_probe"]["val_auroc_per_layer"] if dets else [None] * len(gw)
     for l, (p, g, w, v) in enumerate(
         zip(pr["digit_accuracy_predicted"], pr["digit_accuracy_gold"], gw, va)
     ):
         lines.append(f"| {l} | {p:.3f} | {g:.3f} | {_f(w)} | {_f(v)} |")
+    if not dets:
+        return [*lines, "", f"No error detectors: {r.get('skipped')}.", ""]
     lines += ["", "Error detectors on the test rows:", ""]
     lines += [
         "| detector | layer | accuracy | majority | balanced accuracy | AUROC | error rate |",
@@ -186,8 +200,9 @@ def write_figures(out: Path, details: dict, models) -> list[str]:
                 ls="--",
                 label="gold digits, rows the model got wrong",
             )
-        auc = pr["detectors"]["correctness_probe"]["val_auroc_per_layer"]
-        ax.plot(layers, auc, ls=":", marker="x", label="correctness probe AUROC (val)")
+        if pr.get("detectors"):
+            auc = pr["detectors"]["correctness_probe"]["val_auroc_per_layer"]
+            ax.plot(layers, auc, ls=":", marker="x", label="correctness probe AUROC (val)")
         ax.axhline(0.1, color="grey", lw=0.5)
         ax.set_xlabel("layer (resid_post, last prompt token)")
         ax.set_ylabel("test accuracy / AUROC")
@@ -213,6 +228,7 @@ def write_report(out: Path, details: dict, meta: dict) -> Path:
         f"({meta.get('seconds', 0):.0f} s on CPU){smoke}; {settings['n']} prompts per "
         f"condition, {settings['n_cot']} word problems.",
         "",
+        *([f"How it ran: {details['runs']}.", ""] if details.get("runs") else []),
         FIDELITY,
         "## The paper's claims and ours",
         "",
