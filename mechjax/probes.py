@@ -55,6 +55,16 @@ import optax
 from jax.typing import ArrayLike
 
 from mechjax.errors import InputError
+from mechjax.probe_metrics import (
+    _accuracy,
+    _auroc,
+    _balanced_accuracy,
+    _r2,
+    accuracy,
+    auroc,
+    balanced_accuracy,
+    r2,
+)
 
 __all__ = [
     "DigitProbes",
@@ -223,101 +233,6 @@ def standardise(x_train, x_val):
     z_tr = (x_train - mu[..., None, :]) / sd[..., None, :]
     z_va = (x_val - mu[..., None, :]) / sd[..., None, :]
     return z_tr, z_va, mu, sd
-
-
-# ---------------------------------------------------------------------------- metrics
-# jnp cores (traced inside the fits) and host wrappers returning floats.
-
-
-def _accuracy(y, pred):
-    return jnp.mean((y == pred).astype(jnp.float32))
-
-
-def _balanced_accuracy(y, pred, k: int):
-    onehot = jax.nn.one_hot(y, k)
-    count = onehot.sum(0)
-    hit = (onehot * (y == pred)[:, None]).sum(0)
-    present = count > 0
-    recall = jnp.where(present, hit / jnp.maximum(count, 1), 0.0)
-    return recall.sum() / present.sum()
-
-
-def _avg_ranks(s):
-    """1-based ranks with ties given their average rank."""
-    srt = jnp.sort(s)
-    lo = jnp.searchsorted(srt, s, side="left")
-    hi = jnp.searchsorted(srt, s, side="right")
-    return (lo + hi + 1) / 2.0
-
-
-def _auroc_binary(pos, s):
-    """Mann-Whitney U / (n_pos n_neg); `pos` boolean [n]. NaN without both classes."""
-    pos = pos.astype(s.dtype)
-    n_pos = pos.sum()
-    n_neg = pos.shape[0] - n_pos
-    u = (_avg_ranks(s) * pos).sum() - n_pos * (n_pos + 1) / 2
-    return jnp.where((n_pos > 0) & (n_neg > 0), u / jnp.maximum(n_pos * n_neg, 1), jnp.nan)
-
-
-def _auroc(y, scores, k: int):
-    """Binary: `scores` [n] for class 1. Multiclass: [n, k], macro over one-vs-rest, over
-    the classes present in `y` (with some other class present too)."""
-    if k == 2:
-        return _auroc_binary(y == 1, scores)
-    per = jax.vmap(lambda c, s: _auroc_binary(y == c, s), in_axes=(0, 1))(jnp.arange(k), scores)
-    ok = ~jnp.isnan(per)
-    return jnp.where(ok, per, 0.0).sum() / ok.sum()
-
-
-def _r2(y, pred):
-    ss_res = jnp.sum((y - pred) ** 2)
-    ss_tot = jnp.sum((y - jnp.mean(y)) ** 2)
-    return 1.0 - ss_res / jnp.maximum(ss_tot, jnp.finfo(ss_tot.dtype).tiny)
-
-
-def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Fraction of `y_pred` equal to `y_true`."""
-    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
-
-
-def balanced_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Mean recall over the classes present in `y_true` (scikit-learn's convention)."""
-    yt, yp = np.asarray(y_true), np.asarray(y_pred)
-    classes = np.unique(yt)
-    return float(np.mean([np.mean(yp[yt == c] == c) for c in classes]))
-
-
-def auroc(y_true: ArrayLike, scores: ArrayLike) -> float:
-    """Area under the ROC curve. Binary (`scores` [n], higher = the larger label): the
-    Mann-Whitney U statistic with average ranks for ties. Multiclass (`scores` [n, k],
-    columns in sorted label order): macro average of one-vs-rest AUROCs."""
-    yt, s = np.asarray(y_true), np.asarray(scores, np.float64)
-    classes, codes = np.unique(yt, return_inverse=True)
-    if classes.size < 2:
-        raise InputError(f"auroc needs two classes in y_true, got only {classes.tolist()}")
-    if s.ndim == 1:
-        if classes.size != 2:
-            raise InputError(
-                f"y_true has {classes.size} classes; multiclass auroc needs scores [n, k]"
-            )
-        return float(_auroc_binary(jnp.asarray(codes == 1), jnp.asarray(s)))
-    if s.shape != (yt.size, classes.size):
-        raise InputError(
-            f"scores have shape {s.shape}; expected ({yt.size}, {classes.size}) for "
-            f"{classes.size} classes"
-        )
-    per = [
-        float(_auroc_binary(jnp.asarray(codes == c), jnp.asarray(s[:, c])))
-        for c in range(classes.size)
-    ]
-    return float(np.mean(per))
-
-
-def r2(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Coefficient of determination `1 - SS_res / SS_tot`."""
-    yt, yp = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
-    ss_tot = np.sum((yt - yt.mean()) ** 2)
-    return float(1.0 - np.sum((yt - yp) ** 2) / ss_tot)
 
 
 # ---------------------------------------------------------------------------- result
@@ -698,115 +613,6 @@ def selectivity(
     return Selectivity(ta - ca, ta, ca, task, control)
 
 
-# ---------------------------------------------------------------------------- digit probes
-# Sun, Stolfo & Sachan 2025, "Probing for Arithmetic Errors in Language Models": a softmax
-# probe per digit position reads a digit of the model's answer, or of the gold answer, from
-# the hidden state before the answer; comparing the two readings flags errors.
-
-
-def digits(values: ArrayLike, n_digits: int) -> np.ndarray:
-    """Decimal digits of non-negative integers `[n]` -> int32 `[n, n_digits]`, column j the
-    digit of 10^j (units first). A value with more than `n_digits` digits is an error (its
-    top digits would be lost)."""
-    v = np.asarray(values)
-    if v.ndim != 1 or not np.issubdtype(v.dtype, np.integer):
-        raise InputError(f"values must be 1-D integers, got {v.dtype} {v.shape}")
-    if n_digits < 1:
-        raise InputError(f"n_digits must be >= 1, got {n_digits}")
-    if v.size and v.min() < 0:
-        raise InputError(f"values must be >= 0; got {int(v.min())} (row {int(v.argmin())})")
-    if v.size and v.max() >= 10**n_digits:
-        raise InputError(
-            f"value {int(v.max())} (row {int(v.argmax())}) has more than {n_digits} digits"
-        )
-    return ((v[:, None] // 10 ** np.arange(n_digits)) % 10).astype(np.int32)
-
-
-class DigitProbes(NamedTuple):
-    """One softmax (or, for a digit with two values, binary) probe per digit position,
-    units first. `proba` spreads each probe's classes over the ten digits (a digit the
-    training rows never showed gets probability 0)."""
-
-    probes: tuple[ProbeResult, ...]
-
-    @property
-    def n_digits(self) -> int:
-        return len(self.probes)
-
-    def proba(self, acts_layer: ArrayLike, layer: int) -> np.ndarray:
-        """`[n, n_digits, 10]` digit probabilities at `layer`."""
-        cols = []
-        for p in self.probes:
-            pr = p.proba(acts_layer, layer)
-            full = np.zeros((pr.shape[0], 10))
-            assert p.classes is not None
-            full[:, np.asarray(p.classes, int)] = pr
-            cols.append(full)
-        return np.stack(cols, axis=1)
-
-    def predict(self, acts_layer: ArrayLike, layer: int) -> np.ndarray:
-        """`[n, n_digits]` decoded digits at `layer`."""
-        return self.proba(acts_layer, layer).argmax(axis=-1)
-
-    def accuracy(self, acts: ArrayLike, values: ArrayLike, rows: ArrayLike) -> np.ndarray:
-        """`[n_layers, n_digits]` accuracy of every layer's probes on `rows` of `acts`
-        `[n_layers, n, d]` against the digits of `values` `[n]`."""
-        x = _check_acts(acts)
-        r = np.asarray(rows)
-        want = digits(_check_labels(x, values, "values")[r], self.n_digits)
-        return np.stack(
-            [(self.predict(x[l, r], l) == want).mean(axis=0) for l in range(x.shape[0])]
-        )
-
-
-def digit_probes(
-    acts: ArrayLike,
-    values: ArrayLike,
-    n_digits: int,
-    *,
-    indices: tuple[ArrayLike, ArrayLike],
-    cs: Sequence[float] = (0.01, 0.1, 1.0),
-    steps: int = 200,
-    lr: float | None = None,
-) -> DigitProbes:
-    """A `logistic` probe per digit position of `values` `[n]` (units first), on every
-    layer of `acts` `[n_layers, n, d]`, with the given `(train_rows, val_rows)` (so that
-    probes of the predicted and of the gold answer share one split and a test set can be
-    held out). A digit position constant over the training rows is an error: nothing to
-    decode (lower `n_digits`)."""
-    x = _check_acts(acts)
-    dg = digits(_check_labels(x, values, "values"), n_digits)
-    given = _indices(indices, x.shape[1])
-    if given is None:
-        raise InputError("digit_probes needs indices=(train_rows, val_rows)")
-    tr, va = given
-    for j in range(n_digits):  # every position checked before any fit
-        if np.unique(dg[tr, j]).size < 2:
-            raise InputError(
-                f"digit 10^{j} is {int(dg[tr[0], j])} in every training row: nothing to decode"
-            )
-    out = []
-    for j in range(n_digits):
-        out.append(logistic(x, dg[:, j], cs=cs, steps=steps, lr=lr, indices=(tr, va)))
-    return DigitProbes(tuple(out))
-
-
-def disagreement(
-    predicted: DigitProbes, gold: DigitProbes, acts_layer: ArrayLike, layer: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The digit-comparison error detector: decode the model's answer and the gold answer
-    from the same hidden states `[n, d]` and compare.
-
-    Returns `(score, flag)`, each `[n]`: `flag` is True where the argmax digits disagree at
-    any position; `score` = 1 - prod_j sum_c p_pred[j, c] p_gold[j, c], the probability
-    that the two readings differ when each position's two readings are drawn from their
-    probes independently (for AUROC).
-    """
-    if predicted.n_digits != gold.n_digits:
-        raise InputError(
-            f"predicted probes read {predicted.n_digits} digits, gold probes {gold.n_digits}"
-        )
-    pp, pg = predicted.proba(acts_layer, layer), gold.proba(acts_layer, layer)
-    same = np.prod(np.sum(pp * pg, axis=-1), axis=-1)
-    flag = np.any(pp.argmax(-1) != pg.argmax(-1), axis=-1)
-    return 1.0 - same, flag
+# The digit probes of arithmetic-error detection live in their own module and are part of
+# this one's API (imported last: they build on `logistic`).
+from mechjax.probe_digits import DigitProbes, digit_probes, digits, disagreement  # noqa: E402
