@@ -72,3 +72,25 @@ def test_profile_runs_on_the_model(digit_llama):
     r = pr.base.answer
     assert prof["dce_s"]["n"] == 1
     assert prof["dce_s"]["mean"] == pytest.approx(max((p[r] - q[r]) / q[r], (q[r] - p[r]) / p[r]))
+
+
+def test_candidate_rows_cover_every_context():
+    cands = [[7], [1, 2], [1, 2, 5], [1, 0, 4], [3, 3], [1]]
+    rows, where = NP.candidate_rows(cands)
+    assert sorted(rows) == [(1, 0), (1, 2), (3,)]  # (1,) lies inside (1, 0) or (1, 2)
+    for c, r in zip(cands, where):
+        if len(c) == 1:
+            assert r == -1
+        else:
+            assert rows[r][: len(c) - 1] == tuple(c[:-1])
+
+
+def test_number_probs_batch_equals_one_prompt_at_a_time(digit_llama):
+    # prompts of different lengths (left padding), more prompts than a batch (the last
+    # one padded with copies), numbers of one to three digits
+    prompts = ["Q: how many A:", "Q: how many how many many A:", "Q: many A:"]
+    numbers = list(range(0, 130, 7)) + [300]
+    got = NP.number_probs_batch(digit_llama, prompts, numbers, batch=2)
+    want = np.stack([NP.number_probs(digit_llama, p, numbers) for p in prompts])
+    assert got.shape == (3, len(numbers))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
