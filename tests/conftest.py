@@ -47,3 +47,17 @@ _jit_run = jax.jit(mj.run, static_argnames=("capture",))
 def jrun(model, tokens, hooks=None, capture=(), **kw):
     """`mj.run` under jit (eager JAX compiles op by op: slow on small CPUs)."""
     return _jit_run(model, tokens, hooks, capture=tuple(capture), **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_smollm2() -> mj.Model:
+    """A 2-layer random Llama carrying SmolLM2-135M's tokenizer (digits one per token):
+    real prompts through every stage of a reproduction in seconds."""
+    import dataclasses
+
+    real = mj.load("smollm2-135m")
+    cfg = dataclasses.replace(
+        real.config, n_layers=2, d_model=32, n_heads=2, n_kv_heads=1, d_head=16, d_mlp=64
+    )
+    params = real.family.init(jax.random.PRNGKey(0), cfg)
+    return mj.Model(params, cfg, real.family, real.tokenizer)

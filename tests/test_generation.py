@@ -243,3 +243,13 @@ def test_cli_generate_streams_text():
     model = mj.load("smollm2-135m")
     want = generate(model, ["Write a haiku about the sea."], 12, chat=True).texts[0]
     assert buf.getvalue() == want + "\n"
+
+
+def test_generate_texts_equals_one_call_per_prompt(tiny_smollm2):
+    # prompts of different lengths, more of them than a batch (the last call padded)
+    prompts = ["The cat", "Once upon a time there was", "1 + 1 =", "Hello"]
+    got = mj.generation.generate_texts(tiny_smollm2, prompts, 5, batch=3, stop_tokens=())
+    want = [mj.generate(tiny_smollm2, [p], 5, stop_tokens=()).texts[0] for p in prompts]
+    assert got == want
+    with pytest.raises(mj.errors.InputError, match="batch and bucket must be >= 1"):
+        mj.generation.generate_texts(tiny_smollm2, prompts, 5, batch=0)
