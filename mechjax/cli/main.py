@@ -7,6 +7,7 @@
     mechjax patch smollm2-135m --task ioi --site resid_pre --out grid.npz
     mechjax attribute smollm2-135m --task ioi --method eap-ig
     mechjax steer smollm2-135m --instruction change_case:english_lowercase --layer 12 "prompt"
+    mechjax eval hle questions.jsonl smollm2-135m   # HLE's accuracy and calibration error
     mechjax reproduce --list              # the paper reproductions, one line each
     mechjax reproduce induction-emergence --out DIR [--quick]   # NAME --help: its options
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mechjax.cli import evaluate as eval_cmd
 from mechjax.cli import generate as generate_cmd
 from mechjax.cli import info as info_cmd
 from mechjax.cli import neuron as neuron_cmd
@@ -203,6 +205,36 @@ def _add_steer(subparsers) -> None:
     s.set_defaults(fn=steer_cmd.cmd_steer)
 
 
+def _add_eval(subparsers) -> None:
+    """Add `eval hle FILE MODEL` and `eval questions OUT`."""
+    e = subparsers.add_parser(
+        "eval",
+        help="evaluations: HLE's metrics on a local question file",
+        description=(eval_cmd.__doc__ or "").split("\n\n")[0],
+    )
+    sub = e.add_subparsers(dest="evaluation", required=True)
+    h = sub.add_parser(
+        "hle",
+        help="accuracy, Wald interval and calibration error as HLE computes them",
+        description=(eval_cmd.__doc__ or "").split("\n\n")[1],
+    )
+    h.add_argument("file", help="JSONL: id, question, answer, answer_type, optional choices")
+    h.add_argument("model", help="registry name, .gguf file or HF checkpoint directory")
+    h.add_argument("-n", "--max-new-tokens", type=int, default=64, help="new tokens per answer")
+    h.add_argument("--chat", action="store_true", help="wrap each question in the chat template")
+    h.add_argument("--batch", type=int, default=8, help="questions per generation call")
+    h.add_argument("--out", default=None, help="write metrics and judged questions as JSON")
+    h.set_defaults(fn=eval_cmd.cmd_hle)
+    q = sub.add_parser("questions", help="write an offline word-problem question file (JSONL)")
+    q.add_argument("out", help="the JSONL file to write")
+    q.add_argument("--n", type=int, default=200, help="how many questions")
+    q.add_argument("--seed", type=int, default=0, help="generator seed")
+    q.add_argument("--choices", action="store_true", help="every second one multiple choice")
+    q.set_defaults(fn=eval_cmd.cmd_questions)
+    for parser in sub.choices.values():
+        parser.formatter_class = HelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mechjax", description=(__doc__ or "").split("\n\n")[0], formatter_class=HelpFormatter
@@ -238,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_patch(sub)
     _add_neuron(sub)
     _add_steer(sub)
+    _add_eval(sub)
 
     # no automatic -h: after NAME, --help belongs to the reproduction's own parser; no
     # abbreviations, so a reproduction's options never resolve to `--list` or `--help`
