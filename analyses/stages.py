@@ -121,3 +121,24 @@ def reproduction_parser(
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
+
+
+def report_main(argv: Sequence[str] | None, name: str, write_report, results_table) -> int:
+    """`python -m mechjax.analyses.NAME.report DIR`: report.md and results.json again from
+    DIR/details.json alone (after a partial run, or after the report code changed).
+
+    `write_report(out, details, meta)` and `results_table(details, models)` are the
+    reproduction's own; `name` is its module name, for the usage line.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) != 1:
+        print(f"usage: python -m mechjax.analyses.{name}.report DIR", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    details = json.loads((out / "details.json").read_text())
+    meta = {"settings": details["settings"], "seconds": details.get("seconds", 0)}
+    write_report(out, details, meta)
+    models = [m for m in details["settings"]["models"] if m in details]
+    table = {**results_table(details, models), "complete": bool(details.get("complete"))}
+    write_json(out / "results.json", table)
+    return 0

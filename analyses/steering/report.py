@@ -6,8 +6,6 @@ side by side (every number read from details.json), then the tables per model.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 CONDITIONS = ("no_instr", "instr", "steer", "instr_steer")
@@ -288,18 +286,10 @@ def write_report(out: Path, details: dict, meta: dict) -> Path:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m mechjax.analyses.steering.report DIR", file=sys.stderr)
-        return 2
-    out = Path(argv[0])
-    details = json.loads((out / "details.json").read_text())
-    meta = {"settings": details["settings"], "seconds": details.get("seconds", 0)}
-    write_report(out, details, meta)
-    models = [m for m in details["settings"]["models"] if m in details]
-    table = {**results_table(details, models), "complete": bool(details.get("complete"))}
-    (out / "results.json").write_text(json.dumps(table, indent=2))
-    return 0
+    """`python -m mechjax.analyses.steering.report DIR`: report.md and results.json again."""
+    from mechjax.analyses.stages import report_main
+
+    return report_main(argv, "steering", write_report, results_table)
 
 
 if __name__ == "__main__":
