@@ -37,6 +37,17 @@ LONG = {
     "mechjax reproduce mechanistic-probe --out out/mp --quick": (
         "minutes of training; tests/test_mechanistic_probe*.py run its stages at smoke size"
     ),
+    "mechjax reproduce robustness --out out/rob --quick": (
+        "minutes of scoring on two models; tests/test_robustness_repro.py runs every stage "
+        "at smoke size"
+    ),
+    "mechjax reproduce cognitive-biases --out out/cb --quick": (
+        "minutes of generation on two models; tests/test_cognitive_biases_repro.py runs "
+        "every stage at smoke size"
+    ),
+    "mechjax eval hle out/questions.jsonl smollm2-135m --chat": (
+        "a minute of generation; tests/test_cli_eval.py runs the command on a tiny model"
+    ),
     "mechjax reproduce steering --out out/steering --quick": (
         "tens of minutes of generation on two models; tests/test_steering_repro.py runs "
         "every stage in a smoke run"

@@ -41,6 +41,16 @@ REPRODUCTIONS = {
         "Probing for arithmetic errors (Sun, Stolfo, Sachan 2025): digit probes per layer "
         "for predicted and gold answers, error detectors, CoT transfer; SmolLM2, Gemma 3",
     ),
+    "robustness": Reproduction(
+        "mechjax.analyses.robustness",
+        "Causal robustness of math reasoning (Stolfo, Jin et al. 2023): TCE and DCE of "
+        "operands, operation and surface text on P(R), controls; SmolLM2, Gemma 3",
+    ),
+    "cognitive-biases": Reproduction(
+        "mechjax.analyses.cognitive_biases",
+        "Cognitive biases in math word problems (Opedal, Stolfo et al. 2024): consistency, "
+        "transfer vs comparison, carry; direct and CoT; a digit-level transformer; SmolLM2",
+    ),
     "mechanistic-probe": Reproduction(
         "mechjax.analyses.mechanistic_probe",
         "MechanisticProbe (Hou et al. 2023): the reasoning tree read from attention "
