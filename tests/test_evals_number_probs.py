@@ -71,7 +71,9 @@ def test_profile_runs_on_the_model(digit_llama):
     q = NP.number_probs(digit_llama, f"Q: {pr.alt.text} A:", list(range(41)))
     r = pr.base.answer
     assert prof["dce_s"]["n"] == 1
-    assert prof["dce_s"]["mean"] == pytest.approx(max((p[r] - q[r]) / q[r], (q[r] - p[r]) / p[r]))
+    # profile scores through the KV cache (number_probs_batch): float32 rounding apart
+    want = max((p[r] - q[r]) / q[r], (q[r] - p[r]) / p[r])
+    assert prof["dce_s"]["mean"] == pytest.approx(want, rel=1e-5)
 
 
 def test_candidate_rows_cover_every_context():

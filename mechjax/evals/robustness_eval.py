@@ -7,8 +7,8 @@ confidence change (result changes) or the confidence change (result fixed), and 
 estimand is their mean with a percentile bootstrap interval. A model is *sensitive*
 when its TCEs are high and *robust* when its DCEs are low.
 
-`profile` takes any `probs_fn(prompt) -> P` (default: `number_probs.number_probs` of a
-model, one batched run per prompt). Pairs whose gold results lie outside 0..max_n
+`profile` takes any `probs_fn(prompt) -> P` (default: `number_probs.number_probs_batch`
+of a model over every prompt of an estimand at once). Pairs whose gold results lie outside 0..max_n
 cannot be scored on the restricted distribution; they are counted in `n_skipped`.
 """
 
@@ -49,13 +49,8 @@ def profile(
     n_boot: int = 1000,
 ) -> dict[str, dict]:
     """{estimand: {"mean", "ci": [lo, hi], "n", "n_skipped", "prediction_changed"}}."""
-    if probs_fn is None:
-        if model is None:
-            raise ValueError("pass a model or a probs_fn")
-        from mechjax.evals.number_probs import number_probs
-
-        numbers = list(range(max_n + 1))
-        probs_fn = lambda text: number_probs(model, text, numbers)
+    if probs_fn is None and model is None:
+        raise ValueError("pass a model or a probs_fn")
     out = {}
     for est, rows in pairs.items():
         if est not in R.ESTIMANDS:
@@ -66,8 +61,14 @@ def profile(
             out[est] = {"mean": nan, "ci": [nan, nan], "n": 0, "n_skipped": len(rows)}
             out[est]["prediction_changed"] = nan
             continue
-        p = np.stack([probs_fn(prompt(x.base.text)) for x in ok])
-        q = np.stack([probs_fn(prompt(x.alt.text)) for x in ok])
+        texts = [prompt(x.base.text) for x in ok] + [prompt(x.alt.text) for x in ok]
+        if probs_fn is None:  # every prompt of the estimand in one batched, cached run
+            from mechjax.evals.number_probs import number_probs_batch
+
+            pq = number_probs_batch(model, texts, list(range(max_n + 1)))
+        else:
+            pq = np.stack([probs_fn(t) for t in texts])
+        p, q = pq[: len(ok)], pq[len(ok) :]
         r = [x.base.answer for x in ok]
         r_alt = [x.alt.answer for x in ok]
         e = R.estimate(est, p, q, r, r_alt, seed=seed, n_boot=n_boot)
