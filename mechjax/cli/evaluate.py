@@ -22,6 +22,7 @@ import json
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 
 def word_problem_questions(n: int, seed: int = 0, choices: bool = False) -> list[dict]:
@@ -34,7 +35,7 @@ def word_problem_questions(n: int, seed: int = 0, choices: bool = False) -> list
     problems += worlds.generate_many(n - half, seed + 1, n_steps=2)
     rows = []
     for k, p in enumerate(problems):
-        row = {"id": f"wp-{k}", "question": p.text, "answer": str(p.answer)}
+        row: dict[str, Any] = {"id": f"wp-{k}", "question": p.text, "answer": str(p.answer)}
         if choices and k % 2:
             wrong = {p.answer + d for d in (-10, -2, -1, 1, 2, 10) if p.answer + d >= 0}
             opts = [p.answer, *rng.sample(sorted(wrong), 3)]
