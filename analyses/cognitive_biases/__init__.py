@@ -113,6 +113,15 @@ def _evaluate(model, pairs, mode: str, settings: dict) -> dict:
     return out
 
 
+def _row(r: dict) -> dict:
+    """acc_a, acc_b, p_value, n; p_value null (not NaN, which JSON lacks) when the two
+    conditions have identical outcomes and no test is defined."""
+    out = {k: r[k] for k in ("acc_a", "acc_b", "p_value", "n")}
+    if out["p_value"] != out["p_value"]:
+        out["p_value"] = None
+    return out
+
+
 def results_table(details: dict, models) -> dict:
     """The issue's layout: model -> test -> {"acc_a", "acc_b", "p_value", "n"} (direct
     prompting; chain of thought under "cot"), and the digit-level transformer's carry test."""
@@ -125,13 +134,13 @@ def results_table(details: dict, models) -> dict:
         out[name] = {}
         for test in TESTS:
             r = d["direct"][test]
-            out[name][test] = {k: r[k] for k in ("acc_a", "acc_b", "p_value", "n")}
+            out[name][test] = _row(r)
             c = d.get("cot", {}).get(test)
             if c:
-                out[name][test]["cot"] = {k: c[k] for k in ("acc_a", "acc_b", "p_value", "n")}
+                out[name][test]["cot"] = _row(c)
     dm = details.get("digit_transformer")
     if dm:
-        out["digit_transformer"] = {"carry": {k: dm[k] for k in ("acc_a", "acc_b", "p_value", "n")}}
+        out["digit_transformer"] = {"carry": _row(dm)}
     return out
 
 

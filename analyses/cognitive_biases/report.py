@@ -91,10 +91,30 @@ def _claims(details: dict, models) -> list[str]:
             )
     dm = details.get("digit_transformer")
     if dm:
+        mid = ""
+        curve = [c for c in dm.get("curve") or [] if "p_mcnemar" in c]
+        if curve:
+            c = max(curve, key=lambda c: c["acc_a"] - c["acc_b"])
+            mid = (
+                f"; while it learns, the largest gap is at step {c['step']}: "
+                f"{_pct(c['acc_a'])} vs {_pct(c['acc_b'])} (McNemar p = {_f(c['p_mcnemar'], 2)})"
+            )
         lines.append(
             "| carry | (discussion) a from-scratch digit-level transformer will likely show a "
-            f"carry effect | **digit transformer**: {_pct(dm['acc_a'])} without carries vs "
-            f"{_pct(dm['acc_b'])} with, {_verdict(dm)} | |"
+            f"carry effect | **digit transformer**, trained: {_pct(dm['acc_a'])} without "
+            f"carries vs {_pct(dm['acc_b'])} with, {_verdict(dm)}{mid} | |"
+        )
+    floor = [
+        m
+        for m in models
+        if max(max(r["acc_a"], r["acc_b"]) for r in details[m]["direct"].values()) < 0.1
+    ]
+    if floor:
+        lines.append(
+            "| (context) | the tests need models that solve many of the problems | "
+            f"**{', '.join(floor)}**: below 10% on every test and condition (direct), so "
+            "no contrast can show; the absence of significant differences here says nothing "
+            "about the biases | |"
         )
     return lines
 
@@ -120,7 +140,8 @@ def _carry_split(rows: dict) -> list[str]:
     if not ks:
         return []
     cells = [
-        f"{k.split('_')[1]} carries: {_pct(r[k]['acc_a'])} vs {_pct(r[k]['acc_b'])} (n {r[k]['n']})"
+        f"{k.split('_')[1]} carr{'y' if k.endswith('_1') else 'ies'}: {_pct(r[k]['acc_a'])} vs "
+        f"{_pct(r[k]['acc_b'])} (n {r[k]['n']})"
         for k in ks
     ]
     return ["Carry pairs by number of carries (a vs b): " + "; ".join(cells) + ".", ""]
@@ -162,9 +183,14 @@ def _digit_section(dm: dict) -> list[str]:
             )
     curve = dm.get("curve") or []
     if curve:
-        lines += ["", "| step | loss | acc a (no carry) | acc b (carries) |", "|---|---|---|---|"]
         lines += [
-            f"| {c['step']} | {_f(c.get('loss'))} | {_pct(c['acc_a'])} | {_pct(c['acc_b'])} |"
+            "",
+            "| step | loss (test) | acc a (no carry) | acc b (carries) | McNemar p |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c['step']} | {_f(c.get('loss'))} | {_pct(c['acc_a'])} | {_pct(c['acc_b'])} | "
+            f"{_f(c.get('p_mcnemar'), 2)} |"
             for c in curve
         ]
     return [*lines, ""]

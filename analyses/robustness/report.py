@@ -63,12 +63,21 @@ def _claims(details: dict, models) -> list[str]:
         tn, dn, ds, tt = (pooled[k] for k in ("tce_n", "dce_n", "dce_s", "tce_t"))
         if None in (tn["mean"], dn["mean"], ds["mean"], tt["mean"]):
             continue
-        same_n = "overlap" if _overlap(tn, dn) else "do not overlap"
+        if _overlap(tn, dn):
+            verdict = "the intervals overlap: comparable, as the paper expects"
+        elif dn["mean"] > tn["mean"]:
+            verdict = (
+                "DCE exceeds TCE, intervals apart: the model reacts more to operand changes "
+                "that keep the result than to those that change it (neither robust nor "
+                "sensitive; beyond the paper's 'comparable')"
+            )
+        else:
+            verdict = "TCE exceeds DCE, intervals apart: more sensitive than the paper expects"
         lines.append(
             "| Models of this size are not robust and not sensitive: DCE(N -> R) is "
             "comparable to TCE(N -> R) (the paper: only the 175B models are both robust "
-            f"and sensitive) | **{m}**: TCE(N -> R) {_ci(tn)}, DCE(N -> R) {_ci(dn)}: the "
-            f"intervals {same_n}; DCE(N -> R) / TCE(N -> R) = "
+            f"and sensitive) | **{m}**: TCE(N -> R) {_ci(tn)}, DCE(N -> R) {_ci(dn)}; "
+            f"{verdict}; DCE(N -> R) / TCE(N -> R) = "
             f"{_f(dn['mean'] / tn['mean'] if tn['mean'] else None, 2)} |"
         )
         lines.append(
