@@ -76,12 +76,15 @@ def test_patch_writes_the_grid_metrics_and_figures(tmp_path):
 # ----------------------------------------------------------------- help and reproductions
 
 
-def _subparsers(parser):
+def _subparsers(parser, prefix: str = ""):
+    """(name, parser) of every subcommand, nested ones (`eval hle`) included."""
     import argparse
 
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            yield from action.choices.items()
+            for name, sub in action.choices.items():
+                yield prefix + name, sub
+                yield from _subparsers(sub, f"{prefix}{name} ")
 
 
 def _all_parsers():

@@ -212,7 +212,12 @@ def _add_eval(subparsers) -> None:
         help="evaluations: HLE's metrics on a local question file",
         description=(eval_cmd.__doc__ or "").split("\n\n")[0],
     )
-    sub = e.add_subparsers(dest="evaluation", required=True)
+    sub = e.add_subparsers(
+        dest="evaluation",
+        required=True,
+        metavar="EVALUATION",
+        help="hle: score a question file as HLE does; questions: write one",
+    )
     h = sub.add_parser(
         "hle",
         help="accuracy, Wald interval and calibration error as HLE computes them",
