@@ -143,7 +143,7 @@ def sample_logits(
 # ----------------------------------------------------------------------- the program
 
 
-def _decode_fn(model: Model) -> Callable:
+def decode_fn(model: Model) -> Callable:
     """The family's KV-cache `decode` (a `Family` field if it has one, else its module's)."""
     fn = getattr(model.family, "decode", None)
     if fn is not None:
@@ -194,7 +194,7 @@ class _State(NamedTuple):
 
 
 def _prefill(st: _Static, model, tokens, mask, key, temperature, top_p, hook_args) -> _State:
-    decode = _decode_fn(model)
+    decode = decode_fn(model)
     b = tokens.shape[0]
     step = jnp.zeros((), jnp.int32)
     cache = kv_cache.init(model.config, b, st.max_len, model.params["embed"]["W_E"].dtype)
@@ -210,7 +210,7 @@ def _prefill(st: _Static, model, tokens, mask, key, temperature, top_p, hook_arg
 
 
 def _step(st: _Static, model, s: _State, key, temperature, top_p, hook_args) -> _State:
-    decode = _decode_fn(model)
+    decode = decode_fn(model)
     ctx = _hooks_at(st, model, s.step, hook_args)
     res = decode(model.params, s.last[:, None], model.config, s.cache, hook=ctx)
     tok = _next(st, res.logits[:, -1], key, s.step, temperature, top_p)
@@ -283,7 +283,7 @@ def _left_pad(rows: list[list[int]], pad: int, width: int = 0) -> tuple[np.ndarr
     return tokens, mask
 
 
-def _prompt_rows(model: Model, prompts, attention_mask, chat: bool) -> list[list[int]]:
+def prompt_rows(model: Model, prompts, attention_mask, chat: bool) -> list[list[int]]:
     """Prompts (str, list of str, token array or list of id lists) -> one id list per row."""
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -346,7 +346,7 @@ def _plan(
     prompt_width=None,
 ) -> _Plan:
     cfg = model.config
-    _decode_fn(model)
+    decode_fn(model)
     _check_number(
         "max_new_tokens",
         max_new_tokens,
@@ -394,7 +394,7 @@ def _plan(
     stop = tuple(int(t) for t in np.atleast_1d(np.asarray(stop_tokens, np.int64)))
     for t in stop:
         _check_number("stop token", t, 0 <= t < cfg.d_vocab, f"ids in [0, {cfg.d_vocab})")
-    rows = _prompt_rows(model, prompts, attention_mask, chat)
+    rows = prompt_rows(model, prompts, attention_mask, chat)
     longest = max(len(r) for r in rows)
     if min(len(r) for r in rows) == 0:
         raise InputError("a prompt encodes to no tokens; every row needs at least one")
@@ -625,33 +625,4 @@ def iter_generate(
         bar.set_postfix_str(timing_note(compile_s, time.perf_counter() - t0))
 
 
-def generate_texts(
-    model: Model,
-    prompts: Sequence[str],
-    max_new_tokens: int,
-    *,
-    batch: int = 16,
-    bucket: int = 32,
-    chat: bool = False,
-    **kwargs,
-) -> list[str]:
-    """The generated texts of many prompts, `batch` rows per `generate` call.
-
-    The last call is padded with copies of its last prompt and every call's prompt width
-    is rounded up to a multiple of `bucket` tokens, so an evaluation over hundreds of
-    prompts of different lengths compiles a handful of programs, not one per call. Other
-    keyword arguments go to `generate` (greedy by default).
-    """
-    if batch < 1 or bucket < 1:
-        raise InputError(f"batch and bucket must be >= 1, got {batch} and {bucket}")
-    prompts = list(prompts)
-    out: list[str] = []
-    for s in range(0, len(prompts), batch):
-        part = prompts[s : s + batch]
-        rows = _prompt_rows(model, part, None, chat)
-        width = -(-max(len(r) for r in rows) // bucket) * bucket
-        rows += [rows[-1]] * (batch - len(rows))
-        g = generate(model, rows, max_new_tokens, prompt_width=width, **kwargs)
-        assert g.texts is not None
-        out += list(g.texts[: len(part)])
-    return out
+from mechjax.generation_batch import generate_texts  # noqa: E402, F401  (re-export)

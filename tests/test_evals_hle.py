@@ -279,3 +279,12 @@ def test_numeric_tolerance_is_opt_in():
     strict, _ = hle.score(outputs, ["3.14159"])
     loose, _ = hle.score(outputs, ["3.14159"], rel_tol=1e-4)
     assert (strict.n_correct, loose.n_correct) == (0, 1)
+
+
+def test_run_jsonl_takes_a_generate_fn_returning_a_list(tmp_path):
+    def fake_generate(model, prompts, max_new_tokens, chat=False):
+        return [" so\nAnswer: 4\nConfidence: 90%"] + [" ?"] * (len(prompts) - 1)
+
+    m, judged = hle.run_jsonl(None, _write(tmp_path), max_new_tokens=5, generate_fn=fake_generate)
+    assert m.n == 3 and m.n_unparseable == 2
+    assert judged[0].correct and not judged[1].correct

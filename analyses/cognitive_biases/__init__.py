@@ -39,7 +39,6 @@ import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m")
 TESTS = ("consistency", "transfer_comparison", "carry")
@@ -66,17 +65,6 @@ def make_pairs(test: str, n: int, seed: int) -> list:
     return pairs(test, n, seed, n_steps=1)
 
 
-def batched_generate(batch: int):
-    """A `generate_fn` for `bias_eval.evaluate_pairs`: `mechjax.generation.generate_texts`
-    (`batch` rows per call, prompt widths rounded up to 32 tokens: few compiled programs)."""
-    from mechjax.generation import generate_texts
-
-    def generate(model, prompts, max_new_tokens):
-        return SimpleNamespace(texts=generate_texts(model, prompts, max_new_tokens, batch=batch))
-
-    return generate
-
-
 def _summary(r: dict) -> dict:
     keep = ("acc_a", "acc_b", "p_value", "p_mcnemar", "n", "n_unparsed_a", "n_unparsed_b")
     out = {k: r[k] for k in keep}
@@ -100,7 +88,6 @@ def _evaluate(model, pairs, mode: str, settings: dict) -> dict:
         mode=mode,
         max_new_tokens=settings["max_new"],
         batch_size=settings["batch"],
-        generate_fn=batched_generate(settings["batch"]),
     )
     out = _summary(r)
     out["examples"] = _examples(pairs, r)

@@ -67,7 +67,6 @@ def cmd_hle(args) -> int:
     import mechjax as mj
     from mechjax.errors import InputError
     from mechjax.evals import hle
-    from mechjax.generation import generate_texts
 
     path = Path(args.file)
     if not path.is_file():
@@ -80,19 +79,12 @@ def cmd_hle(args) -> int:
         raise InputError(f"{path} has no questions")
     model = mj.load(args.model)
 
-    def gen(model, prompts, max_new_tokens, chat=False):
-        from types import SimpleNamespace
-
-        texts = generate_texts(model, prompts, max_new_tokens, batch=args.batch, chat=chat)
-        return SimpleNamespace(texts=texts)
-
     metrics, judged = hle.run_jsonl(
         model,
         path,
         max_new_tokens=args.max_new_tokens,
         chat=args.chat,
         batch_size=args.batch,
-        generate_fn=gen,
     )
     m = metrics
     print(f"{args.model} on {path} ({m.n} questions; exact-match judging, no judge model)")

@@ -79,15 +79,20 @@ def paired_summary(correct_a: Flags, correct_b: Flags) -> dict[str, Any]:
     }
 
 
+def texts_of(out) -> list:
+    """A `generate_fn`'s texts: its list as is, or the `.texts` of a `Generation`."""
+    return list(out.texts if hasattr(out, "texts") else out)
+
+
 def _answers(generate_fn, model, problems: Sequence[str], mode: str, max_new_tokens: int):
     if mode == "direct":
-        return list(generate_fn(model, [direct_prompt(p) for p in problems], max_new_tokens).texts)
+        return texts_of(generate_fn(model, [direct_prompt(p) for p in problems], max_new_tokens))
     if mode != "cot":
         raise ValueError(f"mode must be 'direct' or 'cot', got {mode!r}")
     first = [cot_prompt(p) for p in problems]
-    reasons = generate_fn(model, first, 4 * max_new_tokens).texts
+    reasons = texts_of(generate_fn(model, first, 4 * max_new_tokens))
     second = [f"{f} {r or ''}\n{ANSWER_TRIGGER}" for f, r in zip(first, reasons)]
-    return list(generate_fn(model, second, max_new_tokens).texts)
+    return texts_of(generate_fn(model, second, max_new_tokens))
 
 
 def evaluate_pairs(
@@ -101,12 +106,19 @@ def evaluate_pairs(
 ) -> dict:
     """Accuracy on conditions a and b of `pairs`, the paired tests, and per-item records.
 
-    `generate_fn(model, prompts, max_new_tokens)` defaults to greedy `mechjax.generate`
-    and must return an object with `.texts`. The chain-of-thought reasoning stage gets
+    `generate_fn(model, prompts, max_new_tokens)` returns the texts (a list, or a
+    `Generation`); it defaults to greedy `mechjax.generation.generate_texts` with
+    `batch_size` rows per compiled call. The chain-of-thought reasoning stage gets
     4 * `max_new_tokens` tokens.
     """
     if generate_fn is None:
-        from mechjax.generation import generate as generate_fn
+        from mechjax import generation
+
+        def batched(model, prompts, max_new_tokens):
+            return generation.generate_texts(model, prompts, max_new_tokens, batch=batch_size)
+
+        generate_fn = batched
+
     outs: dict[str, list] = {"a": [], "b": []}
     for s in range(0, len(pairs), batch_size):
         chunk = pairs[s : s + batch_size]

@@ -200,18 +200,26 @@ def run_jsonl(
 
     The prompt ends with "Explanation:", so the generated text is prefixed with it before
     parsing. Outputs that do not parse count as wrong (`HLEMetrics.n_unparseable`).
-    `generate_fn(model, prompts, max_new_tokens, chat=...)` defaults to
-    `mechjax.generate` (greedy); it must return an object with `.texts`.
+    `generate_fn(model, prompts, max_new_tokens, chat=...)` returns the texts (a list, or
+    a `Generation`); it defaults to greedy `mechjax.generation.generate_texts` with
+    `batch_size` rows per compiled call.
     """
     if generate_fn is None:
-        from mechjax.generation import generate as generate_fn
+        from mechjax import generation
+
+        def batched(model, prompts, max_new_tokens, chat=False):
+            return generation.generate_texts(
+                model, prompts, max_new_tokens, batch=batch_size, chat=chat
+            )
+
+        generate_fn = batched
 
     rows = load_jsonl(path)
     outputs: list[str | None] = []
     for s in range(0, len(rows), batch_size):
         chunk = rows[s : s + batch_size]
         gen = generate_fn(model, [build_prompt(r) for r in chunk], max_new_tokens, chat=chat)
-        texts = gen.texts or [None] * len(chunk)
+        texts = getattr(gen, "texts", gen) or [None] * len(chunk)
         outputs += [None if t is None else "Explanation:" + t for t in texts]
     return score(
         outputs,

@@ -158,14 +158,14 @@ def number_probs_batch(
     and run `batch` at a time (the last batch padded with copies), so a sweep compiles
     once per prompt width. Needs a family with a KV-cache `decode`.
     """
-    from mechjax.generation import _decode_fn
+    from mechjax.generation import decode_fn
 
     tok = tokenizer if tokenizer is not None else model.tokenizer
     if tok is None:
         raise ValueError("number_probs_batch needs a tokenizer (the model has none)")
     if not len(prompts):
         return np.zeros((0, len(numbers)))
-    decode = _decode_fn(model)
+    decode = decode_fn(model)
     enc = [number_tokens(tok, p, numbers, prefix) for p in prompts]
     # rows depend on the candidates' tokens; prompts sharing them share one program
     groups: dict[tuple, list[int]] = {}

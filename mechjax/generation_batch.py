@@ -1,0 +1,47 @@
+"""Generation over many prompts in a few compiled programs (evaluations, sweeps).
+
+`generate_texts` calls `mechjax.generate` with a fixed batch size and prompt widths rounded
+up to a bucket, so a run over hundreds of prompts of different lengths compiles a handful
+of programs, not one per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mechjax.errors import InputError
+from mechjax.model import Model
+
+
+def generate_texts(
+    model: Model,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    *,
+    batch: int = 16,
+    bucket: int = 32,
+    chat: bool = False,
+    **kwargs,
+) -> list[str]:
+    """The generated texts of many prompts, `batch` rows per `generate` call.
+
+    The last call is padded with copies of its last prompt and every call's prompt width
+    is rounded up to a multiple of `bucket` tokens, so an evaluation over hundreds of
+    prompts of different lengths compiles a handful of programs, not one per call. Other
+    keyword arguments go to `generate` (greedy by default).
+    """
+    from mechjax import generation as G
+
+    if batch < 1 or bucket < 1:
+        raise InputError(f"batch and bucket must be >= 1, got {batch} and {bucket}")
+    prompts = list(prompts)
+    out: list[str] = []
+    for s in range(0, len(prompts), batch):
+        part = prompts[s : s + batch]
+        rows = G.prompt_rows(model, part, None, chat)
+        width = -(-max(len(r) for r in rows) // bucket) * bucket
+        rows += [rows[-1]] * (batch - len(rows))
+        g = G.generate(model, rows, max_new_tokens, prompt_width=width, **kwargs)
+        assert g.texts is not None
+        out += list(g.texts[: len(part)])
+    return out
