@@ -1,0 +1,215 @@
+"""Featurizers, interchange interventions, DAS training and IIA (mechjax.causal)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mechjax as mj
+from mechjax import causal as C
+from mechjax.causal import das
+from mechjax.causal.data import CounterfactualData
+from mechjax.errors import InputError, InterventionError
+from mechjax.io.families import family_of_module
+from mechjax.models import llama
+
+D = 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = llama.Config(
+        d_model=D, n_layers=3, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50, n_ctx=64
+    )
+    fam = family_of_module("llama")
+    return mj.Model(fam.init(jax.random.PRNGKey(0), cfg, scale=0.3), cfg, fam)
+
+
+def _data(n=24, seed=0, base_len=7, src_len=9, variable="v"):
+    """Random pairs with per-row positions and lengths (right padding)."""
+    rng = np.random.RandomState(seed)
+    base = rng.randint(1, 50, (n, base_len)).astype(np.int32)
+    source = rng.randint(1, 50, (n, src_len)).astype(np.int32)
+    blen = rng.randint(4, base_len + 1, n)
+    slen = rng.randint(4, src_len + 1, n)
+    bmask = np.arange(base_len)[None] < blen[:, None]
+    smask = np.arange(src_len)[None] < slen[:, None]
+    base[~bmask], source[~smask] = 0, 0
+    bpos = (blen - 1)[:, None].astype(np.int32)
+    spos = rng.randint(0, slen)[:, None].astype(np.int32)
+    labels = rng.randint(0, 50, n).astype(np.int32)
+    return CounterfactualData(
+        base, source, bmask, smask, bpos, spos, labels, labels.copy(), variable, "random"
+    )
+
+
+def _source_acts(model, data, layer):
+    name = mj.act_name("resid_pre", layer)
+    return mj.run(model, jnp.asarray(data.source), capture=name).cache[name]
+
+
+def test_identity_on_every_dimension_is_activation_patching(model):
+    data = _data()
+    name = mj.act_name("resid_pre", 1)
+    src = _source_acts(model, data, 1)
+    iv = C.interchange_at(C.identity(D), src, data.base_positions, data.source_positions)
+    got = mj.run(model, jnp.asarray(data.base), {name: iv}).logits
+    # reference: a patch of the whole site whose value is the base run's activation with
+    # each row's position replaced by that row's source vector (same batch, same program)
+    base = np.array(mj.run(model, jnp.asarray(data.base), capture=name).cache[name])
+    src = np.asarray(src)
+    for b in range(len(data)):
+        base[b, data.base_positions[b, 0]] = src[b, data.source_positions[b, 0]]
+    ref = mj.run(model, jnp.asarray(data.base), {name: mj.patch(jnp.asarray(base))}).logits
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert not np.allclose(got, mj.run(model, jnp.asarray(data.base)).logits, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "feat",
+    [
+        C.identity(D, dims=np.zeros(D, bool)),
+        C.rotation(jax.random.PRNGKey(1), D, 0),
+        C.pca(np.random.RandomState(0).randn(40, D), 0),
+    ],
+    ids=["identity", "rotation", "pca"],
+)
+def test_zero_dimensions_is_a_no_op(model, feat):
+    data = _data()
+    name = mj.act_name("resid_pre", 2)
+    iv = C.interchange_at(
+        feat, _source_acts(model, data, 2), data.base_positions, data.source_positions
+    )
+    got = mj.run(model, jnp.asarray(data.base), {name: iv}).logits
+    ref = mj.run(model, jnp.asarray(data.base)).logits
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_featurizer_inverses_are_exact():
+    h = jax.random.normal(jax.random.PRNGKey(2), (5, 3, D))
+    feats = [
+        C.rotation(jax.random.PRNGKey(3), D, 7),
+        C.boundless_rotation(jax.random.PRNGKey(4), D),
+        C.pca(np.random.RandomState(1).randn(60, D) * 3 + 1, 5),
+        C.neuron_mask(D),
+        C.sae_features(
+            lambda p, x: jax.nn.relu(x @ p["W"]),
+            lambda p, f: f @ p["W"].T,
+            {"W": jax.random.normal(jax.random.PRNGKey(5), (D, 64)) / 8},
+            D,
+            64,
+        ),
+    ]
+    for f in feats:
+        np.testing.assert_allclose(f.invert(*f.featurize(h)), h, atol=1e-5)
+    full = C.boundless_rotation(jax.random.PRNGKey(6), D)
+    b = full.directions()
+    np.testing.assert_allclose(b @ b.T, np.eye(D), atol=1e-5)  # a rotation of the whole space
+
+
+def test_rotation_swaps_exactly_its_subspace():
+    r = C.rotation(jax.random.PRNGKey(7), D, 4)
+    hb, hs = jax.random.normal(jax.random.PRNGKey(8), (2, 10, D))
+    out = C.interchange(r, hb, hs)
+    B = r.directions()
+    np.testing.assert_allclose(out @ B, hs @ B, atol=1e-5)  # the variable from the source
+    P = np.eye(D) - B @ B.T
+    np.testing.assert_allclose(out @ P, hb @ P, atol=1e-5)  # the rest from the base
+
+
+def test_several_sources_at_once():
+    hb = jax.random.normal(jax.random.PRNGKey(9), (4, D))
+    hs = jax.random.normal(jax.random.PRNGKey(10), (2, 4, D))
+    masks = np.zeros((2, D), bool)
+    masks[0, :3], masks[1, 3:5] = True, True
+    out = C.interchange_many(C.identity(D), jnp.asarray(masks), hb, hs)
+    np.testing.assert_allclose(out[:, :3], hs[0][:, :3])
+    np.testing.assert_allclose(out[:, 3:5], hs[1][:, 3:5])
+    np.testing.assert_allclose(out[:, 5:], hb[:, 5:])
+
+
+def test_cached_prefix_equals_the_hooked_run(model):
+    """The fast path (activations below L cached, layers L.. rerun, last token unembedded)
+    gives the logits of mj.run with an Interchange hook."""
+    data = _data()
+    r = C.rotation(jax.random.PRNGKey(11), D, 6)
+    acts = C.site_acts(model, data, [1, 2])
+    for layer in (1, 2):
+        fast, fp = C.iia(model, data, r, layer=layer, acts=acts, return_predictions=True)
+        slow, sp = C.iia(
+            model, data, r, site=mj.act_name("resid_pre", layer), return_predictions=True
+        )
+        np.testing.assert_array_equal(fp, sp)
+        assert fast == slow
+
+
+def test_training_keeps_the_rotation_orthonormal_and_lowers_the_loss(model):
+    data = _data(n=32)
+    r0 = C.rotation(jax.random.PRNGKey(12), D, 4)
+    out = C.train(model, data, r0, layer=1, config=C.TrainConfig(steps=60, lr=3e-2, batch_size=16))
+    assert C.orthogonality_error(out.featurizer) < 1e-5
+    losses = np.asarray(out.losses)
+    assert losses[-10:].mean() < losses[:10].mean()
+    assert not np.allclose(out.featurizer.directions(), r0.directions())
+
+
+def test_search_is_one_program_and_matches_per_layer_iia(model):
+    train, test = _data(n=32, seed=1), _data(n=20, seed=2)
+    cfg = C.TrainConfig(steps=20, lr=1e-2, batch_size=8)
+    res = C.search(model, train, test, lambda k: C.rotation(k, D, 4), [0, 2], config=cfg)
+    assert res["layers"] == [0, 2] and np.asarray(res["losses"]).shape == (2, 20)
+    for i, layer in enumerate((0, 2)):
+        f = das.take(res["featurizers"], i)
+        assert C.iia(model, test, f, layer=layer) == pytest.approx(res["iia"][i])
+
+
+def test_learned_masks_train_and_harden(model):
+    data = _data(n=32)
+    cfg = C.TrainConfig(steps=30, lr=5e-2, batch_size=16, temperature=(1.0, 0.05))
+    for f0 in (C.neuron_mask(D), C.boundless_rotation(jax.random.PRNGKey(13), D)):
+        out = C.train(model, data, f0, layer=1, config=cfg)
+        assert not np.allclose(out.featurizer.logits, f0.logits)
+        hard = np.asarray(out.featurizer.mask())
+        assert set(np.unique(hard)) <= {0.0, 1.0}
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    r = C.rotation(jax.random.PRNGKey(14), D, 3)
+    site = mj.act_name("resid_pre", 1)
+    das.save(r, tmp_path / "das", site=site, meta={"variable": "v"})
+    back, info = das.load(tmp_path / "das", site=site, width=D)
+    assert isinstance(back, C.Rotation) and info["meta"] == {"variable": "v"}
+    np.testing.assert_array_equal(back.directions(), r.directions())
+    with pytest.raises(InputError, match="trained at"):
+        das.load(tmp_path / "das", site=mj.act_name("resid_pre", 2))
+    with pytest.raises(InputError, match="width"):
+        das.load(tmp_path / "das", width=D + 1)
+
+
+def test_bad_input_is_named(model):
+    with pytest.raises(InputError, match="k = 40 features, but the site's width is 32"):
+        C.rotation(jax.random.PRNGKey(0), D, 40)
+    data = _data()
+    src = _source_acts(model, data, 1)
+    name = mj.act_name("resid_pre", 1)
+    with pytest.raises(InterventionError, match="reads width 16"):
+        mj.run(
+            model,
+            jnp.asarray(data.base),
+            {name: C.interchange_at(C.identity(16), src[..., :16], data.base_positions)},
+        )
+    with pytest.raises(InterventionError, match="out of range"):
+        mj.run(
+            model,
+            jnp.asarray(data.base),
+            {name: C.interchange_at(C.identity(D), src, np.full((24, 1), 8), data.base_positions)},
+        )
+    # bases and sources of different lengths without positions
+    with pytest.raises(InterventionError, match="base has 7 positions and the source 9"):
+        mj.run(model, jnp.asarray(data.base), {name: C.interchange_at(C.identity(D), src)})
+    with pytest.raises(InputError, match="not in \\[0, 3\\)"):
+        C.site_acts(model, data, [3])
+    with pytest.raises(InputError, match="nothing to train"):
+        C.train(model, data, C.identity(D), layer=1)
