@@ -16,6 +16,7 @@ from mechjax.io.families import family_of_module
 from mechjax.models import llama
 
 D = 32
+CFG = C.TrainConfig(steps=30, lr=3e-2, batch_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +131,15 @@ def test_several_sources_at_once():
     np.testing.assert_allclose(out[:, 5:], hb[:, 5:])
 
 
-def test_cached_prefix_equals_the_hooked_run(model):
-    """The fast path (activations below L cached, layers L.. rerun, last token unembedded)
-    gives the logits of mj.run with an Interchange hook."""
+@pytest.mark.parametrize("mode", ["decode", "suffix"])
+def test_cached_prefix_equals_the_hooked_run(model, mode):
+    """Both cached paths give the predictions of mj.run with an Interchange hook: "decode"
+    (the bases' KV cache, one token per row rerun) and "suffix" (cached residuals, layers
+    L.. rerun over the whole prompt)."""
     data = _data()
     r = C.rotation(jax.random.PRNGKey(11), D, 6)
-    acts = C.site_acts(model, data, [1, 2])
+    acts = C.site_acts(model, data, [1, 2], mode=mode)
+    assert acts.mode == mode
     for layer in (1, 2):
         fast, fp = C.iia(model, data, r, layer=layer, acts=acts, return_predictions=True)
         slow, sp = C.iia(
@@ -145,10 +149,20 @@ def test_cached_prefix_equals_the_hooked_run(model):
         assert fast == slow
 
 
+def test_decode_mode_needs_the_last_token(model):
+    data = _data()
+    import dataclasses
+
+    earlier = dataclasses.replace(data, base_positions=np.zeros_like(data.base_positions))
+    assert C.site_acts(model, earlier, [1]).mode == "suffix"
+    with pytest.raises(InputError, match="last real token"):
+        C.site_acts(model, earlier, [1], mode="decode")
+
+
 def test_training_keeps_the_rotation_orthonormal_and_lowers_the_loss(model):
     data = _data(n=32)
     r0 = C.rotation(jax.random.PRNGKey(12), D, 4)
-    out = C.train(model, data, r0, layer=1, config=C.TrainConfig(steps=60, lr=3e-2, batch_size=16))
+    out = C.train(model, data, r0, layer=1, config=CFG)
     assert C.orthogonality_error(out.featurizer) < 1e-5
     losses = np.asarray(out.losses)
     assert losses[-10:].mean() < losses[:10].mean()
@@ -157,9 +171,8 @@ def test_training_keeps_the_rotation_orthonormal_and_lowers_the_loss(model):
 
 def test_search_is_one_program_and_matches_per_layer_iia(model):
     train, test = _data(n=32, seed=1), _data(n=20, seed=2)
-    cfg = C.TrainConfig(steps=20, lr=1e-2, batch_size=8)
-    res = C.search(model, train, test, lambda k: C.rotation(k, D, 4), [0, 2], config=cfg)
-    assert res["layers"] == [0, 2] and np.asarray(res["losses"]).shape == (2, 20)
+    res = C.search(model, train, test, lambda k: C.rotation(k, D, 4), [0, 2], config=CFG)
+    assert res["layers"] == [0, 2] and np.asarray(res["losses"]).shape == (2, CFG.steps)
     for i, layer in enumerate((0, 2)):
         f = das.take(res["featurizers"], i)
         assert C.iia(model, test, f, layer=layer) == pytest.approx(res["iia"][i])
@@ -167,7 +180,7 @@ def test_search_is_one_program_and_matches_per_layer_iia(model):
 
 def test_learned_masks_train_and_harden(model):
     data = _data(n=32)
-    cfg = C.TrainConfig(steps=30, lr=5e-2, batch_size=16, temperature=(1.0, 0.05))
+    cfg = C.TrainConfig(steps=CFG.steps, lr=5e-2, batch_size=16, temperature=(1.0, 0.05))
     for f0 in (C.neuron_mask(D), C.boundless_rotation(jax.random.PRNGKey(13), D)):
         out = C.train(model, data, f0, layer=1, config=cfg)
         assert not np.allclose(out.featurizer.logits, f0.logits)
@@ -213,3 +226,36 @@ def test_bad_input_is_named(model):
         C.site_acts(model, data, [3])
     with pytest.raises(InputError, match="nothing to train"):
         C.train(model, data, C.identity(D), layer=1)
+
+
+def test_families_whose_layers_differ_take_the_per_layer_path():
+    """Gemma 3 interleaves sliding-window and global layers: each layer compiles its own
+    program, and the cached-prefix path still equals the hooked run."""
+    from mechjax.models import gemma3
+
+    cfg = gemma3.Config(
+        d_model=D,
+        n_layers=3,
+        n_heads=2,
+        n_kv_heads=1,
+        d_head=16,
+        d_mlp=48,
+        d_vocab=50,
+        n_ctx=64,
+        sliding_window=4,
+        layer_types=(True, False, True),
+        query_pre_attn_scalar=16.0,
+    )
+    fam = family_of_module("gemma3")
+    g = mj.Model(fam.init(jax.random.PRNGKey(3), cfg), cfg, fam)
+    assert not das._layer_invariant(g)
+    train, test = _data(n=32, seed=1), _data(n=20, seed=2)
+    res = C.search(g, train, test, lambda k: C.rotation(k, D, 4), [0, 1], config=CFG)
+    for i, layer in enumerate((0, 1)):
+        f = das.take(res["featurizers"], i)
+        _, fast = C.iia(g, test, f, layer=layer, return_predictions=True)
+        slow, hooked = C.iia(
+            g, test, f, site=mj.act_name("resid_pre", layer), return_predictions=True
+        )
+        np.testing.assert_array_equal(fast, hooked)
+        assert slow == pytest.approx(res["iia"][i])

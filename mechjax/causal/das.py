@@ -34,12 +34,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 from mechjax import sites as sites_mod
 from mechjax.causal import featurizers as F
 from mechjax.causal.data import CounterfactualData
 from mechjax.causal.interchange import Interchange, gather, scatter
 from mechjax.errors import InputError
+from mechjax.hooks import HookContext
+from mechjax.interventions import Intervention
 from mechjax.model import Model, run
 from mechjax.patching.blocks import _block, _layer_invariant, _stack_blocks, _unembed
 
@@ -60,12 +63,23 @@ class TrainConfig:
 
 
 class SiteActs(NamedTuple):
-    """Cached activations of a dataset at `resid_pre` of `layers`:
-    base `[n_layers, n, pos, d]`, source vectors `[n_layers, n, k, d]`."""
+    """What a dataset's runs leave for training at `resid_pre` of `layers`.
+
+    `source`: the source vectors `[n_layers, n, k, d]`. Then either (mode "decode", every
+    intervention at the base's last real token) `cache`, the KV cache of every base prompt
+    but its last token, and `last_tok [n, 1]`; or (mode "suffix") `base`, the bases'
+    residual streams `[n_layers, n, pos, d]`.
+    """
 
     layers: tuple[int, ...]
-    base: Array
+    base: Array | None
     source: Array
+    cache: Any = None
+    last_tok: Array | None = None
+
+    @property
+    def mode(self) -> str:
+        return "decode" if self.cache is not None else "suffix"
 
 
 class Trained(NamedTuple):
@@ -103,11 +117,38 @@ def _check_feat(model: Model, feat: F.Featurizer, site: str) -> None:
         )
 
 
-def site_acts(model: Model, data: CounterfactualData, layers, batch_size: int = 32) -> SiteActs:
-    """Run bases and sources once; keep `resid_pre` of `layers` (bases at every position,
-    sources at their `source_positions`)."""
+def at_last_token(data: CounterfactualData) -> bool:
+    """True if every row intervenes at one position, its last real token."""
+    pos = data.base_positions
+    return pos.shape[1] == 1 and bool((pos[:, 0] == data.base_lengths - 1).all())
+
+
+def site_acts(
+    model: Model,
+    data: CounterfactualData,
+    layers,
+    batch_size: int = 32,
+    mode: str | None = None,
+) -> SiteActs:
+    """Run bases and sources once and keep what training at `resid_pre` of `layers` needs.
+
+    Sources: `resid_pre` of each layer at their `source_positions`. Bases, mode "decode"
+    (the default when every row intervenes at its last real token): the KV cache of the
+    prompt without that token, so a step runs one token per row through the network;
+    mode "suffix": `resid_pre` of each layer at every position, so a step reruns layers
+    L..n-1 over the whole prompt.
+    """
     _check_data(model, data)
     layers = _check_layers(model, layers)
+    if mode is None:
+        mode = "decode" if at_last_token(data) and _can_decode(model) else "suffix"
+    if mode not in ("decode", "suffix"):
+        raise InputError(f"mode {mode!r}; valid: 'decode', 'suffix'")
+    if mode == "decode" and not at_last_token(data):
+        raise InputError(
+            "mode 'decode' needs every intervention at the base's last real token "
+            "(base_positions [n, 1] == base_lengths - 1); use mode 'suffix'"
+        )
     names = tuple(sites_mod.act_name("resid_pre", l) for l in layers)
 
     def harvest(tokens, pos=None):
@@ -120,7 +161,54 @@ def site_acts(model: Model, data: CounterfactualData, layers, batch_size: int = 
             out.append(np.asarray(acts))
         return jnp.asarray(np.concatenate(out, axis=1))
 
-    return SiteActs(layers, harvest(data.base), harvest(data.source, data.source_positions))
+    source = harvest(data.source, data.source_positions)
+    if mode == "decode":
+        cache, last_tok = prefix_cache(model, data, batch_size)
+        return SiteActs(layers, None, source, cache, last_tok)
+    return SiteActs(layers, harvest(data.base), source)
+
+
+def _can_decode(model: Model) -> bool:
+    from mechjax.generation import decode_fn
+
+    try:
+        decode_fn(model)
+    except InputError:
+        return False
+    return True
+
+
+def prefix_cache(model: Model, data: CounterfactualData, batch_size: int = 32):
+    """(KV cache of every base prompt without its last real token, left-padded to one
+    width; those last tokens `[n, 1]`)."""
+    from mechjax import kv_cache
+    from mechjax.generation import decode_fn
+
+    lengths = data.base_lengths
+    width = max(int(lengths.max()) - 1, 1)
+    prefix = np.zeros((len(data), width), np.int32)
+    mask = np.zeros((len(data), width), bool)
+    for r, n in enumerate(lengths):
+        if n > 1:
+            prefix[r, width - (n - 1) :] = data.base[r, : n - 1]
+            mask[r, width - (n - 1) :] = True
+    last = data.base[np.arange(len(data)), lengths - 1][:, None]
+    decode = jax.jit(decode_fn(model), static_argnums=2, static_argnames="last_only")
+    parts = []
+    for s in range(0, len(data), batch_size):
+        toks, m = prefix[s : s + batch_size], mask[s : s + batch_size]
+        empty = kv_cache.init(model.config, len(toks), width + 1)
+        out = decode(
+            model.params,
+            jnp.asarray(toks),
+            model.config,
+            empty,
+            attention_mask=jnp.asarray(m),
+            last_only=True,
+        )
+        parts.append(out.cache)
+    cache = jax.tree.map(lambda *x: jnp.concatenate(x) if x[0].ndim else x[0], *parts)
+    return cache, jnp.asarray(last)
 
 
 # ------------------------------------------------------------------- intervened forward
@@ -128,8 +216,9 @@ def site_acts(model: Model, data: CounterfactualData, layers, batch_size: int = 
 
 class _Static(NamedTuple):
     """What a compiled program is specialised on (hashable): the model's family and
-    config, the optimisation, the site (None: resid_pre with the prefix cached), whether
-    the layer is a traced value (`layered`) or the static `layer`."""
+    config, the optimisation, the site (None: resid_pre from cached activations), the
+    mode ("decode", "suffix", "hooked"), whether the layer is a traced value (`layered`;
+    in mode "decode" a gated hook at each of `hook_layers`) or the static `layer`."""
 
     family: Any
     config: Any
@@ -138,6 +227,8 @@ class _Static(NamedTuple):
     layered: bool
     layer: int | None
     mask_on: bool
+    mode: str = "suffix"
+    hook_layers: tuple = ()
 
 
 class _Arrays(NamedTuple):
@@ -150,6 +241,20 @@ class _Arrays(NamedTuple):
     tokens: Array
     last: Array
     labels: Array
+    cache: Any = None
+    last_tok: Array | None = None
+
+
+@struct.dataclass
+class _Gate(Intervention):
+    """`iv` where `on` (a traced bool) is True, the identity elsewhere: one hook per
+    candidate layer makes the intervened layer a value."""
+
+    iv: Interchange
+    on: Array
+
+    def apply(self, x, site):
+        return jnp.where(self.on, self.iv.apply(x, site), x)
 
 
 def _suffix_logits(model: Model, stacked, layer, resid, tokens, last) -> Array:
@@ -177,6 +282,21 @@ def _logits(st: _Static, params, feat, layer, a: _Arrays, idx, temp) -> Array:
     """The intervened next-token logits of rows `idx`."""
     model = Model(params, st.config, st.family)
     pos, tokens, last = a.pos[idx], a.tokens[idx], a.last[idx]
+    if st.mode == "decode":
+        from mechjax.generation import decode_fn
+
+        sub = jax.tree.map(lambda x: x[idx] if x.ndim else x, a.cache)
+        iv = Interchange(feat, a.src[idx], jnp.zeros((idx.shape[0], 1), jnp.int32), None, temp)
+        name = lambda l: sites_mod.act_name("resid_pre", l)  # noqa: E731
+        if st.layered:
+            ivs = {name(l): (_Gate(iv, layer == l),) for l in st.hook_layers}
+        else:
+            ivs = {name(st.layer): (iv,)}
+        assert a.last_tok is not None
+        out = decode_fn(model)(
+            params, a.last_tok[idx], st.config, sub, hook=HookContext(ivs), last_only=True
+        )
+        return out.logits[:, 0]
     if st.site is not None:
         iv = Interchange(feat, a.src[idx], pos, None, temp)
         logits = run(model, tokens, {st.site: iv}).logits
@@ -296,7 +416,7 @@ def source_vectors(model: Model, data: CounterfactualData, site: str, batch_size
     return jnp.asarray(np.concatenate(out))
 
 
-def _arrays(data: CounterfactualData, base, src) -> _Arrays:
+def _arrays(data: CounterfactualData, base, src, acts: SiteActs | None = None) -> _Arrays:
     return _Arrays(
         base,
         src,
@@ -304,6 +424,8 @@ def _arrays(data: CounterfactualData, base, src) -> _Arrays:
         jnp.asarray(data.base),
         jnp.asarray(data.base_lengths - 1),
         jnp.asarray(data.labels),
+        None if acts is None else acts.cache,
+        None if acts is None else acts.last_tok,
     )
 
 
@@ -319,13 +441,17 @@ def _prepare(model, data, feat, layer, site, acts, tcfg=None):
         if acts is None or layer not in acts.layers:
             acts = site_acts(model, data, [layer])
         i = acts.layers.index(layer)
+        if acts.mode == "decode":
+            st = _Static(model.family, model.config, tcfg, None, False, layer, mask_on, "decode")
+            return st, jnp.asarray(layer), _arrays(data, None, acts.source[i], acts)
         layered = _layer_invariant(model)
         st = _Static(
             model.family, model.config, tcfg, None, layered, None if layered else layer, mask_on
         )
+        assert acts.base is not None
         return st, jnp.asarray(layer), _arrays(data, acts.base[i], acts.source[i])
     name = _site_name(site, layer)
-    st = _Static(model.family, model.config, tcfg, name, False, None, mask_on)
+    st = _Static(model.family, model.config, tcfg, name, False, None, mask_on, "hooked")
     return st, jnp.asarray(0), _arrays(data, None, source_vectors(model, data, name))
 
 
@@ -413,10 +539,29 @@ def search(
     first = take(inits, 0)
     _check_feat(model, first, "resid_pre")
     trainable = _has_training(first)
-    layered = _layer_invariant(model)
-    a = _arrays(train_data, train_acts.base[tr], train_acts.source[tr])
-    t = _arrays(test_data, test_acts.base[te], test_acts.source[te])
-    st = _Static(model.family, model.config, config, None, layered, None, first.learned_mask)
+    if train_acts.mode != test_acts.mode:
+        raise InputError(
+            f"train activations are mode {train_acts.mode!r}, test ones {test_acts.mode!r}"
+        )
+    mode = train_acts.mode
+    layered = mode == "decode" or _layer_invariant(model)
+
+    def sel(x, i):
+        return None if x is None else x[i]
+
+    a = _arrays(train_data, sel(train_acts.base, tr), train_acts.source[tr], train_acts)
+    t = _arrays(test_data, sel(test_acts.base, te), test_acts.source[te], test_acts)
+    st = _Static(
+        model.family,
+        model.config,
+        config,
+        None,
+        layered,
+        None,
+        first.learned_mask,
+        mode,
+        tuple(layers),
+    )
     if layered:
         feats, losses, accs = _search_jit(
             st, model.params, inits, keys, jnp.asarray(layers), a, t, trainable
@@ -449,8 +594,7 @@ def search(
 
 
 def _layer_slice(a: _Arrays, q: int) -> _Arrays:
-    assert a.base is not None
-    return a._replace(base=a.base[q], src=a.src[q])
+    return a._replace(base=None if a.base is None else a.base[q], src=a.src[q])
 
 
 def _chunks(n: int, size: int = 16) -> Array:
