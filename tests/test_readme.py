@@ -45,6 +45,10 @@ LONG = {
         "minutes of generation on two models; tests/test_cognitive_biases_repro.py runs "
         "every stage at smoke size"
     ),
+    "mechjax reproduce das --out out/das --quick": (
+        "tens of minutes of DAS training on two models; tests/test_das_repro.py runs every "
+        "stage at smoke size"
+    ),
     "mechjax eval hle out/questions.jsonl smollm2-135m --chat": (
         "a minute of generation; tests/test_cli_eval.py runs the command on a tiny model"
     ),

@@ -26,8 +26,6 @@ token never reaches the positions read; no attention mask is needed.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -152,14 +150,25 @@ def site_acts(
     names = tuple(sites_mod.act_name("resid_pre", l) for l in layers)
 
     def harvest(tokens, pos=None):
-        out = []
-        for s in range(0, len(data), batch_size):
-            cache = run(model, jnp.asarray(tokens[s : s + batch_size]), capture=names).cache
-            acts = jnp.stack([cache[n] for n in names])
-            if pos is not None:
-                acts = jax.vmap(lambda a: gather(a, pos[s : s + batch_size]))(acts)
-            out.append(np.asarray(acts))
-        return jnp.asarray(np.concatenate(out, axis=1))
+        # harvest's program returns only the sites, so XLA drops every layer above the
+        # deepest one and the unembedding
+        from mechjax import harvest as H
+
+        one = pos is not None and pos.shape[1] == 1
+        got = H.harvest(
+            model,
+            tokens,
+            names,
+            batch_size=batch_size,
+            progress=False,
+            positions=pos[:, 0] if one and pos is not None else None,
+        )
+        x = np.stack([got[n] for n in names])
+        if one:
+            return jnp.asarray(x[:, :, None, :])
+        if pos is not None:
+            x = np.take_along_axis(x, pos[None, :, :, None], axis=2)
+        return jnp.asarray(x)
 
     source = harvest(data.source, data.source_positions)
     if mode == "decode":
@@ -441,8 +450,11 @@ def _prepare(model, data, feat, layer, site, acts, tcfg=None):
         if acts is None or layer not in acts.layers:
             acts = site_acts(model, data, [layer])
         i = acts.layers.index(layer)
-        if acts.mode == "decode":
-            st = _Static(model.family, model.config, tcfg, None, False, layer, mask_on, "decode")
+        if acts.mode == "decode":  # the layer a value: one program serves every layer
+            every = tuple(range(model.config.n_layers))
+            st = _Static(
+                model.family, model.config, tcfg, None, True, None, mask_on, "decode", every
+            )
             return st, jnp.asarray(layer), _arrays(data, None, acts.source[i], acts)
         layered = _layer_invariant(model)
         st = _Static(
@@ -528,14 +540,15 @@ def search(
             raise InputError(f"cached activations hold layers {acts.layers}, not all of {layers}")
     tr = np.array([train_acts.layers.index(l) for l in layers])
     te = np.array([test_acts.layers.index(l) for l in layers])
-    keys = jax.random.split(jax.random.PRNGKey(config.seed), len(layers))
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), len(layers))  # batches
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)  # initial featurizers
     if isinstance(make_featurizer, F.Featurizer):
         inits = make_featurizer
         n_init = jax.tree.leaves(inits)[0].shape[0]
         if n_init != len(layers):
             raise InputError(f"{n_init} stacked featurizers for {len(layers)} layers")
     else:
-        inits = jax.vmap(make_featurizer)(keys)
+        inits = jax.vmap(make_featurizer)(init_keys)
     first = take(inits, 0)
     _check_feat(model, first, "resid_pre")
     trainable = _has_training(first)
@@ -618,54 +631,4 @@ def stack(feats) -> F.Featurizer:
     return jax.tree.map(lambda *x: jnp.stack(x), *feats)
 
 
-# --------------------------------------------------------------------------- save, load
-
-_KINDS = {
-    c.__name__: c for c in (F.Identity, F.Subspace, F.Rotation, F.BoundlessRotation, F.NeuronMask)
-}
-
-
-def save(feat: F.Featurizer, path, *, site: str, meta: dict | None = None) -> None:
-    """Write a featurizer (orbax) with a JSON of its kind, width and site."""
-    import orbax.checkpoint as ocp
-
-    kind = type(feat).__name__
-    if kind not in _KINDS:
-        raise InputError(f"save: {kind} featurizers are not saved here (valid: {sorted(_KINDS)})")
-    path = Path(path).absolute()
-    path.mkdir(parents=True, exist_ok=True)
-    leaves = {f.name: np.asarray(getattr(feat, f.name)) for f in dataclasses.fields(feat)}
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(path / "arrays", leaves, force=True)
-    info = {"kind": kind, "width": feat.width, "n_features": feat.n_features, "site": site}
-    (path / "featurizer.json").write_text(json.dumps({**info, "meta": meta or {}}, indent=1))
-
-
-def load(path, *, site: str | None = None, width: int | None = None) -> tuple[F.Featurizer, dict]:
-    """(featurizer, its JSON) from `save`; checks the site and width when given."""
-    import orbax.checkpoint as ocp
-
-    path = Path(path).absolute()
-    if not (path / "featurizer.json").is_file():
-        raise InputError(f"no saved featurizer at {path} (featurizer.json missing)")
-    info = json.loads((path / "featurizer.json").read_text())
-    if site is not None and info["site"] != site:
-        raise InputError(f"the featurizer at {path} was trained at {info['site']!r}, not {site!r}")
-    if width is not None and info["width"] != width:
-        raise InputError(f"the featurizer at {path} reads width {info['width']}, not {width}")
-    with ocp.StandardCheckpointer() as ck:
-        leaves = ck.restore(path / "arrays")
-    cls = _KINDS[info["kind"]]
-    return cls(**{k: jnp.asarray(v) for k, v in leaves.items()}), info
-
-
-def describe(feat: F.Featurizer) -> dict[str, Any]:
-    """Kind, width, feature count and (for learned masks) how many features are on."""
-    out: dict[str, Any] = {
-        "kind": type(feat).__name__,
-        "width": feat.width,
-        "n_features": feat.n_features,
-    }
-    if feat.learned_mask:
-        out["n_on"] = int(np.asarray(feat.mask(None)).sum())
-    return out
+from mechjax.causal.store import describe, load, save  # noqa: E402, F401  (re-export)

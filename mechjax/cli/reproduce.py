@@ -51,6 +51,11 @@ REPRODUCTIONS = {
         "Cognitive biases in math word problems (Opedal, Stolfo et al. 2024): consistency, "
         "transfer vs comparison, carry; direct and CoT; a digit-level transformer; SmolLM2",
     ),
+    "das": Reproduction(
+        "mechjax.analyses.das",
+        "Causal variables (MIB, Mueller et al. 2025): DAS, boundless DAS, PCA and neuron "
+        "masks, IIA per layer on IOI variables; a toy model with a known site; SmolLM2, Gemma 3",
+    ),
     "mechanistic-probe": Reproduction(
         "mechjax.analyses.mechanistic_probe",
         "MechanisticProbe (Hou et al. 2023): the reasoning tree read from attention "
