@@ -128,9 +128,6 @@ def _figure(out: Path, details: dict, models) -> str | None:
     panels = [(m, v) for m in models if m in details for _, v in VARIABLES if v in details[m]]
     if not panels:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
