@@ -72,10 +72,11 @@ def test_identity_on_every_dimension_is_activation_patching(model):
     "feat",
     [
         C.identity(D, dims=np.zeros(D, bool)),
+        C.identity(D, dims=[]),  # an empty list (numpy makes it float64)
         C.rotation(jax.random.PRNGKey(1), D, 0),
         C.pca(np.random.RandomState(0).randn(40, D), 0),
     ],
-    ids=["identity", "rotation", "pca"],
+    ids=["identity", "identity-empty-list", "rotation", "pca"],
 )
 def test_zero_dimensions_is_a_no_op(model, feat):
     data = _data()

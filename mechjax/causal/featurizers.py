@@ -225,6 +225,8 @@ def identity(d: int, dims=None) -> Identity:
     mask = np.ones(d, bool)
     if dims is not None:
         dims = np.asarray(dims)
+        if dims.size == 0:  # an empty list is float64 to numpy: no neuron at all
+            dims = dims.astype(np.int64)
         if dims.dtype == bool:
             if dims.shape != (d,):
                 raise InputError(
