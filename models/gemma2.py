@@ -36,11 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechjax import nn
+from mechjax import kv_cache, nn
 from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
 from mechjax.kv_cache import DecodeOutput, KVCache
-from mechjax.models import gemma3
+
+from . import gemma3
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -128,9 +129,22 @@ def config_from_hf(hf: dict) -> Config:
 
 
 def site_names(cfg: Config) -> list[str]:
-    """Every site of the forward, in the order the forward visits them: Gemma 3's
-    without the QK-norm sites."""
-    return [s for s in gemma3.site_names(cfg) if ".q_norm." not in s and ".k_norm." not in s]
+    """Every site of the forward, in the order the forward visits them (Gemma 3's
+    without the QK-norm sites)."""
+    names = ["hook_embed"]
+    for l in range(cfg.n_layers):
+        b = f"blocks.{l}"
+        names += [f"{b}.hook_resid_pre", f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized"]
+        names += [f"{b}.hook_{s}_input" for s in "qkv"]
+        names += [f"{b}.attn.hook_{s}" for s in ("q", "k", "v", "rot_q", "rot_k")]
+        names += [f"{b}.attn.hook_{s}" for s in ("attn_scores", "pattern", "z", "result")]
+        names += [f"{b}.ln1_post.hook_scale", f"{b}.ln1_post.hook_normalized"]
+        names += [f"{b}.hook_attn_out", f"{b}.hook_resid_mid", f"{b}.hook_mlp_in"]
+        names += [f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized"]
+        names += [f"{b}.mlp.hook_{s}" for s in ("pre", "pre_linear", "post")]
+        names += [f"{b}.ln2_post.hook_scale", f"{b}.ln2_post.hook_normalized"]
+        names += [f"{b}.hook_mlp_out", f"{b}.hook_resid_post"]
+    return names + ["ln_final.hook_scale", "ln_final.hook_normalized"]
 
 
 # ---------------------------------------------------------------------------- forward
@@ -154,6 +168,14 @@ def _attention(
     )
 
 
+def _masks(positions, k_positions, key_mask, cfg: Config):
+    """(global, sliding-window) boolean masks, as `models.gemma3` builds them."""
+    return (
+        nn.attention_mask(positions, k_positions, key_mask, None),
+        nn.attention_mask(positions, k_positions, key_mask, cfg.sliding_window),
+    )
+
+
 def forward(
     params: Params,
     tokens: Array,
@@ -164,11 +186,12 @@ def forward(
 ) -> Array:
     """Logits [batch, pos, d_vocab] for tokens [batch, pos] (soft-capped).
 
-    `attention_mask` [batch, pos] (True = real token) handles padding on either side.
+    `attention_mask` [batch, pos] (True = real token) handles padding on either side:
+    position ids count real tokens only.
     """
-    return gemma3.forward(
-        params, tokens, cfg, hook=hook, attention_mask=attention_mask, attention=_attention
-    )
+    positions = nn.positions_from_mask(attention_mask, tokens.shape)
+    masks = _masks(positions, positions, attention_mask, cfg)
+    return gemma3._transformer(params, tokens, cfg, hook, positions, masks, attention=_attention)[0]
 
 
 def decode(
@@ -182,16 +205,12 @@ def decode(
     last_only: bool = False,
 ) -> DecodeOutput:
     """New tokens [batch, n_new] against a KV cache, as `models.gemma3.decode`."""
-    return gemma3.decode(
-        params,
-        tokens,
-        cfg,
-        cache,
-        hook=hook,
-        attention_mask=attention_mask,
-        last_only=last_only,
-        attention=_attention,
+    positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
+    masks = _masks(positions, cache.positions, cache.valid, cfg)
+    logits, cache = gemma3._transformer(
+        params, tokens, cfg, hook, positions, masks, cache, start, last_only, _attention
     )
+    return DecodeOutput(logits, cache)
 
 
 # ------------------------------------------------------------------------ conversion

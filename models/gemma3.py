@@ -208,8 +208,9 @@ def site_names(cfg: Config) -> list[str]:
 # ---------------------------------------------------------------------------- forward
 
 
-def _norm(x: Array, w: Array, cfg: Config, hook: Hook, prefix: str) -> Array:
-    """Gemma RMSNorm: float32 statistics, gain (1 + w), cast back to the input dtype."""
+def _norm(x: Array, w: Array, cfg: Any, hook: Hook, prefix: str) -> Array:
+    """Gemma RMSNorm: float32 statistics, gain (1 + w), cast back to the input dtype.
+    (`cfg`: any config with `eps`; Gemma 2's too.)"""
     wide = jnp.promote_types(x.dtype, jnp.float32)
     y = nn.rms_norm(x.astype(wide), w.astype(wide), cfg.eps, hook, prefix, offset=1.0)
     return y.astype(x.dtype)
@@ -294,7 +295,7 @@ def _attention(
     return rotary_attention(a, q, k, v, cfg, hook, l, positions, mask, cache, start, inv_freq)
 
 
-def _mlp(p: Params, x: Array, cfg: Config, hook: Hook, l: int) -> Array:
+def _mlp(p: Params, x: Array, cfg: Any, hook: Hook, l: int) -> Array:
     b = f"blocks.{l}"
     m = p["mlp"]
     pre = hook(f"{b}.mlp.hook_pre", x @ m["W_gate"])
@@ -310,20 +311,18 @@ def forward(
     *,
     hook: Hook = NULL_HOOK,
     attention_mask: Array | None = None,
-    attention: Callable | None = None,
 ) -> Array:
     """Logits [batch, pos, d_vocab] for tokens [batch, pos].
 
     `attention_mask` [batch, pos] (True = real token) handles padding on either side:
     position ids count real tokens only, so a padded prompt gives the logits it gives alone.
-    `attention`: another family's attention sublayer (Gemma 2's), default Gemma 3's.
     """
     positions = nn.positions_from_mask(attention_mask, tokens.shape)
     masks = (
         nn.attention_mask(positions, positions, attention_mask, None),
         nn.attention_mask(positions, positions, attention_mask, cfg.sliding_window),
     )
-    return _transformer(params, tokens, cfg, hook, positions, masks, attention=attention)[0]
+    return _transformer(params, tokens, cfg, hook, positions, masks)[0]
 
 
 def decode(
@@ -335,7 +334,6 @@ def decode(
     hook: Hook = NULL_HOOK,
     attention_mask: Array | None = None,
     last_only: bool = False,
-    attention: Callable | None = None,
 ) -> DecodeOutput:
     """Run new tokens [batch, n_new] against a KV cache; logits and the updated cache.
 
@@ -348,7 +346,7 @@ def decode(
         nn.attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window),
     )
     logits, cache = _transformer(
-        params, tokens, cfg, hook, positions, masks, cache, start, last_only, attention
+        params, tokens, cfg, hook, positions, masks, cache, start, last_only
     )
     return DecodeOutput(logits, cache)
 
@@ -365,6 +363,8 @@ def _transformer(
     last_only=False,
     attention: Callable | None = None,
 ):
+    """The forward from embeddings to logits; `attention`: another family's attention
+    sublayer on this block (Gemma 2's), default Gemma 3's."""
     attention = attention or _attention
     W_E = params["embed"]["W_E"]
     emb = nn.embed(W_E, tokens) * jnp.asarray(cfg.d_model**0.5, W_E.dtype)

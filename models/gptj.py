@@ -33,7 +33,8 @@ from mechjax import kv_cache, nn
 from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
 from mechjax.kv_cache import DecodeOutput, KVCache
-from mechjax.models import neox
+
+from . import neox
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -80,12 +81,17 @@ def config_from_hf(hf: dict) -> Config:
     mt = hf.get("model_type", "gptj")
     if mt not in HF_TYPES:
         raise CheckpointError(f"model_type {mt!r} is not a GPT-J type {HF_TYPES}")
-    d_model = hf.get("n_embd", hf.get("hidden_size"))
-    n_heads = hf.get("n_head", hf.get("num_attention_heads"))
+
+    def field(name: str, alias: str) -> int:
+        if name not in hf and alias not in hf:
+            raise CheckpointError(f"GPT-J config has neither {name!r} nor {alias!r}")
+        return int(hf[name] if name in hf else hf[alias])
+
+    d_model, n_heads = field("n_embd", "hidden_size"), field("n_head", "num_attention_heads")
     d_head = d_model // n_heads
     return Config(
         d_model=d_model,
-        n_layers=hf.get("n_layer", hf.get("num_hidden_layers")),
+        n_layers=field("n_layer", "num_hidden_layers"),
         n_heads=n_heads,
         d_head=d_head,
         d_mlp=hf.get("n_inner") or 4 * d_model,
@@ -102,9 +108,19 @@ def config_from_hf(hf: dict) -> Config:
 
 
 def site_names(cfg: Config) -> list[str]:
-    """Every site of the forward, in forward order: the parallel block's sites of
-    `models/neox.py` (no `hook_resid_mid`)."""
-    return neox.site_names(cfg)  # type: ignore[arg-type]  # reads n_layers, parallel_residual
+    """Every site of the forward, in forward order (a parallel block: no `hook_resid_mid`)."""
+    names = ["hook_embed"]
+    for l in range(cfg.n_layers):
+        b = f"blocks.{l}"
+        names += [f"{b}.hook_resid_pre", f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized"]
+        names += [f"{b}.hook_{s}_input" for s in "qkv"]
+        names += [f"{b}.attn.hook_{s}" for s in ("q", "k", "v", "rot_q", "rot_k")]
+        names += [f"{b}.attn.hook_{s}" for s in ("attn_scores", "pattern", "z", "result")]
+        names += [f"{b}.hook_attn_out", f"{b}.hook_mlp_in"]
+        names += [f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized"]
+        names += [f"{b}.mlp.hook_pre", f"{b}.mlp.hook_post", f"{b}.hook_mlp_out"]
+        names.append(f"{b}.hook_resid_post")
+    return names + ["ln_final.hook_scale", "ln_final.hook_normalized"]
 
 
 # ---------------------------------------------------------------------------- forward

@@ -43,7 +43,8 @@ from mechjax import nn
 from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
 from mechjax.kv_cache import DecodeOutput, KVCache
-from mechjax.models import llama
+
+from . import llama
 
 Array = jax.Array
 Params = dict[str, Any]

@@ -36,7 +36,8 @@ from mechjax import kv_cache, nn
 from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
 from mechjax.kv_cache import DecodeOutput, KVCache
-from mechjax.models import llama
+
+from . import llama
 
 Array = jax.Array
 Params = dict[str, Any]

@@ -39,7 +39,8 @@ from mechjax import nn
 from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
 from mechjax.kv_cache import DecodeOutput, KVCache
-from mechjax.models import llama
+
+from . import llama
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -87,7 +88,7 @@ def config_from_hf(hf: dict) -> Config:
     rope = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
     partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
     kind = rope.get("rope_type", rope.get("type", "default"))
-    long = {}
+    long: dict[str, Any] = {}
     if kind in ("longrope", "su"):
         orig = rope.get("original_max_position_embeddings") or hf.get(
             "original_max_position_embeddings", fields["n_ctx"]
