@@ -163,16 +163,17 @@ def _attention(
         q_in, k_in, v_in = head_input("q"), head_input("k"), head_input("v")
     else:
         q_in = k_in = v_in = nn.layer_norm(resid, ln["w"], ln["b"], cfg.eps, hook, f"{b}.ln1")
-    q = hook(f"{b}.attn.hook_q", nn.head_proj(q_in, a["W_Q"]))
-    k = hook(f"{b}.attn.hook_k", nn.head_proj(k_in, a["W_K"]))
-    v = hook(f"{b}.attn.hook_v", nn.head_proj(v_in, a["W_V"]))
+    # GPT-J has no q/k/v/o biases; folding a LayerNorm (`mechjax.weights`) adds them
+    q = hook(f"{b}.attn.hook_q", nn.head_proj(q_in, a["W_Q"], a.get("b_Q")))
+    k = hook(f"{b}.attn.hook_k", nn.head_proj(k_in, a["W_K"], a.get("b_K")))
+    v = hook(f"{b}.attn.hook_v", nn.head_proj(v_in, a["W_V"], a.get("b_V")))
     inv_freq = nn.rope_inv_freq(cfg.rotary_dim, cfg.rope_theta)
     q = hook(f"{b}.attn.hook_rot_q", apply_rope_interleaved(q, positions, inv_freq))
     k = hook(f"{b}.attn.hook_rot_k", apply_rope_interleaved(k, positions, inv_freq))
     if cache is not None:  # decoding: attend over every cached token plus the new ones
         k, v, cache = kv_cache.write(cache, l, k, v, start)
     z = nn.attend(q, k, v, mask, hook, f"{b}.attn", scale=cfg.d_head**-0.5)
-    return nn.attn_output(z, a["W_O"], None, hook, f"{b}.attn"), cache
+    return nn.attn_output(z, a["W_O"], a.get("b_O"), hook, f"{b}.attn"), cache
 
 
 def _mlp(p: Params, resid: Array, cfg: Config, hook: Hook, l: int) -> Array:

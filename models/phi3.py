@@ -15,7 +15,10 @@ Architectural features, each with its source:
   `original_max_position_embeddings` and `long_factor` beyond (HF's rule: one choice per
   call, from the largest position id), and the attention factor
   `sqrt(1 + ln(max_pos / original_max) / ln(original_max))` on the rotated dimensions;
-- incremental decoding with a KV cache (`decode`).
+- incremental decoding with a KV cache (`decode`). With LongRoPE, a generation that
+  grows past `original_max_position_embeddings` keeps the keys cached before the switch
+  in their short-factor rotation, as HF's cache does; it is then not a recomputation of
+  the whole sequence, which rotates every key with the long factors.
 
 Sites are Llama's (`hook_rot_q/k` hold the rotated, LongRoPE-scaled queries and keys the
 scores read).

@@ -68,16 +68,25 @@ def _resid(model) -> list[str]:
     return [f"blocks.{l}.hook_resid_pre" for l in range(model.config.n_layers)]
 
 
+# sites a family adds that its own tests read from the shared reference run
+_EXTRA = ("hook_router_logits", "hook_expert_weights", "hook_expert_out")
+
+
 def reference_sites(model) -> tuple[str, ...]:
-    """One capture set for the parity, patching and AtP checks (one compiled run)."""
+    """One capture set for the parity, patching and AtP checks and the families' own
+    tests (one compiled run): resid_pre and pattern of every layer, the last layer's
+    rotated queries and MLP output, the router and expert sites of a mixture of experts."""
     n = model.config.n_layers
-    return tuple(_resid(model) + [f"blocks.{l}.attn.hook_pattern" for l in range(n)])
+    last = [f"blocks.{n - 1}.attn.hook_rot_q", f"blocks.{n - 1}.hook_mlp_out"]
+    extra = [s for s in model.sites if s.rsplit(".", 1)[-1] in _EXTRA]
+    pattern = [f"blocks.{l}.attn.hook_pattern" for l in range(n)]
+    return tuple(_resid(model) + pattern + last + extra)
 
 
-def check_hf_parity(model: mj.Model, m, tokens=TOKENS) -> float:
+def check_hf_parity(model: mj.Model, m, tokens=TOKENS) -> mj.Cache:
     """Logits within 1e-4 of HF's (float32); the residual stream entering every layer and
     every layer's attention pattern equal to HF's hidden states and attention weights.
-    Returns the max |logit diff|."""
+    Returns the run's captures (`reference_sites`)."""
     n = model.config.n_layers
     resid, pattern = _resid(model), [f"blocks.{l}.attn.hook_pattern" for l in range(n)]
     out = jrun(model, jnp.asarray(tokens), capture=reference_sites(model))
@@ -89,28 +98,33 @@ def check_hf_parity(model: mj.Model, m, tokens=TOKENS) -> float:
         assert np.abs(got - want).max() <= 1e-5 * (1 + np.abs(want).max()), (l, max_diff(got, want))
         got, want = np.asarray(out.cache[pattern[l]]), r.attentions[l].numpy()
         assert np.abs(got - want).max() <= 1e-5, (l, max_diff(got, want))
-    return float(np.abs(logits - ref).max())
+    print(f"{model.family.name}: max |logit diff| vs HF = {np.abs(logits - ref).max():.2g}")
+    return out.cache
 
 
 def check_every_site(model: mj.Model, m, tokens=TOKENS) -> None:
-    """Every listed site fires, in the listed order; with an intervention (+0) and a
-    capture at every site, and with EAP's split q/k/v inputs, the logits are HF's."""
-    ref = hf_outputs(m, tokens).logits.float().numpy()
+    """Every listed site fires, in the listed order, and `mj.run` takes an intervention
+    and a capture at every site (traced: shapes and dtypes, no compile); the split q/k/v
+    inputs of EAP give HF's logits (compiled)."""
     tokens = jnp.asarray(tokens)
     sites = [s for s in model.sites if not s.endswith("_input")]
-    split = tuple(s for s in model.sites if s.endswith("_input"))
     ctx = HookContext({}, sites)
     jax.eval_shape(
         lambda p, t: model.family.forward(p, t, model.config, hook=ctx), model.params, tokens
     )
     assert ctx.visited == sites
     hooks = {s: mj.add(jnp.zeros((), jnp.float32)) for s in sites}
-    out = jrun(model, tokens, hooks, capture=tuple(sites))
-    assert set(out.cache) == set(sites)
-    got = np.asarray(out.logits)
-    assert np.abs(got - ref).max() <= 1e-4, max_diff(got, ref)
-    assert out.cache["hook_embed"].shape == tokens.shape + (model.config.d_model,)
+    out = jax.eval_shape(lambda: mj.run(model, tokens, hooks, capture=sites, jit=False))
+    assert sorted(out.cache) == sorted(sites)
+    assert out.logits.shape == tokens.shape + (model.config.d_vocab,)
+    assert all(x.dtype == jnp.float32 for x in out.cache.values())
+    d, (b, p) = model.config.d_model, tokens.shape
+    assert out.cache["hook_embed"].shape == (b, p, d)
+    assert out.cache["blocks.0.attn.hook_pattern"].shape == (b, model.config.n_heads, p, p)
+    assert out.cache["blocks.0.attn.hook_result"].shape == (b, p, model.config.n_heads, d)
+    split = tuple(s for s in model.sites if s.endswith("_input"))
     if split:
+        ref = hf_outputs(m, tokens).logits.float().numpy()
         got = np.asarray(jrun(model, tokens, capture=split).logits)
         assert np.abs(got - ref).max() <= 1e-4, max_diff(got, ref)
 
@@ -148,18 +162,21 @@ def check_patch_sweep(model: mj.Model) -> None:
     """Every cell of a resid_pre patching sweep (denoising: clean values into the
     corrupted run) equals one patched run of the whole model."""
     clean, corrupted = _pair()
-    res = patching.patch_sweep(model, clean, corrupted, METRIC, "resid_pre", progress=False)
+    positions = (0, 5, TOKENS.shape[1] - 1)
+    res = patching.patch_sweep(
+        model, clean, corrupted, METRIC, "resid_pre", positions=positions, progress=False
+    )
     grid = np.asarray(res.grid)
     resid, sites = _resid(model), reference_sites(model)
     src = jrun(model, clean, capture=sites).cache
     own = jrun(model, corrupted, capture=sites).cache
     change = [src[s] - own[s] for s in resid]  # patching = adding this at one position
     for layer in range(model.config.n_layers):
-        for pos in (0, 5, TOKENS.shape[1] - 1):
+        for i, pos in enumerate(positions):
             at = (jnp.arange(TOKENS.shape[1]) == pos)[None, :, None]
             deltas = {s: c * at * (l == layer) for l, (s, c) in enumerate(zip(resid, change))}
             want = float(_metric_with(model, corrupted, METRIC, deltas))
-            assert abs(grid[layer, pos] - want) <= 1e-4 * max(1.0, abs(want)), (layer, pos)
+            assert abs(grid[layer, i] - want) <= 1e-4 * max(1.0, abs(want)), (layer, pos)
 
 
 @jax.jit

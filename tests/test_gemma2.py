@@ -28,7 +28,7 @@ BASE = dict(
     vocab_size=VOCAB,
     hidden_size=64,
     intermediate_size=96,
-    num_hidden_layers=3,
+    num_hidden_layers=2,
     num_attention_heads=4,
     num_key_value_heads=2,
     head_dim=16,
@@ -92,7 +92,7 @@ def test_golden_site_list_and_config(model):
     )
     assert gemma2.site_names(cfg) == GOLDEN_1_LAYER
     c = model.config
-    assert c.layer_types == (True, False, True)  # HF's default: even layers local
+    assert c.layer_types == (True, False)  # HF's default: even layers local
     assert (c.attn_softcap, c.final_softcap, c.query_pre_attn_scalar) == (5.0, 3.0, 16.0)
 
 
@@ -148,11 +148,11 @@ def test_gguf_loads_as_hf(model, hf, tmp_path):
         "token_embd.weight": t["model.embed_tokens.weight"],
         "output_norm.weight": stored("model.norm.weight"),
     }
-    for l in range(3):
+    for l in range(2):
         for g, h in names.items():
             tensors[f"blk.{l}.{g}.weight"] = stored(f"model.layers.{l}.{h}.weight")
     md = {
-        "gemma2.block_count": 3,
+        "gemma2.block_count": 2,
         "gemma2.context_length": 64,
         "gemma2.embedding_length": 64,
         "gemma2.feed_forward_length": 96,

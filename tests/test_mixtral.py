@@ -106,41 +106,34 @@ def test_golden_site_list():
         mixtral.Config(d_model=8, n_layers=1, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=8, d_vocab=10, n_experts=2, top_k=3)  # fmt: skip
 
 
-def test_matches_hf_and_router_logits(model, hf):
-    check_hf_parity(model, hf[1])
+def test_matches_hf_router_and_expert_sites(model, hf):
+    out = check_hf_parity(model, hf[1])
     import torch
 
     with torch.no_grad():
         ref = hf[1](torch.tensor(TOKENS), output_router_logits=True).router_logits
-    names = ("blocks.0.mlp.hook_router_logits", "blocks.1.mlp.hook_router_logits")
-    out = jrun(model, jnp.asarray(TOKENS), capture=names).cache
-    for l, name in enumerate(names):
-        got, want = np.asarray(out[name]).reshape(-1, E), ref[l].numpy()
+    for l in range(2):
+        got = np.asarray(out[f"blocks.{l}.mlp.hook_router_logits"]).reshape(-1, E)
+        want = ref[l].numpy()
         assert np.abs(got - want).max() <= 1e-5, max_diff(got, want)
-
-
-def test_every_site_and_expert_sites(model, hf):
-    check_every_site(model, hf[1])
-    names = (
-        "blocks.1.mlp.hook_expert_out",
-        "blocks.1.hook_mlp_out",
-        "blocks.1.mlp.hook_expert_weights",
-    )
-    out = jrun(model, jnp.asarray(TOKENS), capture=names).cache
-    per_expert = np.asarray(out[names[0]])  # [batch, pos, experts, d_model]
+    per_expert = np.asarray(out["blocks.1.mlp.hook_expert_out"])  # [batch, pos, E, d_model]
     assert per_expert.shape == TOKENS.shape + (E, 64)
-    np.testing.assert_allclose(per_expert.sum(2), out[names[1]], atol=1e-5)
+    np.testing.assert_allclose(per_expert.sum(2), out["blocks.1.hook_mlp_out"], atol=1e-5)
     used = np.abs(per_expert).max(-1) > 0  # the experts each token routed to
     assert (used.sum(-1) == K).all()
-    probs = np.asarray(out[names[2]])  # softmax over experts: the K largest are used
+    probs = np.asarray(out["blocks.1.mlp.hook_expert_weights"])  # softmax over experts
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
     np.testing.assert_array_equal(used, probs >= np.sort(probs, -1)[..., -K : -K + 1])
+
+
+def test_every_site(model, hf):
+    check_every_site(model, hf[1])
 
 
 def test_ablating_an_expert_changes_only_its_tokens(model):
     """Zeroing expert 0's output at layer 1 changes the logits only at positions routed to it."""
     name = "blocks.1.mlp.experts.0.hook_post"
-    base = jrun(model, jnp.asarray(TOKENS), capture=("blocks.1.mlp.hook_expert_out",))
+    base = jrun(model, jnp.asarray(TOKENS), capture=reference_sites(model))
     out = jrun(model, jnp.asarray(TOKENS), {name: mj.scale(0.0)})
     routed = np.abs(np.asarray(base.cache["blocks.1.mlp.hook_expert_out"])[:, :, 0]).max(-1) > 0
     changed = np.abs(np.asarray(out.logits - base.logits)).max(-1) > 1e-4  # not rounding
@@ -161,7 +154,7 @@ def test_atp(model):
 
 
 def test_fold_layer_norm_folds_into_router_and_experts(model, hf):
-    folded = mj.Model(fold_layer_norm(model.params), model.config, model.family)
+    folded = mj.Model(jax.jit(fold_layer_norm)(model.params), model.config, model.family)
     got = np.asarray(jrun(folded, jnp.asarray(TOKENS), capture=reference_sites(model)).logits)
     want = hf_outputs(hf[1]).logits.numpy()
     assert np.abs(got - want).max() <= 1e-4, max_diff(got, want)

@@ -153,3 +153,44 @@ def test_gguf_loads_as_hf(model, hf, tmp_path):
         "qwen3.attention.layer_norm_rms_epsilon": hf_cfg.rms_norm_eps,
     }
     check_gguf(write_gguf(tmp_path / "qwen3.gguf", "qwen3", md, tensors), model)
+
+
+def test_qwen2_gguf_loads_as_hf(tmp_path):
+    """Qwen2 / Qwen2.5 (the Llama family with q/k/v biases): llama.cpp's `qwen2` files
+    keep HF's rows (no permutation) and the biases."""
+    base = {k: v for k, v in BASE.items() if k not in ("head_dim", "attention_bias")}
+    hf_cfg, m = hf_model("Qwen2Config", "Qwen2ForCausalLM", **base, tie_word_embeddings=True)
+    model = port(hf_cfg, m)
+    assert model.family.name == "llama" and model.config.qkv_bias
+    t = hf_tensors(m)
+    names = {
+        "attn_norm": "input_layernorm",
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
+    tensors = {
+        "token_embd.weight": t["model.embed_tokens.weight"],
+        "output_norm.weight": t["model.norm.weight"],
+    }
+    for l in range(2):
+        for g, h in names.items():
+            for kind in ("weight", "bias"):
+                if f"model.layers.{l}.{h}.{kind}" in t:
+                    tensors[f"blk.{l}.{g}.{kind}"] = t[f"model.layers.{l}.{h}.{kind}"]
+    md = {
+        "qwen2.block_count": 2,
+        "qwen2.context_length": 64,
+        "qwen2.embedding_length": 64,
+        "qwen2.feed_forward_length": 96,
+        "qwen2.attention.head_count": 4,
+        "qwen2.attention.head_count_kv": 2,
+        "qwen2.rope.freq_base": 5000.0,
+        "qwen2.attention.layer_norm_rms_epsilon": hf_cfg.rms_norm_eps,
+    }
+    check_gguf(write_gguf(tmp_path / "qwen2.gguf", "qwen2", md, tensors), model)
