@@ -32,9 +32,9 @@ import numpy as np
 from mechjax import kv_cache, nn
 from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
-from mechjax.kv_cache import DecodeOutput, KVCache
+from mechjax.kv_cache import KVCache
 
-from . import neox
+from . import llama, neox
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -212,41 +212,8 @@ def _transformer(
     return nn.unembed(x, params["unembed"]), cache
 
 
-def forward(
-    params: Params,
-    tokens: Array,
-    cfg: Config,
-    *,
-    hook: Hook = NULL_HOOK,
-    attention_mask: Array | None = None,
-) -> Array:
-    """Logits [batch, pos, d_vocab] for tokens [batch, pos].
-
-    `attention_mask` [batch, pos] (True = real token) handles padding on either side:
-    position ids count real tokens only.
-    """
-    positions = nn.positions_from_mask(attention_mask, tokens.shape)
-    mask = nn.attention_mask(positions, positions, attention_mask, None)
-    return _transformer(params, tokens, cfg, hook, positions, mask)[0]
-
-
-def decode(
-    params: Params,
-    tokens: Array,
-    cfg: Config,
-    cache: KVCache,
-    *,
-    hook: Hook = NULL_HOOK,
-    attention_mask: Array | None = None,
-    last_only: bool = False,
-) -> DecodeOutput:
-    """New tokens [batch, n_new] against a KV cache, as `models.llama.decode`."""
-    positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
-    mask = nn.attention_mask(positions, cache.positions, cache.valid, None)
-    logits, cache = _transformer(
-        params, tokens, cfg, hook, positions, mask, cache, start, last_only
-    )
-    return DecodeOutput(logits, cache)
+# forward(params, tokens, cfg, *, hook, attention_mask) and decode(..., cache, ...), as Llama's
+forward, decode = llama.forward_and_decode(_transformer)
 
 
 # ------------------------------------------------------------------------ conversion

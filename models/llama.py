@@ -1,4 +1,4 @@
-"""Llama family as a pure function: Llama 2/3, SmolLM2, Mistral, Qwen2.
+"""Llama family as a pure function: Llama 2/3, SmolLM2, Mistral, Qwen2/Qwen2.5.
 
 Architectural features, each with its source:
 - pre-norm RMSNorm (Zhang & Sennrich 2019), SwiGLU MLP (Shazeer 2020);
@@ -19,6 +19,11 @@ Weights use TransformerLens names and shapes: `W_Q [n_heads, d_model, d_head]`,
 `W_K, W_V [n_kv_heads, d_model, d_head]`, `W_O [n_heads, d_head, d_model]`,
 `W_gate, W_in [d_model, d_mlp]`, `W_out [d_mlp, d_model]`, `W_E [d_vocab, d_model]`,
 `W_U [d_model, d_vocab]` (stored even when tied, as TransformerLens does).
+
+Other families build on this block: Qwen3, Phi-3 and Mixtral swap its sublayers
+(`Sublayers`, `qkv`, `rotary_attention`, the converter pieces `hf_fields`,
+`attn_from_hf`, `mlp_from_hf`, `assemble`); `forward_and_decode` gives any family's
+`_transformer` this module's forward and KV-cache decode.
 """
 
 from __future__ import annotations
@@ -290,17 +295,16 @@ def forward(
     *,
     hook: Hook = NULL_HOOK,
     attention_mask: Array | None = None,
-    sublayers: Sublayers | None = None,
 ) -> Array:
     """Logits [batch, pos, d_vocab] for tokens [batch, pos].
 
     `attention_mask` [batch, pos] (True = real token) handles padding on either side:
     position ids count real tokens only, so a padded prompt gives the logits it gives
-    alone. `sublayers`: another family's attention and MLP (default Llama's).
+    alone.
     """
     positions = nn.positions_from_mask(attention_mask, tokens.shape)
     mask = nn.attention_mask(positions, positions, attention_mask, cfg.sliding_window)
-    return _transformer(params, tokens, cfg, hook, positions, mask, sublayers=sublayers)[0]
+    return _transformer(params, tokens, cfg, hook, positions, mask)[0]
 
 
 def decode(
@@ -312,7 +316,6 @@ def decode(
     hook: Hook = NULL_HOOK,
     attention_mask: Array | None = None,
     last_only: bool = False,
-    sublayers: Sublayers | None = None,
 ) -> DecodeOutput:
     """Run new tokens [batch, n_new] against a KV cache; logits and the updated cache.
 
@@ -326,7 +329,7 @@ def decode(
     positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
     mask = nn.attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window)
     logits, cache = _transformer(
-        params, tokens, cfg, hook, positions, mask, cache, start, last_only, sublayers
+        params, tokens, cfg, hook, positions, mask, cache, start, last_only
     )
     return DecodeOutput(logits, cache)
 
@@ -363,6 +366,51 @@ def _transformer(
 
 
 SUBLAYERS = Sublayers(_attention, _mlp)
+
+
+def forward_and_decode(transformer: Callable) -> tuple[Callable, Callable]:
+    """A family's `forward` and `decode` from its `transformer(params, tokens, cfg, hook,
+    positions, mask, cache=None, start=None, last_only=False) -> (logits, cache)`, with
+    the contract of this module's: position ids from the padding mask, a causal mask
+    (windowed by `cfg.sliding_window` where the config has one), the KV cache's slots.
+    For a Llama block with other sublayers: `functools.partial(_transformer,
+    sublayers=...)`."""
+
+    def forward(
+        params: Params,
+        tokens: Array,
+        cfg: Any,
+        *,
+        hook: Hook = NULL_HOOK,
+        attention_mask: Array | None = None,
+    ) -> Array:
+        """Logits [batch, pos, d_vocab] for tokens [batch, pos] (`attention_mask` [batch,
+        pos], True = real token: padding on either side, position ids over real tokens)."""
+        positions = nn.positions_from_mask(attention_mask, tokens.shape)
+        window = getattr(cfg, "sliding_window", None)
+        mask = nn.attention_mask(positions, positions, attention_mask, window)
+        return transformer(params, tokens, cfg, hook, positions, mask)[0]
+
+    def decode(
+        params: Params,
+        tokens: Array,
+        cfg: Any,
+        cache: KVCache,
+        *,
+        hook: Hook = NULL_HOOK,
+        attention_mask: Array | None = None,
+        last_only: bool = False,
+    ) -> DecodeOutput:
+        """New tokens [batch, n_new] against a KV cache, as `models.llama.decode`."""
+        positions, cache, start = kv_cache.begin(cache, attention_mask, tokens.shape[1])
+        window = getattr(cfg, "sliding_window", None)
+        mask = nn.attention_mask(positions, cache.positions, cache.valid, window)
+        logits, cache = transformer(
+            params, tokens, cfg, hook, positions, mask, cache, start, last_only
+        )
+        return DecodeOutput(logits, cache)
+
+    return forward, decode
 
 
 # ------------------------------------------------------------------------ conversion

@@ -33,6 +33,7 @@ Weights: the router `W_router [d_model, n_experts]` and, stacked over experts,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -41,8 +42,7 @@ import numpy as np
 
 from mechjax import nn
 from mechjax.errors import CheckpointError
-from mechjax.hooks import NULL_HOOK, Hook
-from mechjax.kv_cache import DecodeOutput, KVCache
+from mechjax.hooks import Hook
 
 from . import llama
 
@@ -155,41 +155,10 @@ def _moe(p: Params, x: Array, cfg: Config, hook: Hook, l: int) -> Array:
 SUBLAYERS = llama.Sublayers(llama.SUBLAYERS.attention, _moe)
 
 
-def forward(
-    params: Params,
-    tokens: Array,
-    cfg: Config,
-    *,
-    hook: Hook = NULL_HOOK,
-    attention_mask: Array | None = None,
-) -> Array:
-    """Logits [batch, pos, d_vocab] for tokens [batch, pos] (`attention_mask` as Llama's)."""
-    return llama.forward(
-        params, tokens, cfg, hook=hook, attention_mask=attention_mask, sublayers=SUBLAYERS
-    )
-
-
-def decode(
-    params: Params,
-    tokens: Array,
-    cfg: Config,
-    cache: KVCache,
-    *,
-    hook: Hook = NULL_HOOK,
-    attention_mask: Array | None = None,
-    last_only: bool = False,
-) -> DecodeOutput:
-    """New tokens [batch, n_new] against a KV cache, as `models.llama.decode`."""
-    return llama.decode(
-        params,
-        tokens,
-        cfg,
-        cache,
-        hook=hook,
-        attention_mask=attention_mask,
-        last_only=last_only,
-        sublayers=SUBLAYERS,
-    )
+# forward(params, tokens, cfg, *, hook, attention_mask) and decode(..., cache, ...), as Llama's
+forward, decode = llama.forward_and_decode(
+    functools.partial(llama._transformer, sublayers=SUBLAYERS)
+)
 
 
 # ------------------------------------------------------------------------ conversion

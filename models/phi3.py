@@ -31,6 +31,7 @@ factors).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -40,8 +41,8 @@ import numpy as np
 
 from mechjax import nn
 from mechjax.errors import CheckpointError
-from mechjax.hooks import NULL_HOOK, Hook
-from mechjax.kv_cache import DecodeOutput, KVCache
+from mechjax.hooks import Hook
+from mechjax.kv_cache import KVCache
 
 from . import llama
 
@@ -157,43 +158,10 @@ def _attention(
 
 
 SUBLAYERS = llama.Sublayers(_attention, llama.SUBLAYERS.mlp)
-
-
-def forward(
-    params: Params,
-    tokens: Array,
-    cfg: Config,
-    *,
-    hook: Hook = NULL_HOOK,
-    attention_mask: Array | None = None,
-) -> Array:
-    """Logits [batch, pos, d_vocab] for tokens [batch, pos] (`attention_mask` as Llama's)."""
-    return llama.forward(
-        params, tokens, cfg, hook=hook, attention_mask=attention_mask, sublayers=SUBLAYERS
-    )
-
-
-def decode(
-    params: Params,
-    tokens: Array,
-    cfg: Config,
-    cache: KVCache,
-    *,
-    hook: Hook = NULL_HOOK,
-    attention_mask: Array | None = None,
-    last_only: bool = False,
-) -> DecodeOutput:
-    """New tokens [batch, n_new] against a KV cache, as `models.llama.decode`."""
-    return llama.decode(
-        params,
-        tokens,
-        cfg,
-        cache,
-        hook=hook,
-        attention_mask=attention_mask,
-        last_only=last_only,
-        sublayers=SUBLAYERS,
-    )
+# forward(params, tokens, cfg, *, hook, attention_mask) and decode(..., cache, ...), as Llama's
+forward, decode = llama.forward_and_decode(
+    functools.partial(llama._transformer, sublayers=SUBLAYERS)
+)
 
 
 # ------------------------------------------------------------------------ conversion
