@@ -41,7 +41,7 @@ from mechjax.errors import CheckpointError
 from mechjax.hooks import NULL_HOOK, Hook
 from mechjax.kv_cache import DecodeOutput, KVCache
 
-from . import gemma3
+from . import gemma3, llama
 
 Array = jax.Array
 Params = dict[str, Any]
@@ -86,6 +86,11 @@ class Config:
 
     def is_sliding(self, layer: int) -> bool:
         return bool(self.layer_types[layer])
+
+    # the names `models.llama`'s converter pieces read
+    qkv_bias = property(lambda self: self.bias)
+    o_bias = property(lambda self: self.bias)
+    mlp_bias = property(lambda self: False)
 
 
 HF_TYPES = ("gemma2",)
@@ -217,61 +222,23 @@ def decode(
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], cfg: Config, dtype=jnp.float32) -> Params:
-    """TransformerLens-named params from HF Gemma 2 tensors (`model.layers.0.self_attn...`)."""
-
-    def get(name):
-        if name not in tensors:
-            raise CheckpointError(f"checkpoint has no tensor {name!r} (needed by gemma2)")
-        return np.asarray(tensors[name], np.float32)
-
-    def heads_in(w, n):  # HF [n*d_head, d_model] -> [n, d_model, d_head]
-        return w.reshape(n, cfg.d_head, cfg.d_model).transpose(0, 2, 1)
-
-    h, kv, dh = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    """TransformerLens-named params from HF Gemma 2 tensors (`model.layers.0.self_attn...`,
+    Llama's names plus the sandwich norms)."""
+    get = llama.tensor_getter(tensors, cfg)
     blocks = []
     for l in range(cfg.n_layers):
         pre = f"model.layers.{l}"
-        sa = f"{pre}.self_attn"
-        attn = {
-            "W_Q": heads_in(get(f"{sa}.q_proj.weight"), h),
-            "W_K": heads_in(get(f"{sa}.k_proj.weight"), kv),
-            "W_V": heads_in(get(f"{sa}.v_proj.weight"), kv),
-            "W_O": get(f"{sa}.o_proj.weight").T.reshape(h, dh, cfg.d_model),
-        }
-        if cfg.bias:
-            attn.update(
-                b_Q=get(f"{sa}.q_proj.bias").reshape(h, dh),
-                b_K=get(f"{sa}.k_proj.bias").reshape(kv, dh),
-                b_V=get(f"{sa}.v_proj.bias").reshape(kv, dh),
-                b_O=get(f"{sa}.o_proj.bias"),
-            )
         blocks.append(
             {
                 "ln1": {"w": get(f"{pre}.input_layernorm.weight")},
-                "attn": attn,
+                "attn": llama.attn_from_hf(get, cfg, l),
                 "ln1_post": {"w": get(f"{pre}.post_attention_layernorm.weight")},
                 "ln2": {"w": get(f"{pre}.pre_feedforward_layernorm.weight")},
-                "mlp": {
-                    "W_gate": get(f"{pre}.mlp.gate_proj.weight").T,
-                    "W_in": get(f"{pre}.mlp.up_proj.weight").T,
-                    "W_out": get(f"{pre}.mlp.down_proj.weight").T,
-                },
+                "mlp": llama.mlp_from_hf(get, cfg, l),
                 "ln2_post": {"w": get(f"{pre}.post_feedforward_layernorm.weight")},
             }
         )
-    W_E = get("model.embed_tokens.weight")
-    if cfg.tie_embeddings or "lm_head.weight" not in tensors:
-        W_U = W_E.T
-    else:
-        W_U = get("lm_head.weight").T
-    params = {
-        "embed": {"W_E": W_E},
-        "blocks": blocks,
-        "ln_final": {"w": get("model.norm.weight")},
-        "unembed": {"W_U": np.ascontiguousarray(W_U)},
-    }
-    nn.check_param_shapes(params, param_shapes(cfg))
-    return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+    return llama.assemble(get, tensors, cfg, blocks, param_shapes(cfg), dtype)
 
 
 def param_shapes(cfg: Config) -> Params:
@@ -303,10 +270,4 @@ def param_shapes(cfg: Config) -> Params:
 
 def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Params:
     """Random params (normal, std `scale`); norm gains are offsets from 1, drawn near 0."""
-    params = nn.init_from_shapes(key, param_shapes(cfg), scale, dtype)
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, x: x - 1 if jax.tree_util.keystr(p).endswith("['w']") else x, params
-    )
-    if cfg.tie_embeddings:
-        params["unembed"]["W_U"] = params["embed"]["W_E"].T
-    return params
+    return gemma3.init_offset_gains(key, param_shapes(cfg), cfg.tie_embeddings, scale, dtype)

@@ -491,10 +491,16 @@ def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Par
 
     Norm gains are offsets from 1 here, so they are drawn near 0 (gain near 1).
     """
-    params = nn.init_from_shapes(key, param_shapes(cfg), scale, dtype)
+    return init_offset_gains(key, param_shapes(cfg), cfg.tie_embeddings, scale, dtype)
+
+
+def init_offset_gains(key: Array, shapes: Params, tied: bool, scale: float, dtype) -> Params:
+    """Random params of `shapes` (normal, std `scale`) whose norm gains `w` are offsets
+    from 1, drawn near 0; `W_U = W_E.T` if `tied` (Gemma 2 and 3)."""
+    params = nn.init_from_shapes(key, shapes, scale, dtype)
     params = jax.tree_util.tree_map_with_path(
         lambda p, x: x - 1 if jax.tree_util.keystr(p).endswith("['w']") else x, params
     )
-    if cfg.tie_embeddings:
+    if tied:
         params["unembed"]["W_U"] = params["embed"]["W_E"].T
     return params
