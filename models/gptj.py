@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float, Int
 
 from mechjax import kv_cache, nn
 from mechjax.errors import CheckpointError
@@ -126,7 +127,11 @@ def site_names(cfg: Config) -> list[str]:
 # ---------------------------------------------------------------------------- forward
 
 
-def apply_rope_interleaved(x: Array, positions: Array, inv_freq: Array) -> Array:
+def apply_rope_interleaved(
+    x: Float[Array, "batch pos heads d_head"],
+    positions: Int[Array, "batch pos"],
+    inv_freq: Float[Array, " half_rot"],
+) -> Float[Array, "batch pos heads d_head"]:
     """Rotate the first `2 * len(inv_freq)` dims of x [batch, pos, heads, d_head] in
     GPT-J's layout: dimensions (2i, 2i + 1) form pair i, rotated by angle pos * inv_freq[i]."""
     rot = 2 * inv_freq.shape[0]
