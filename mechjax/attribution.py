@@ -177,7 +177,11 @@ def atp_qk_fix(
     if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
         raise InputError("atp_qk_fix does not support scale_attn_by_inverse_layer_idx")
     if getattr(model.config, "attn_softcap", None) is not None:
-        raise InputError("atp_qk_fix does not support attention-logit soft-capping")
+        raise InputError(
+            f"atp_qk_fix does not support the {model.family.name!r} family's attention-logit "
+            "soft-capping: its scores are tanh-capped, not the plain scaled q.k the fix "
+            "recomputes"
+        )
     if sites_mod.act_name("pattern", 0) not in model.sites:
         raise InputError(f"the {model.family.name!r} family has no attention pattern site")
     base, source = _base_source(clean, corrupted, mode)

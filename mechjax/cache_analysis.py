@@ -69,7 +69,7 @@ def _is_layer_norm(model: Model) -> bool:
 
 
 # Families whose stored norm weights are offsets from 1 (the applied gain is 1 + w).
-_GAIN_OFFSET = {"gemma3": 1.0}
+_GAIN_OFFSET = {"gemma2": 1.0, "gemma3": 1.0}
 
 
 def norm_gain(model: Model, norm: dict) -> Array:

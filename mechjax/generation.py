@@ -152,7 +152,7 @@ def decode_fn(model: Model) -> Callable:
     if not hasattr(mod, "decode"):
         raise InputError(
             f"the {model.family.name!r} family has no KV-cache `decode` yet, so it cannot "
-            "generate; families with one: llama, neox"
+            "generate; every causal family in mechjax.models has one (bert and toy do not)"
         )
     return mod.decode
 
@@ -492,7 +492,7 @@ def generate(
     """Generate up to `max_new_tokens` tokens per prompt, in one compiled loop.
 
     Args:
-      model: a model whose family has a KV-cache `decode` (llama, neox).
+      model: a model whose family has a KV-cache `decode` (every causal family).
       prompts: a str, a list of str (needs the model's tokenizer), a tokenizer `Batch`, a
         [batch, pos] token array (with `attention_mask` if padded, either side) or a list
         of id lists.

@@ -73,8 +73,15 @@ PARAM_AXES: dict[str, tuple[str, ...]] = {
     "b_gate": ("mlp",),
     "W_out": ("mlp", "embed"),
     "b_out": ("embed",),
+    "W_router": ("embed", "experts"),  # mixture of experts (models/mixtral.py)
+    "b_router": ("experts",),
 }
 NORM_AXES = ("embed",)
+# A mixture of experts stacks its experts' W_gate/W_in/W_out (and biases) under an
+# `experts` key; their leading axis is the logical axis "experts" (replicated by
+# DEFAULT_RULES: each expert is tensor-parallel on `model` through its `mlp` axis; map
+# "experts" to a mesh axis, and "mlp" to None, for expert parallelism).
+EXPERTS_KEY = "experts"
 
 
 class ShardingError(MechjaxError, ValueError):
@@ -167,6 +174,8 @@ def leaf_axes(path: str | Sequence[str], ndim: int) -> tuple[str | None, ...]:
     axes = PARAM_AXES.get(name)
     if axes is None and name in ("w", "b") and parent.startswith("ln"):
         axes = NORM_AXES
+    if axes is not None and parent == EXPERTS_KEY:
+        axes = ("experts",) + axes
     if axes is None or len(axes) > ndim:
         return (None,) * ndim
     return (None,) * (ndim - len(axes)) + axes

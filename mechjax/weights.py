@@ -86,7 +86,8 @@ def fold_layer_norm(params: Params, *, center_reading: bool = True) -> Params:
     """Fold every norm's gain (and LayerNorm bias) into the weights that read it.
 
     `ln1` into `W_Q/W_K/W_V` (biases `b_Q/b_K/b_V`), `ln2` into `W_in`/`W_gate`
-    (`b_in`/`b_gate`), `ln_final` into `W_U` (`b_U`); the gains become ones and the biases
+    (`b_in`/`b_gate`; for a mixture of experts also the router `W_router` and every
+    expert's), `ln_final` into `W_U` (`b_U`); the gains become ones and the biases
     zeros. For LayerNorm models, `center_reading` also centers the reading weights over
     d_model (the normalised input has zero mean, so this changes nothing).
 
@@ -100,7 +101,11 @@ def fold_layer_norm(params: Params, *, center_reading: bool = True) -> Params:
         _fold_into(
             block["ln1"], block["attn"], [("W_Q", "b_Q"), ("W_K", "b_K"), ("W_V", "b_V")], center
         )
-        _fold_into(block["ln2"], block["mlp"], [("W_in", "b_in"), ("W_gate", "b_gate")], center)
+        mlp = block["mlp"]
+        reading = [("W_in", "b_in"), ("W_gate", "b_gate"), ("W_router", "b_router")]
+        _fold_into(block["ln2"], mlp, reading, center)
+        if "experts" in mlp:  # a mixture of experts: every expert reads ln2 too
+            _fold_into(block["ln2"], mlp["experts"], reading[:2], center)
         for name in ("ln1", "ln2"):
             block[name] = _identity_norm(block[name])
     unembed = params["unembed"]

@@ -33,7 +33,7 @@ the GGUF reader subtracts 1 as HF's GGUF loader does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -208,15 +208,68 @@ def site_names(cfg: Config) -> list[str]:
 # ---------------------------------------------------------------------------- forward
 
 
-def _norm(x: Array, w: Array, cfg: Config, hook: Hook, prefix: str) -> Array:
-    """Gemma RMSNorm: float32 statistics, gain (1 + w), cast back to the input dtype."""
+def _norm(x: Array, w: Array, cfg: Any, hook: Hook, prefix: str) -> Array:
+    """Gemma RMSNorm: float32 statistics, gain (1 + w), cast back to the input dtype.
+    (`cfg`: any config with `eps`; Gemma 2's too.)"""
     wide = jnp.promote_types(x.dtype, jnp.float32)
     y = nn.rms_norm(x.astype(wide), w.astype(wide), cfg.eps, hook, prefix, offset=1.0)
     return y.astype(x.dtype)
 
 
-def _proj(x, W):
-    return nn.head_proj(x, W)
+def qkv(p: Params, resid: Array, cfg: Any, hook: Hook, l: int) -> tuple[Array, Array, Array]:
+    """q, k, v [batch, pos, heads, d_head] of block `l` (sites `attn.hook_q/k/v`), from
+    `ln1` of the block input or from EAP's split inputs; biases where the params have them."""
+    b = f"blocks.{l}"
+    a = p["attn"]
+    if any(hook.wants(f"{b}.hook_{s}_input") for s in "qkv"):
+        # EAP's split inputs: each head reads and normalises its own copy of the residual.
+        def head_input(s, n):
+            x = jnp.broadcast_to(resid[:, :, None, :], resid.shape[:2] + (n, cfg.d_model))
+            x = hook(f"{b}.hook_{s}_input", x)
+            return _norm(x, p["ln1"]["w"], cfg, NULL_HOOK, "")
+
+        q_in, k_in = head_input("q", cfg.n_heads), head_input("k", cfg.n_kv_heads)
+        v_in = head_input("v", cfg.n_kv_heads)
+    else:
+        q_in = k_in = v_in = _norm(resid, p["ln1"]["w"], cfg, hook, f"{b}.ln1")
+    q = hook(f"{b}.attn.hook_q", nn.head_proj(q_in, a["W_Q"], a.get("b_Q")))
+    k = hook(f"{b}.attn.hook_k", nn.head_proj(k_in, a["W_K"], a.get("b_K")))
+    v = hook(f"{b}.attn.hook_v", nn.head_proj(v_in, a["W_V"], a.get("b_V")))
+    return q, k, v
+
+
+def rotary_attention(
+    a: Params,
+    q: Array,
+    k: Array,
+    v: Array,
+    cfg: Any,
+    hook: Hook,
+    l: int,
+    positions,
+    mask,
+    cache: KVCache | None,
+    start: Any,
+    inv_freq: Array,
+):
+    """RoPE (sites `hook_rot_q/k`), the KV cache, attention scaled by
+    `query_pre_attn_scalar ** -0.5` and soft-capped by `attn_softcap`, and its output."""
+    b = f"blocks.{l}"
+    q = hook(f"{b}.attn.hook_rot_q", nn.apply_rope(q, positions, inv_freq))
+    k = hook(f"{b}.attn.hook_rot_k", nn.apply_rope(k, positions, inv_freq))
+    if cache is not None:
+        k, v, cache = kv_cache.write(cache, l, k, v, start)
+    z = nn.attend(
+        q,
+        k,
+        v,
+        mask,
+        hook,
+        f"{b}.attn",
+        scale=cfg.query_pre_attn_scalar**-0.5,
+        softcap=cfg.attn_softcap,
+    )
+    return nn.attn_output(z, a["W_O"], a.get("b_O"), hook, f"{b}.attn"), cache
 
 
 def _attention(
@@ -232,44 +285,17 @@ def _attention(
 ):
     b = f"blocks.{l}"
     a = p["attn"]
-    if any(hook.wants(f"{b}.hook_{s}_input") for s in "qkv"):
-        # EAP's split inputs: each head reads and normalises its own copy of the residual.
-        def head_input(s, n):
-            x = jnp.broadcast_to(resid[:, :, None, :], resid.shape[:2] + (n, cfg.d_model))
-            x = hook(f"{b}.hook_{s}_input", x)
-            return _norm(x, p["ln1"]["w"], cfg, NULL_HOOK, "")
-
-        q_in, k_in = head_input("q", cfg.n_heads), head_input("k", cfg.n_kv_heads)
-        v_in = head_input("v", cfg.n_kv_heads)
-    else:
-        q_in = k_in = v_in = _norm(resid, p["ln1"]["w"], cfg, hook, f"{b}.ln1")
-    q = hook(f"{b}.attn.hook_q", _proj(q_in, a["W_Q"]))
-    k = hook(f"{b}.attn.hook_k", _proj(k_in, a["W_K"]))
-    v = hook(f"{b}.attn.hook_v", _proj(v_in, a["W_V"]))
+    q, k, v = qkv(p, resid, cfg, hook, l)
     q = _norm(q, a["q_norm"]["w"], cfg, hook, f"{b}.attn.q_norm")
     k = _norm(k, a["k_norm"]["w"], cfg, hook, f"{b}.attn.k_norm")
     if cfg.is_sliding(l):
         inv_freq = nn.rope_inv_freq(cfg.d_head, cfg.rope_local_theta)
     else:
         inv_freq = nn.rope_inv_freq(cfg.d_head, cfg.rope_theta, dict(cfg.rope_scaling or ()))
-    q = hook(f"{b}.attn.hook_rot_q", nn.apply_rope(q, positions, inv_freq))
-    k = hook(f"{b}.attn.hook_rot_k", nn.apply_rope(k, positions, inv_freq))
-    if cache is not None:
-        k, v, cache = kv_cache.write(cache, l, k, v, start)
-    z = nn.attend(
-        q,
-        k,
-        v,
-        mask,
-        hook,
-        f"{b}.attn",
-        scale=cfg.query_pre_attn_scalar**-0.5,
-        softcap=cfg.attn_softcap,
-    )
-    return nn.attn_output(z, a["W_O"], None, hook, f"{b}.attn"), cache
+    return rotary_attention(a, q, k, v, cfg, hook, l, positions, mask, cache, start, inv_freq)
 
 
-def _mlp(p: Params, x: Array, cfg: Config, hook: Hook, l: int) -> Array:
+def _mlp(p: Params, x: Array, cfg: Any, hook: Hook, l: int) -> Array:
     b = f"blocks.{l}"
     m = p["mlp"]
     pre = hook(f"{b}.mlp.hook_pre", x @ m["W_gate"])
@@ -335,7 +361,11 @@ def _transformer(
     cache: Any = None,
     start: Any = None,
     last_only=False,
+    attention: Callable | None = None,
 ):
+    """The forward from embeddings to logits; `attention`: another family's attention
+    sublayer on this block (Gemma 2's), default Gemma 3's."""
+    attention = attention or _attention
     W_E = params["embed"]["W_E"]
     emb = nn.embed(W_E, tokens) * jnp.asarray(cfg.d_model**0.5, W_E.dtype)
     resid = hook("hook_embed", emb)
@@ -343,7 +373,7 @@ def _transformer(
         b = f"blocks.{l}"
         mask = masks[1] if cfg.is_sliding(l) else masks[0]
         resid = hook(f"{b}.hook_resid_pre", resid)
-        attn, cache = _attention(p, resid, cfg, hook, l, positions, mask, cache, start)
+        attn, cache = attention(p, resid, cfg, hook, l, positions, mask, cache, start)
         attn_out = hook(
             f"{b}.hook_attn_out", _norm(attn, p["ln1_post"]["w"], cfg, hook, f"{b}.ln1_post")
         )
@@ -461,10 +491,16 @@ def init(key: Array, cfg: Config, scale: float = 0.02, dtype=jnp.float32) -> Par
 
     Norm gains are offsets from 1 here, so they are drawn near 0 (gain near 1).
     """
-    params = nn.init_from_shapes(key, param_shapes(cfg), scale, dtype)
+    return init_offset_gains(key, param_shapes(cfg), cfg.tie_embeddings, scale, dtype)
+
+
+def init_offset_gains(key: Array, shapes: Params, tied: bool, scale: float, dtype) -> Params:
+    """Random params of `shapes` (normal, std `scale`) whose norm gains `w` are offsets
+    from 1, drawn near 0; `W_U = W_E.T` if `tied` (Gemma 2 and 3)."""
+    params = nn.init_from_shapes(key, shapes, scale, dtype)
     params = jax.tree_util.tree_map_with_path(
         lambda p, x: x - 1 if jax.tree_util.keystr(p).endswith("['w']") else x, params
     )
-    if cfg.tie_embeddings:
+    if tied:
         params["unembed"]["W_U"] = params["embed"]["W_E"].T
     return params

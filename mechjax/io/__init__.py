@@ -1,7 +1,9 @@
 """Getting weights and tokenizers in: checkpoint readers and the model registry.
 
-- `gguf`: GGUF files (header on a memory map, dequantisation, llama.cpp's Q/K row
-  permutation undone) and the tokenizer rebuilt from GGUF metadata.
+- `gguf`: GGUF files (header on a memory map, dequantisation) and the tokenizer rebuilt
+  from GGUF metadata; `gguf_archs`: each llama.cpp architecture's tensor names, the
+  conversions llama.cpp made (Q/K row permutation, 1 + w gains, stacked experts) undone,
+  and the HF config built from its metadata.
 - `safetensors`: Hugging Face directories (`config.json`, `*.safetensors`,
   `tokenizer.json`).
 - `tokenizer`: the `Tokenizer` (encode/decode, padded batches, chat templates).

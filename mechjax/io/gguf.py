@@ -11,17 +11,16 @@ GGUF lists dimensions fastest-first (ggml order), the reverse of numpy: a llama.
 `token_embd.weight` of ggml shape [d_model, vocab] is a numpy [vocab, d_model] array, the
 same layout as HF's `model.embed_tokens.weight`.
 
-Each architecture has a `GGUFArchitecture` entry in `GGUF_ARCHITECTURES`: how llama.cpp names
-map to HF names, which tensors llama.cpp changed on conversion (the Q/K row permutation of
-Llama) and how the HF config is built from the `{arch}.*` metadata. A new family adds its
-own entry.
+Each architecture has a `GGUFArchitecture` entry in `GGUF_ARCHITECTURES`
+(`mechjax.io.gguf_archs`): how llama.cpp names map to HF names, which tensors llama.cpp
+changed on conversion (the Q/K row permutation of Llama, Gemma's 1 + w norm gains,
+Mixtral's stacked experts) and how the HF config is built from the `{arch}.*` metadata.
+A new family adds its own entry there.
 """
 
 from __future__ import annotations
 
-import re
 import struct
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from mechjax.errors import CheckpointError
+from mechjax.io.gguf_archs import GGUF_ARCHITECTURES, GGUFArchitecture, permute_qk, unpermute_qk
 from mechjax.io.tokenizer import Tokenizer
 
 __all__ = [
@@ -66,215 +66,6 @@ class Checkpoint:
 
 
 GGUFCheckpoint = Checkpoint
-
-
-# ---------------------------------------------------------------------- Q/K permutation
-
-
-def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's conversion of HF q_proj/k_proj rows (interleaved RoPE pairs).
-
-    Within each head, HF rows [x_0..x_{h/2-1}, y_0..y_{h/2-1}] become [x_0, y_0, x_1, y_1, ...].
-    llama.cpp applies it to q_proj with n_head and to k_proj with n_kv_head.
-    """
-    rows = w.shape[0]
-    if rows % (2 * n_head):
-        raise ValueError(f"{rows} rows do not split into {n_head} heads of even size")
-    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-    """The inverse of `permute_qk`: llama.cpp's q/k rows back to HF's order."""
-    rows = w.shape[0]
-    if rows % (2 * n_head):
-        raise ValueError(f"{rows} rows do not split into {n_head} heads of even size")
-    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-# ---------------------------------------------------------------------- architectures
-
-
-class GGUFArchitecture(NamedTuple):
-    """How one llama.cpp architecture maps to HF names, tensors and config."""
-
-    tensor_name: Callable[[str], str | None]  # GGUF name -> HF name (None: not mapped)
-    config: Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], dict]  # (metadata, tensors)
-    fix_tensor: Callable[[str, np.ndarray, dict], np.ndarray]  # (HF name, array, config)
-
-
-_LLAMA_BLOCK = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-}
-_LLAMA_GLOBAL = {
-    "token_embd": "model.embed_tokens",
-    "output_norm": "model.norm",
-    "output": "lm_head",
-}
-_BLOCK_RE = re.compile(r"^blk\.(\d+)\.([A-Za-z0-9_]+)\.(weight|bias)$")
-_GLOBAL_RE = re.compile(r"^([A-Za-z0-9_]+)\.(weight|bias)$")
-
-
-def _llama_tensor_name(name: str) -> str | None:
-    m = _BLOCK_RE.match(name)
-    if m:
-        part = _LLAMA_BLOCK.get(m.group(2))
-        return None if part is None else f"model.layers.{m.group(1)}.{part}.{m.group(3)}"
-    m = _GLOBAL_RE.match(name)
-    if m and m.group(1) in _LLAMA_GLOBAL:
-        return f"{_LLAMA_GLOBAL[m.group(1)]}.{m.group(2)}"
-    return None
-
-
-def _need(md: Mapping[str, Any], key: str):
-    if key not in md:
-        raise CheckpointError(f"GGUF metadata has no {key!r}")
-    return md[key]
-
-
-def _llama_config(md: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> dict:
-    a = "llama"
-    d_model = int(_need(md, f"{a}.embedding_length"))
-    n_heads = int(_need(md, f"{a}.attention.head_count"))
-    n_kv = int(md.get(f"{a}.attention.head_count_kv", n_heads))
-    head_dim = int(md.get(f"{a}.attention.key_length", d_model // n_heads))
-    if "model.embed_tokens.weight" in tensors:
-        vocab = int(tensors["model.embed_tokens.weight"].shape[0])
-    elif "tokenizer.ggml.tokens" in md:
-        vocab = len(md["tokenizer.ggml.tokens"])
-    else:
-        vocab = int(_need(md, f"{a}.vocab_size"))
-    scaling = None
-    kind = md.get(f"{a}.rope.scaling.type")
-    if kind not in (None, "none"):
-        scaling = {"rope_type": str(kind), "factor": float(md.get(f"{a}.rope.scaling.factor", 1.0))}
-        if f"{a}.rope.scaling.original_context_length" in md:
-            scaling["original_max_position_embeddings"] = int(
-                md[f"{a}.rope.scaling.original_context_length"]
-            )
-    elif f"{a}.rope.scale_linear" in md:
-        scaling = {"rope_type": "linear", "factor": float(md[f"{a}.rope.scale_linear"])}
-    ffn = tensors.get("model.layers.0.mlp.up_proj.weight")
-    return {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "vocab_size": vocab,
-        "hidden_size": d_model,
-        "intermediate_size": int(
-            md.get(f"{a}.feed_forward_length", ffn.shape[0] if ffn is not None else 0)
-        ),
-        "num_hidden_layers": int(_need(md, f"{a}.block_count")),
-        "num_attention_heads": n_heads,
-        "num_key_value_heads": n_kv,
-        "head_dim": head_dim,
-        "rms_norm_eps": float(md.get(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": float(md.get(f"{a}.rope.freq_base", 10000.0)),
-        "max_position_embeddings": int(md.get(f"{a}.context_length", 2048)),
-        "tie_word_embeddings": "lm_head.weight" not in tensors,
-        "rope_scaling": scaling,
-        "hidden_act": "silu",
-        "attention_bias": "model.layers.0.self_attn.q_proj.bias" in tensors,
-        "mlp_bias": "model.layers.0.mlp.up_proj.bias" in tensors,
-        "bos_token_id": md.get("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": md.get("tokenizer.ggml.eos_token_id"),
-        "pad_token_id": md.get("tokenizer.ggml.padding_token_id"),
-    }
-
-
-def _llama_fix(name: str, w: np.ndarray, config: dict) -> np.ndarray:
-    if name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
-        return unpermute_qk(w, config["num_attention_heads"])
-    if name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
-        return unpermute_qk(w, config["num_key_value_heads"])
-    return w
-
-
-_GEMMA3_BLOCK = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "post_attention_norm": "post_attention_layernorm",
-    "ffn_norm": "pre_feedforward_layernorm",
-    "post_ffw_norm": "post_feedforward_layernorm",
-}
-
-
-def _gemma3_tensor_name(name: str) -> str | None:
-    m = _BLOCK_RE.match(name)
-    if m:
-        part = _GEMMA3_BLOCK.get(m.group(2))
-        return None if part is None else f"model.layers.{m.group(1)}.{part}.{m.group(3)}"
-    m = _GLOBAL_RE.match(name)
-    if m and m.group(1) in _LLAMA_GLOBAL:
-        return f"{_LLAMA_GLOBAL[m.group(1)]}.{m.group(2)}"
-    return None
-
-
-def _gemma3_config(md: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> dict:
-    """HF `gemma3_text` config, as HF's GGUF loader builds it: the `gemma3.*` keys it maps,
-    Gemma3TextConfig's defaults for the rest (local RoPE base 10k, sliding-window pattern 6,
-    query_pre_attn_scalar 256, no softcapping)."""
-    a = "gemma3"
-    d_model = int(_need(md, f"{a}.embedding_length"))
-    n_heads = int(_need(md, f"{a}.attention.head_count"))
-    n_layers = int(_need(md, f"{a}.block_count"))
-    if "model.embed_tokens.weight" in tensors:
-        vocab = int(tensors["model.embed_tokens.weight"].shape[0])
-    else:
-        vocab = len(_need(md, "tokenizer.ggml.tokens"))
-    return {
-        "model_type": "gemma3_text",
-        "architectures": ["Gemma3ForCausalLM"],
-        "vocab_size": vocab,
-        "hidden_size": d_model,
-        "intermediate_size": int(_need(md, f"{a}.feed_forward_length")),
-        "num_hidden_layers": n_layers,
-        "num_attention_heads": n_heads,
-        "num_key_value_heads": int(md.get(f"{a}.attention.head_count_kv", n_heads)),
-        "head_dim": int(md.get(f"{a}.attention.key_length", 256)),
-        "rms_norm_eps": float(md.get(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": float(md.get(f"{a}.rope.freq_base", 1_000_000.0)),
-        "rope_local_base_freq": 10_000.0,
-        "sliding_window": int(md.get(f"{a}.attention.sliding_window", 4096)),
-        "sliding_window_pattern": 6,
-        "query_pre_attn_scalar": 256,
-        "max_position_embeddings": int(md.get(f"{a}.context_length", 32768)),
-        "tie_word_embeddings": "lm_head.weight" not in tensors,
-        "hidden_activation": "gelu_pytorch_tanh",
-        "final_logit_softcapping": None,
-        "attn_logit_softcapping": None,
-        "bos_token_id": md.get("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": md.get("tokenizer.ggml.eos_token_id"),
-        "pad_token_id": md.get("tokenizer.ggml.padding_token_id"),
-    }
-
-
-def _gemma3_fix(name: str, w: np.ndarray, config: dict) -> np.ndarray:
-    # llama.cpp stores Gemma's RMSNorm gains as 1 + w; HF (and mechjax) hold w.
-    # Gemma's RoPE is rotate-half in llama.cpp too (NEOX), so q/k rows are not permuted.
-    if name.endswith("norm.weight"):
-        return w - np.float32(1.0)
-    return w
-
-
-GGUF_ARCHITECTURES: dict[str, GGUFArchitecture] = {
-    "llama": GGUFArchitecture(_llama_tensor_name, _llama_config, _llama_fix),
-    "gemma3": GGUFArchitecture(_gemma3_tensor_name, _gemma3_config, _gemma3_fix),
-}
 
 
 # ---------------------------------------------------------------------- reading
@@ -521,7 +312,7 @@ def read_gguf(path: str | Path, *, progress: bool = False) -> Checkpoint:
             raise CheckpointError(f"{path}: two GGUF tensors map to {key!r}")
         out[key] = _dequantize(path, t)
     config = spec.config(md, out)
-    out = {k: spec.fix_tensor(k, v, config) for k, v in out.items()}
+    out = spec.combine({k: spec.fix_tensor(k, v, config) for k, v in out.items()}, config)
     try:
         tokenizer = Tokenizer.from_gguf_metadata(md) if "tokenizer.ggml.model" in md else None
     except ValueError as e:

@@ -45,7 +45,8 @@ def read_checkpoint(name_or_path: str | Path):
 def load(name_or_path: str | Path, *, dtype=jnp.float32) -> Model:
     """Load a model by registry name (`smollm2-135m`), GGUF path or HF directory."""
     ckpt = read_checkpoint(name_or_path)
-    family = family_for(ckpt.architecture)
+    # the HF model_type when the reader gives one: a GGUF `llama` with experts is Mixtral
+    family = family_for(ckpt.config.get("model_type") or ckpt.architecture)
     if family.config_from_hf is None or family.params_from_hf is None:
         raise CheckpointError(f"family {family.name!r} has no checkpoint converters")
     config = family.config_from_hf(ckpt.config)
