@@ -98,6 +98,30 @@ class Stages:
         write_json(self.path, {**partial, "complete": False, "stage_seconds": self.timings})
 
 
+def prior_details(path: Path, settings: dict, free: Sequence[str] = ()) -> dict:
+    """An earlier run's details.json for `--resume`, checked to have been written with the
+    same settings (but for the keys in `free`, which may differ); {} if there is none.
+
+    Raises an InputError naming the settings that differ, so a resumed run never mixes
+    results of two configurations.
+    """
+    from mechjax.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    prior = json.loads(path.read_text())
+    old = {k: v for k, v in prior.get("settings", {}).items() if k not in free}
+    new = {k: v for k, v in settings.items() if k not in free}
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise InputError(
+            f"--resume: {path} was written with other settings ({', '.join(diff)} differ); "
+            "use another --out or the same options"
+        )
+    return prior
+
+
 def reproduction_parser(
     name: str,
     description: str,

@@ -37,6 +37,16 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
 
     assert rep.main([str(out)]) == 0
     assert (out / "report.md").read_text() == report
+    # --resume keeps every finished featurizer and the toy model: nothing trains again
+    logs: list[str] = []
+    repro.reproduce(out, smoke=True, models=["smollm2-135m"], resume=True, log=logs.append)
+    assert not any("iia" in line or "[" in line for line in logs), logs
+    assert json.loads((out / "results.json").read_text()) == res
+    # a resume with other settings is refused, naming them
+    from mechjax.errors import InputError
+
+    with pytest.raises(InputError, match="other settings .*k"):
+        repro.reproduce(out, quick=True, models=["smollm2-135m"], resume=True, log=logs.append)
 
 
 def test_layers_of_spans_the_network():

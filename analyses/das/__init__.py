@@ -44,14 +44,18 @@ MIN_ANSWERED = 24
 
 
 def _settings(quick: bool, smoke: bool = False) -> dict:
+    # k = 64: at k = 16 DAS does not carry the IO name (SmolLM2, layer 24, 300 steps: IIA
+    # 0.14-0.17, the loss flat at 2.1), at k = 64 it reaches the full-patch ceiling (0.91);
+    # boundless DAS learns its mask over `boundless_m` rotated directions, not all d (a
+    # full d x d QR per step is most of a step's time)
     if smoke:
         return {"n": 48, "n_train": 32, "n_test": 16, "k": 4, "steps": 4, "batch": 8,
-                "lr": 1e-2, "toy": "smoke", "n_search_layers": 2}  # fmt: skip
+                "lr": 1e-2, "toy": "smoke", "n_search_layers": 2, "boundless_m": 8}  # fmt: skip
     if quick:
-        return {"n": 128, "n_train": 96, "n_test": 48, "k": 16, "steps": 20, "batch": 16,
-                "lr": 1e-2, "toy": "quick", "n_search_layers": 3}  # fmt: skip
-    return {"n": 192, "n_train": 160, "n_test": 96, "k": 16, "steps": 40, "batch": 16,
-            "lr": 1e-2, "toy": "full", "n_search_layers": 4}  # fmt: skip
+        return {"n": 128, "n_train": 96, "n_test": 48, "k": 32, "steps": 20, "batch": 16,
+                "lr": 3e-3, "toy": "quick", "n_search_layers": 3, "boundless_m": 64}  # fmt: skip
+    return {"n": 320, "n_train": 256, "n_test": 96, "k": 64, "steps": 200, "batch": 32,
+            "lr": 3e-3, "toy": "full", "n_search_layers": 6, "boundless_m": 128}  # fmt: skip
 
 
 def layers_of(n_layers: int, settings: dict) -> list[int]:
@@ -96,9 +100,12 @@ def base_vectors(model, data, layers, batch_size: int = 32) -> np.ndarray:
     return np.stack([got[n] for n in names])
 
 
-def featurizer_inits(name: str, d: int, k: int, n_layers: int, pca_data, key):
+def featurizer_inits(
+    name: str, d: int, k: int, n_layers: int, pca_data, key, boundless_m: int | None = None
+):
     """The initial featurizers of one kind, stacked over the searched layers (PCA fitted
-    per layer on `pca_data [n_layers, m, d]`)."""
+    per layer on `pca_data [n_layers, m, d]`; boundless DAS over `boundless_m` rotated
+    directions, default all d)."""
     import jax
 
     from mechjax.causal import das
@@ -108,7 +115,7 @@ def featurizer_inits(name: str, d: int, k: int, n_layers: int, pca_data, key):
     if name == "das":
         return das.stack([F.rotation(kk, d, k) for kk in keys])
     if name == "boundless_das":
-        return das.stack([F.boundless_rotation(kk, d) for kk in keys])
+        return das.stack([F.boundless_rotation(kk, d, boundless_m) for kk in keys])
     if name == "neurons_dbm":
         return das.stack([F.neuron_mask(d) for _ in keys])
     if name == "pca":  # fitted on the training bases' residuals at the intervened position
@@ -116,8 +123,12 @@ def featurizer_inits(name: str, d: int, k: int, n_layers: int, pca_data, key):
     raise ValueError(f"featurizer {name!r}; valid: {FEATURIZERS}")
 
 
-def run_model(model, settings: dict, st, log, model_name: str = "") -> dict:
-    """IIA per layer of every featurizer on every variable, for one model."""
+def run_model(
+    model, settings: dict, st, log, model_name: str = "", prior: dict | None = None
+) -> dict:
+    """IIA per layer of every featurizer on every variable, for one model. `prior`: this
+    model's section of an earlier run with the same settings (`--resume`); a featurizer it
+    holds for a variable is kept, not trained again."""
     import jax
 
     from mechjax.causal import causal_models as CM
@@ -126,7 +137,13 @@ def run_model(model, settings: dict, st, log, model_name: str = "") -> dict:
     d, n_layers = model.config.d_model, model.config.n_layers
     layers = layers_of(n_layers, settings)
     out: dict = {"layers": layers}
+    prior = prior or {}
     for task, var in VARIABLES:
+        done = prior.get(var, {})
+        if all(f in done for f in FEATURIZERS):
+            out[var] = done
+            log(f"{var}: every featurizer kept from the earlier run")
+            continue
         data = CM.pairs(task, model.tokenizer, var, n=settings["n"] + settings["n_test"], seed=0)
         ok = answered(model, data)
         filtered = int(ok.sum()) >= MIN_ANSWERED
@@ -153,10 +170,19 @@ def run_model(model, settings: dict, st, log, model_name: str = "") -> dict:
             steps=settings["steps"], batch_size=settings["batch"], lr=settings["lr"]
         )
         for f in FEATURIZERS:
+            if f in done:  # resumed: the earlier run's result for this featurizer
+                row[f], row[f"{f}_seconds"] = done[f], done.get(f"{f}_seconds")
+                continue
             with st.stage(f"{model_name}: {var}: {f}"):
                 t0 = time.perf_counter()
                 inits = featurizer_inits(
-                    f, d, settings["k"], len(layers), pca_data, jax.random.PRNGKey(1)
+                    f,
+                    d,
+                    settings["k"],
+                    len(layers),
+                    pca_data,
+                    jax.random.PRNGKey(1),
+                    settings.get("boundless_m"),
                 )
                 res = das.search(
                     model,
@@ -171,6 +197,8 @@ def run_model(model, settings: dict, st, log, model_name: str = "") -> dict:
                 row[f] = res["iia"]
                 row[f"{f}_seconds"] = round(time.perf_counter() - t0, 1)
             log(f"  {f}: " + " ".join(f"L{l} {x:.2f}" for l, x in zip(layers, res["iia"])))
+            out[var] = row
+            st.save({model_name: out})  # each featurizer's result on disk as it comes
         out[var] = row
     return out
 
@@ -199,29 +227,40 @@ def reproduce(
     smoke: bool = False,
     progress: bool | None = None,
     log=print,
+    resume: bool = False,
 ) -> dict:
-    """The toy model, then every model; details.json, results.json and report.md."""
+    """Every model, then the toy model; details.json, results.json and report.md.
+
+    `resume`: keep what an earlier run with the same settings left in `out_dir/details.json`
+    (every featurizer finished for a model and variable, and the toy model) and run only
+    the rest.
+    """
     import mechjax as mj
     from mechjax.analyses.das.report import write_report
-    from mechjax.analyses.stages import Stages, write_json
+    from mechjax.analyses.stages import Stages, prior_details, write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {**_settings(quick, smoke), "smoke": smoke}
     t0 = time.time()
     meta: dict = {"settings": {**settings, "quick": quick, "models": list(models)}}
+    prior = prior_details(out / "details.json", meta["settings"], ("models",)) if resume else {}
     details: dict = {}
     n_stages = 1 + len(models) * len(VARIABLES) * len(FEATURIZERS)
     with Stages(out / "details.json", n_stages, progress=progress, log=log) as st:
+        st.timings.update(prior.get("stage_seconds", {}))
         st.save(meta)
         for name in models:
             model = mj.load(name)
-            details[name] = run_model(model, settings, st, st.log, name)
+            details[name] = run_model(model, settings, st, st.log, name, prior.get(name))
             st.save({name: details[name]})
-        with st.stage("toy model"):
-            from mechjax.analyses.das import toy
+        if "toy" in prior:
+            details["toy"] = prior["toy"]
+        else:
+            with st.stage("toy model"):
+                from mechjax.analyses.das import toy
 
-            details["toy"] = toy.run(toy.SETTINGS[settings["toy"]], log=st.log)
+                details["toy"] = toy.run(toy.SETTINGS[settings["toy"]], log=st.log)
         st.save({"toy": details["toy"]})
         meta["seconds"] = round(time.time() - t0, 1)
         final = st.finish({**details, **meta})
@@ -234,12 +273,18 @@ def reproduce(
 def build_parser() -> argparse.ArgumentParser:
     from mechjax.analyses.stages import reproduction_parser
 
-    return reproduction_parser(
+    ap = reproduction_parser(
         "das",
         "Reproduce MIB's causal-variable track: DAS, boundless DAS, PCA and neuron masks.",
         quick_help="96 training pairs, 3 layers, 20 steps per featurizer",
         models=DEFAULT_MODELS,
     )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep what an earlier run with the same settings left in OUT and run the rest",
+    )
+    return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -251,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models=args.models,
         smoke=args.smoke,
         progress=False if args.quiet else None,
+        resume=args.resume,
     )
     return 0
 

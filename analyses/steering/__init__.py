@@ -409,29 +409,6 @@ def _model_stages(stages, name: str, settings: dict, results: dict, prior: dict)
         stages.save({name: r})
 
 
-def _prior(path: Path, settings: dict) -> dict:
-    """The earlier run's details.json, checked to have the same settings (else an error
-    naming the settings that differ); {} if there is none."""
-    import json
-
-    from mechjax.errors import InputError
-
-    if not path.is_file():
-        return {}
-    prior = json.loads(path.read_text())
-    # each instruction's result stands alone, so a run over other instructions resumes
-    free = ("quick", "models", "instructions")
-    old = {k: v for k, v in prior.get("settings", {}).items() if k not in free}
-    new = {k: v for k, v in settings.items() if k not in free}
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff:
-        raise InputError(
-            f"--resume: {path} was written with other settings ({', '.join(diff)} differ); "
-            "use another --out or the same options"
-        )
-    return prior
-
-
 def reproduce(
     out_dir: str | Path,
     *,
@@ -449,7 +426,7 @@ def reproduce(
     `out_dir/details.json` (an interrupted run, or a model run in another folder whose
     section was copied in) and run only the rest. `instructions`: the format instruction
     ids to run (default: every checkable one)."""
-    from mechjax.analyses.stages import Stages
+    from mechjax.analyses.stages import Stages, prior_details
     from mechjax.analyses.steering.report import results_table, write_report
 
     out = Path(out_dir)
@@ -469,7 +446,9 @@ def reproduce(
     t0 = time.time()
     details: dict = {}
     meta: dict = {"settings": {**settings, "quick": quick, "models": list(models)}}
-    prior = _prior(out / "details.json", settings) if resume else {}
+    # each instruction's result stands alone, so a run over other instructions resumes
+    free = ("quick", "models", "instructions")
+    prior = prior_details(out / "details.json", settings, free) if resume else {}
     with Stages(
         out / "details.json", (n_instr + 4) * len(models), progress=progress, log=log
     ) as stages:
