@@ -120,6 +120,7 @@ def axes(name: str) -> tuple[int, int | None]:
         "hook_v_input",
         "hook_q_normed",
         "hook_k_normed",
+        "hook_expert_out",  # [batch, pos, n_experts, d_model]: `heads=` picks experts
     ):
         return 1, 2
     return 1, None

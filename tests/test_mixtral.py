@@ -139,6 +139,13 @@ def test_ablating_an_expert_changes_only_its_tokens(model):
     changed = np.abs(np.asarray(out.logits - base.logits)).max(-1) > 1e-4  # not rounding
     assert routed.any() and not routed.all()
     np.testing.assert_array_equal(changed, routed)
+    # the expert axis of hook_expert_out is the site's unit axis: heads=[0] picks expert 0
+    per_expert = jrun(
+        model, jnp.asarray(TOKENS), {"blocks.1.mlp.hook_expert_out": mj.ablate("zero", heads=[0])}
+    )
+    np.testing.assert_allclose(per_expert.logits, out.logits, atol=1e-5)
+    with pytest.raises(mj.InterventionError, match=f"index {E} is out of range"):
+        mj.run(model, TOKENS, {"blocks.1.mlp.hook_expert_out": mj.scale(0.0, heads=[E])})
 
 
 def test_generation_with_hooks(model):
