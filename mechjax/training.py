@@ -448,8 +448,10 @@ def _check_item(manager, step: int, item: str, like) -> None:
     got = _paths(tree)
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), _dtype(x)), like)
     want = _paths(abstract)
-    if item == "train":  # optax states are namedtuples, saved as lists: compare in order
-        got, want = list(got.values()), list(want.values())
+    if item == "train":
+        # optax states are namedtuples, saved as lists, and dataclass params (an SAE) are
+        # saved as dicts with sorted keys: the paths differ, so compare the leaves' shapes
+        got, want = sorted(got.values()), sorted(want.values())
         if got != want:
             raise CheckpointError(
                 f"optimizer state saved at step {step} under {manager.directory} does not match "

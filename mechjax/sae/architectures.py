@@ -89,14 +89,16 @@ class SAE(struct.PyTreeNode):
     training's straight-through gradient.
     """
 
-    W_enc: Array
-    b_enc: Array
-    W_dec: Array
-    b_dec: Array
-    threshold: Array | None = None
-    r_mag: Array | None = None
-    b_mag: Array | None = None
-    W_skip: Array | None = None
+    # Any, not Array: pytree utilities (orbax, tree maps to shapes) rebuild an SAE with
+    # other leaves (ShapeDtypeStruct, None), and the run-time type check would refuse them
+    W_enc: Any  # [d_in, d_sae]
+    b_enc: Any  # [d_sae]
+    W_dec: Any  # [d_sae, d_out]
+    b_dec: Any  # [d_out]
+    threshold: Any = None  # [d_sae]
+    r_mag: Any = None  # [d_sae]
+    b_mag: Any = None  # [d_sae]
+    W_skip: Any = None  # [d_in, d_out]
     arch: str = struct.field(pytree_node=False, default="relu")
     k: int = struct.field(pytree_node=False, default=0)
     apply_b_dec_to_input: bool = struct.field(pytree_node=False, default=True)

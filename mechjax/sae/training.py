@@ -84,10 +84,10 @@ class SAETrainConfig:
 class Stats(struct.PyTreeNode):
     """Per-latent tracking carried in the training state."""
 
-    since_fired: Array  # int32 [d_sae]: steps since the latent was last non-zero
-    density: Array  # float32 [d_sae]: EMA of the fraction of tokens it fires on
-    tokens: Array  # float32 scalar: activation rows seen
-    threshold: Array  # float32 scalar: BatchTopK's running inference threshold
+    since_fired: Any  # int32 [d_sae]: steps since the latent was last non-zero
+    density: Any  # float32 [d_sae]: EMA of the fraction of tokens it fires on
+    tokens: Any  # float32 scalar: activation rows seen
+    threshold: Any  # float32 scalar: BatchTopK's running inference threshold
 
 
 class TrainedSAE(NamedTuple):
