@@ -191,3 +191,14 @@ def test_normalize_decoder_and_errors():
     with pytest.raises(InputError, match="needs 0 < k"):
         S.init_sae(jax.random.PRNGKey(0), 4, 8, "topk", k=0)
     assert "SAE(topk, d_in=12, d_sae=40, k=5)" == repr(sae)
+
+
+@pytest.mark.parametrize("arch", ["topk", "abstopk"])
+def test_sparse_decode_in_the_loss_equals_the_dense_forward(arch):
+    sae = _random_sae(arch)
+    x = jnp.asarray(np.random.RandomState(8).normal(size=(10, D_IN)).astype(np.float32))
+    _, parts = _loss(sae, x, x, jnp.zeros(D_SAE, bool), losses.Coeffs())
+    out = _call(sae, x)
+    np.testing.assert_allclose(parts.recon, out.recon, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(parts.fires, (np.asarray(out.latents) != 0).sum(0))
+    assert float(parts.l0) == pytest.approx(float(out.l0.mean()))

@@ -30,7 +30,6 @@ import jax.numpy as jnp
 
 from mechjax.sae.architectures import (
     SAE,
-    activate,
     jumprelu_fn,
     magnitude,
     pre_activations,
@@ -39,7 +38,15 @@ from mechjax.sae.architectures import (
 )
 from mechjax.typing import Array
 
-__all__ = ["Coeffs", "LossParts", "aux_k_loss", "batch_topk", "sae_loss"]
+__all__ = [
+    "Coeffs",
+    "LossParts",
+    "aux_k_loss",
+    "batch_topk",
+    "sae_loss",
+    "sparse_decode",
+    "topk_indices",
+]
 
 
 class Coeffs(NamedTuple):
@@ -54,7 +61,8 @@ class LossParts(NamedTuple):
     mse: Array
     sparsity: Array
     aux: Array
-    latents: Array  # [n, d_sae], what fired this step
+    fires: Array  # [d_sae]: rows of the batch each latent is non-zero on
+    l0: Array  # mean non-zero latents per row
     recon: Array
     batch_threshold: Array  # BatchTopK: smallest kept activation (else 0)
 
@@ -103,42 +111,74 @@ def _dec_norms(sae: SAE) -> Array:
     return jnp.linalg.norm(sae.W_dec, axis=-1)
 
 
+def topk_indices(sae: SAE, pre: Array) -> tuple[Array, Array]:
+    """The k active latents of each row as (values [n, k], indices [n, k]): the largest
+    pre-activations ReLU'd (`topk`), or the largest in absolute value with their sign
+    (`abstopk`)."""
+    signed = sae.arch == "abstopk"
+    _, idx = jax.lax.top_k(jnp.abs(pre) if signed else pre, sae.k)
+    vals = jnp.take_along_axis(pre, idx, -1)
+    return (vals if signed else jax.nn.relu(vals)), idx
+
+
+def sparse_decode(w_dec: Array, vals: Array, idx: Array) -> Array:
+    """sum_j vals[n, j] * w_dec[idx[n, j]]: the decoder applied to k latents per row,
+    without the dense [n, d_sae] latents (k/d_sae of a dense decoder's work; its
+    gradient to w_dec is a scatter-add of the same size)."""
+    return jnp.einsum("nk,nkd->nd", vals, jnp.take(w_dec, idx, axis=0))
+
+
 def sae_loss(
     sae: SAE, x: Array, y: Array, dead: Array, coeffs: Coeffs, aux_k: int = 0
 ) -> tuple[Array, LossParts]:
     """The training loss of `sae` on inputs `x [n, d_in]` and targets `y [n, d_out]`.
 
     `dead [d_sae]` marks latents that have not fired for the trainer's window (used by
-    aux-k when `aux_k > 0`, for the TopK kinds).
+    aux-k when `aux_k > 0`, for the TopK kinds; computed only when a latent is dead).
+    TopK and AbsoluteTopK decode their k latents sparsely (`sparse_decode`).
     """
     arch = sae.arch
     pre = pre_activations(sae, x)
     zero = jnp.zeros((), jnp.float32)
     sparsity, aux, thr = zero, zero, zero
-    if arch == "relu":
-        f = jax.nn.relu(pre)
-        sparsity = coeffs.l1 * (f * _dec_norms(sae)).sum(-1).mean()
-    elif arch in ("topk", "abstopk"):
-        f = activate(sae, pre)
-    elif arch == "batchtopk":
-        f, thr = batch_topk(pre, sae.k)
-    elif arch == "jumprelu":
-        assert sae.threshold is not None
-        f = jnp.asarray(jumprelu_fn(pre, sae.threshold, sae.bandwidth))
-        sparsity = (
-            coeffs.l0 * jnp.asarray(step_fn(pre, sae.threshold, sae.bandwidth)).sum(-1).mean()
-        )
-    elif arch == "gated":
-        gate = jax.nn.relu(pre)
-        f = (pre > 0) * jax.nn.relu(magnitude(sae, x))
-        sparsity = coeffs.l1 * (gate * _dec_norms(sae)).sum(-1).mean()
-        frozen = jax.lax.stop_gradient(sae.W_dec), jax.lax.stop_gradient(sae.b_dec)
-        aux = _mse(y, gate @ frozen[0] + frozen[1])
-    else:  # pragma: no cover - init_sae and load refuse other names
-        raise ValueError(arch)
-    recon = reconstruct(sae, f, x)
+    if arch in ("topk", "abstopk"):
+        vals, idx = topk_indices(sae, pre)
+        recon = sparse_decode(sae.W_dec, vals, idx) + sae.b_dec
+        if sae.W_skip is not None:
+            recon = recon + x @ sae.W_skip
+        on = (vals != 0).astype(jnp.float32)
+        fires = jnp.zeros((sae.d_sae,), jnp.float32).at[idx.reshape(-1)].add(on.reshape(-1))
+        l0_mean = on.sum(-1).mean()
+    else:
+        if arch == "relu":
+            f = jax.nn.relu(pre)
+            sparsity = coeffs.l1 * (f * _dec_norms(sae)).sum(-1).mean()
+        elif arch == "batchtopk":
+            f, thr = batch_topk(pre, sae.k)
+        elif arch == "jumprelu":
+            assert sae.threshold is not None
+            f = jnp.asarray(jumprelu_fn(pre, sae.threshold, sae.bandwidth))
+            steps = jnp.asarray(step_fn(pre, sae.threshold, sae.bandwidth))
+            sparsity = coeffs.l0 * steps.sum(-1).mean()
+        elif arch == "gated":
+            gate = jax.nn.relu(pre)
+            f = (pre > 0) * jax.nn.relu(magnitude(sae, x))
+            sparsity = coeffs.l1 * (gate * _dec_norms(sae)).sum(-1).mean()
+            frozen = jax.lax.stop_gradient(sae.W_dec), jax.lax.stop_gradient(sae.b_dec)
+            aux = _mse(y, gate @ frozen[0] + frozen[1])
+        else:  # pragma: no cover - init_sae and load refuse other names
+            raise ValueError(arch)
+        recon = reconstruct(sae, f, x)
+        on = (f != 0).astype(jnp.float32)
+        fires, l0_mean = on.sum(0), on.sum(-1).mean()
     mse = _mse(y, recon)
     if aux_k and arch in ("topk", "batchtopk", "abstopk"):
-        aux = coeffs.aux * aux_k_loss(sae, pre, y - recon, dead, aux_k, arch == "abstopk")
+        signed = arch == "abstopk"
+        aux = jax.lax.cond(
+            jnp.any(dead),
+            lambda s: coeffs.aux * aux_k_loss(s, pre, y - recon, dead, aux_k, signed),
+            lambda s: jnp.zeros((), jnp.float32),
+            sae,
+        )
     loss = mse + sparsity + aux
-    return loss, LossParts(mse, sparsity, aux, f, recon, thr)
+    return loss, LossParts(mse, sparsity, aux, fires, l0_mean, recon, thr)

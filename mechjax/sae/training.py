@@ -168,9 +168,8 @@ def make_sae_step(
         grads: Any = {"sae": g, "stats": zero_stats}
         updates, opt_state = opt.update(grads, state.opt_state)
         new: Any = optax.apply_updates(cast(Any, {"sae": sae, "stats": stats}), updates)
-        fired = (parts.latents != 0).astype(jnp.float32)
-        rate = fired.mean(0)
         n = jnp.asarray(x.shape[0], jnp.float32)
+        rate = parts.fires / n
         thr = jnp.where(
             stats.tokens > 0, 0.99 * stats.threshold + 0.01 * parts.batch_threshold,
             parts.batch_threshold,
@@ -188,7 +187,7 @@ def make_sae_step(
             "loss": loss,
             "mse": parts.mse,
             "fvu": parts.mse / jnp.maximum(var, 1e-12),
-            "l0": fired.sum(-1).mean(),
+            "l0": parts.l0,
             "sparsity_loss": parts.sparsity,
             "aux_loss": parts.aux,
             "dead_frac": (new_stats.since_fired >= dead_steps).mean(),
