@@ -34,7 +34,16 @@ from mechjax.model import Model, run
 from mechjax.progress import progress_bar, show_progress
 from mechjax.typing import Array
 
-__all__ = ["ActivationStore", "Acts", "Gather", "TokenSource", "Tokens", "site_acts"]
+__all__ = [
+    "ActivationStore",
+    "Acts",
+    "Gather",
+    "TokenSource",
+    "Tokens",
+    "model_samples",
+    "site_acts",
+    "token_rows",
+]
 
 INDEX_FILE = "index.json"
 
@@ -334,3 +343,70 @@ class TokenSource:
             self.skip_first,
         )  # fmt: skip
         return np.asarray(x)[:n], (None if y is None else np.asarray(y)[:n])
+
+
+# ------------------------------------------------------------------------ token sources
+
+
+def model_samples(
+    model: Model, n: int, ctx_len: int, *, seed: int = 0, batch: int = 16
+) -> np.ndarray:
+    """int32 [n, ctx_len]: the model's own text, sampled at temperature 1 from the
+    document separator (`<|endoftext|>`, else BOS, else EOS), never stopping early."""
+    from mechjax.generation import generate
+
+    tok = model.tokenizer
+    if tok is None:
+        raise InputError("sampling a token source needs the model's tokenizer")
+    start = tok.token_to_id("<|endoftext|>") if hasattr(tok, "token_to_id") else None
+    start = (
+        start
+        if start is not None
+        else (tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+    )
+    rows = []
+    for i in range(0, n, batch):
+        prompt = np.full((batch, 1), start, np.int32)
+        gen = generate(
+            model,
+            prompt,
+            ctx_len - 1,
+            temperature=1.0,
+            key=jax.random.PRNGKey(seed + i),
+            stop_tokens=(),
+        )
+        rows.append(np.concatenate([prompt, np.asarray(gen.tokens, np.int32)], 1))
+    return np.concatenate(rows)[:n]
+
+
+def token_rows(
+    model: Model,
+    source: Any = "corpus",
+    *,
+    ctx_len: int = 128,
+    n_chunks: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """int32 [n, ctx_len] token rows from any source: an int array (used as given),
+    "corpus" (the offline English corpus, `mechjax.corpus`), "samples" (the model's own
+    text; needs `n_chunks`), or a path to a text file, JSONL file or directory of them
+    (`mechjax.corpus.read_documents`), chunked by `mechjax.corpus.token_chunks`."""
+    from mechjax import corpus
+
+    if not isinstance(source, (str, Path)):
+        arr = np.asarray(source)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(
+                f"token rows must be an int [n, pos] array, got {arr.shape} {arr.dtype}"
+            )
+        return arr.astype(np.int32)
+    if source == "corpus":
+        return corpus.token_chunks(model, ctx_len=ctx_len, n_chunks=n_chunks, seed=seed)
+    if source == "samples":
+        if n_chunks is None:
+            raise InputError(
+                "a 'samples' token source needs n_chunks (how many sequences to sample)"
+            )
+        return model_samples(model, n_chunks, ctx_len, seed=seed)
+    docs = corpus.read_documents(source)
+    return corpus.token_chunks(model, docs, ctx_len=ctx_len, n_chunks=n_chunks, seed=seed)
