@@ -89,7 +89,7 @@ def antipodality(sae: SAE, block: int = 1024) -> Antipodality:
     return Antipodality(cat(0), cat(1), cat(2), cat(3))
 
 
-def dense_subspace(sae: SAE, latents: Sequence[int], tol: float = 1e-4) -> np.ndarray:
+def dense_subspace(sae: SAE, latents: Any, tol: float = 1e-4) -> np.ndarray:
     """Orthonormal basis [d_out, r] of the span of the latents' decoder rows (r = the
     span's numerical rank: singular values above `tol` times the largest)."""
     idx = np.asarray(latents, np.int64)
@@ -108,15 +108,25 @@ def ablate(x: Float[Array, "*batch d"], basis: Float[Array, "d r"]) -> Float[Arr
 
 
 def sparse_control(
-    sae: SAE, density: Any, rank: int, *, max_density: float = 0.01, seed: int = 0
+    sae: SAE,
+    density: Any,
+    rank: int,
+    *,
+    max_density: float = 0.01,
+    exclude_above: float = 0.1,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Latents that fire (0 < density <= `max_density`) drawn at random, added until
-    their decoder span has dimension `rank`; returns (latents, basis [d, rank])."""
+    """Sparse latents (0 < density <= `max_density`) drawn at random, added until their
+    decoder span has dimension `rank`; returns (latents, basis [d, rank]). When too few
+    are that sparse, the sparsest live latents at or below `exclude_above` are used."""
     d = np.asarray(density)
-    pool = np.flatnonzero((d > 0) & (d <= max_density))
+    live = np.flatnonzero((d > 0) & (d <= exclude_above))
+    pool = live[d[live] <= max_density]
+    if len(pool) < rank:
+        pool = live[np.argsort(d[live], kind="stable")[: 2 * rank]]
     if len(pool) < rank:
         raise InputError(
-            f"only {len(pool)} latents with 0 < density <= {max_density}; need {rank} for the control"
+            f"only {len(pool)} live latents with density <= {exclude_above}; the control needs {rank}"
         )
     order = np.random.default_rng(seed).permutation(pool)
     chosen: list[int] = []
@@ -162,16 +172,15 @@ def position_scores(latents: np.ndarray, positions: np.ndarray) -> np.ndarray:
 
 
 def unembed(model) -> np.ndarray:
-    """The effective unembedding [d_model, d_vocab]: W_U with the final norm's weight
-    folded in (what a residual direction's logit effect goes through)."""
+    """The effective unembedding [d_model, d_vocab]: `W_U` with the final RMSNorm's weight
+    folded in (what a residual direction's direct logit effect goes through)."""
     p = model.params
-    w_u = np.asarray(p["W_U"] if isinstance(p, dict) else p.W_U, np.float64)
-    ln = p.get("ln_final") if isinstance(p, dict) else getattr(p, "ln_final", None)
-    w = None if ln is None else (ln.get("w") if isinstance(ln, dict) else getattr(ln, "w", None))
-    if w is not None:
-        w = np.asarray(w, np.float64)
-        if getattr(model.config, "norm_offset", 0.0):  # Gemma's (1 + w)
-            w = w + model.config.norm_offset
+    w_u = np.asarray(p["unembed"]["W_U"], np.float64)
+    ln = p.get("ln_final") or {}
+    if ln.get("w") is not None:
+        w = np.asarray(ln["w"], np.float64)
+        if model.family.name.startswith("gemma"):  # Gemma's RMSNorm scales by (1 + w)
+            w = 1.0 + w
         w_u = w[:, None] * w_u
     return w_u
 

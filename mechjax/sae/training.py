@@ -278,15 +278,15 @@ def train_sae(
         site, site_out, skip = "", "", 0
     else:
         raise InputError(f"source must be an ActivationStore or a TokenSource, got {type(source)}")
-    opt = optimizer(cfg)
     params = {"sae": sae, "stats": _fresh_stats(sae.d_sae)}
     kw: dict[str, Any] = dict(site=site, site_out=site_out, skip_first=skip,
               dead_steps=_dead_steps(cfg, batch_rows), aux_k=_aux_k(cfg, sae.d_in))  # fmt: skip
     batch_fn = lambda key, s: draw(s)
     if mesh is not None:
+        opt = optimizer(cfg)
         step_fn, batch_fn = _sharded(cfg, opt, params, mesh, draw, kw)
     else:
-        step_fn = make_sae_step(cfg, opt, **kw)
+        opt, step_fn = _cached_step(cfg, kw)
     eval_fn = None
     if eval_every:
         ex, ey = source.sample(eval_rows, seed=cfg.seed + 2)
@@ -310,6 +310,21 @@ def train_sae(
     )
     p = res.state.params
     return TrainedSAE(p["sae"], p["stats"], res.history, res.evals)
+
+
+# Compiled steps by (settings, site, ...): a second run with the same settings (a sweep
+# over seeds or data, the retraining after ablation) reuses the compiled program.
+_STEPS: dict = {}
+
+
+def _cached_step(cfg: SAETrainConfig, kw: dict) -> tuple[optax.GradientTransformation, Callable]:
+    key = (cfg.replace(seed=0), tuple(sorted(kw.items())))
+    if key not in _STEPS:
+        if len(_STEPS) >= 16:
+            _STEPS.pop(next(iter(_STEPS)))
+        opt = optimizer(cfg)
+        _STEPS[key] = (opt, make_sae_step(cfg, opt, **kw))
+    return _STEPS[key]
 
 
 def _unused_loss(params, batch, key):  # pragma: no cover - train() is given step_fn
