@@ -58,12 +58,14 @@ ANTIPODAL = 0.9
 def _settings(quick: bool, smoke: bool = False) -> dict:
     if smoke:
         return {"ctx_len": 17, "n_chunks": 40, "d_sae": 64, "k": 4, "steps": 8, "retrain_steps": 6,
-                "batch": 128, "lr": 3e-3, "warmup": 1, "eval_frac": 0.2}  # fmt: skip
+                "batch": 128, "lr": 3e-3, "warmup": 1, "eval_frac": 0.2, "ce_seqs": 8}  # fmt: skip
     if quick:
         return {"ctx_len": 64, "n_chunks": 320, "d_sae": 1152, "k": 32, "steps": 150,
-                "retrain_steps": 80, "batch": 1024, "lr": 7e-4, "warmup": 15, "eval_frac": 0.1}  # fmt: skip
+                "retrain_steps": 80, "batch": 1024, "lr": 7e-4, "warmup": 15, "eval_frac": 0.1,
+                "ce_seqs": 16}  # fmt: skip
     return {"ctx_len": 128, "n_chunks": 1000, "d_sae": 2304, "k": 32, "steps": 500,
-            "retrain_steps": 300, "batch": 2048, "lr": 7e-4, "warmup": 25, "eval_frac": 0.1}  # fmt: skip
+            "retrain_steps": 300, "batch": 2048, "lr": 7e-4, "warmup": 25, "eval_frac": 0.1,
+            "ce_seqs": 40}  # fmt: skip
 
 
 def _cfg(s: dict, arch: str, steps: int):
@@ -219,8 +221,11 @@ def run(out: Path, settings: dict, st, log) -> dict:
             res = S.train_sae(store, _cfg(s, arch, s["steps"]), meta=S.SAEMeta(model_name=MODEL, hook_name=site,
                               context_size=s["ctx_len"]), progress=st.show)  # fmt: skip
             secs = time.perf_counter() - t0
-            ev = S.evaluate(model, res.sae, eval_rows, batch_size=8)
-            density = np.asarray(ev.pop("density"))
+            # CE loss and KL on the first `ce_seqs` held-out chunks (three forward passes
+            # of the whole model each); density on every held-out activation
+            ev = S.evaluate(model, res.sae, eval_rows[: s["ce_seqs"]], batch_size=8)
+            ev.pop("density")
+            density = density_of(res.sae, x_eval)
             row = {**{k: float(v) for k, v in ev.items()}, **sae_summary(res.sae, density),
                    "train_seconds": round(secs, 1), "steps": s["steps"],
                    "train_tokens": s["steps"] * s["batch"],

@@ -173,8 +173,9 @@ def write_report(out: Path, d: dict) -> None:
         f"{tok.get('eval_rows')} held out ({tok.get('eval_sequences')} chunks). {s.get('d_sae')} latents, "
         f"k = {s.get('k')}, {s.get('steps')} steps of {s.get('batch')} activations (Adam, lr {s.get('lr')}, "
         f"warmup {s.get('warmup')}, linear decay over the last fifth; aux-k with d_in/2 latents). "
-        "Density is measured on the held-out activations; CE loss recovered is against zero ablation "
-        "of the site, with the SAE spliced in at every position but the first.",
+        "Density is measured on every held-out activation; FVU, CE loss and KL on the first "
+        f"{s.get('ce_seqs')} held-out chunks, CE loss recovered against zero ablation of the site, "
+        "with the SAE spliced in at every position but the first (through `mj.apply_fn`).",
         "",
         *_sae_table(d),
         "",
