@@ -56,8 +56,7 @@ LONG = {
         "needs the SAE the train command writes; tests/test_sae_cli.py evaluates one"
     ),
     "mechjax reproduce dense-latents --out out/dense --quick": (
-        "minutes of SAE training on SmolLM2; tests/test_sae_repro.py runs every stage at "
-        "smoke size"
+        "minutes of SAE training on SmolLM2; tests/test_sae_repro.py runs every stage at smoke size"
     ),
     "mechjax eval hle out/questions.jsonl smollm2-135m --chat": (
         "a minute of generation; tests/test_cli_eval.py runs the command on a tiny model"

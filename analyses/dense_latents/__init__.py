@@ -192,6 +192,21 @@ def detectors(model, sae, density, x_eval, positions) -> dict:
     }
 
 
+def _store(model, rows, site: str, where: Path, progress):
+    """The site's activations of `rows`, harvested to disk shards once: a rerun of the
+    reproduction (after a kill, or with other SAE settings) reads them back."""
+    from mechjax import sae as S
+
+    index = where / "index.json"
+    if index.exists():
+        store = S.ActivationStore.open(where)
+        if store.n == len(rows) * (rows.shape[1] - 1) and store.site == site:
+            return store
+    return S.ActivationStore.harvest(
+        model, rows, site, batch_size=16, out_dir=where, progress=progress
+    )
+
+
 def run(out: Path, settings: dict, st, log) -> dict:
     """Every stage; returns details (also saved stage by stage through `st`)."""
     import mechjax as mj
@@ -207,9 +222,10 @@ def run(out: Path, settings: dict, st, log) -> dict:
         rows = corpus.token_chunks(model, ctx_len=s["ctx_len"], n_chunks=s["n_chunks"], seed=0)
         n_eval = max(2, int(round(len(rows) * s["eval_frac"])))
         eval_rows, train_rows = rows[:n_eval], rows[n_eval:]
-        store = S.ActivationStore.harvest(model, train_rows, site, batch_size=16, progress=st.show)
-        held = S.ActivationStore.harvest(model, eval_rows, site, batch_size=16, progress=False)
-        x_train, x_eval = store.x_shards[0], held.x_shards[0]
+        store = _store(model, train_rows, site, out / "activations" / "train", st.show)
+        held = _store(model, eval_rows, site, out / "activations" / "eval", False)
+        x_train, x_eval = store.rows(np.arange(store.n))[0], held.rows(np.arange(held.n))[0]
+        store = S.ActivationStore(x_train, site=site)  # in memory, on the device
         positions = np.tile(np.arange(1, s["ctx_len"]), len(eval_rows))
     details["tokens"] = {"train_rows": int(len(x_train)), "eval_rows": int(len(x_eval)),
                         "train_sequences": int(len(train_rows)), "eval_sequences": int(n_eval)}  # fmt: skip
