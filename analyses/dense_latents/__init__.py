@@ -21,9 +21,9 @@ The paper's claims, and the numbers it reports (from a transcription of the pape
 
 What runs here, on SmolLM2-135M (the offline stand-in for Gemma 2 2B, GPT-2 and Llama
 3.2): the residual stream after the middle block (`blocks.15.hook_resid_post`),
-harvested once from the offline English corpus (`mechjax.corpus`, 1000 chunks of 128
+harvested once from the offline English corpus (`mechjax.corpus`, 400 chunks of 128
 tokens, the first token of each left out, a tenth held out), a TopK SAE (4 x d_model =
-2304 latents, k = 32, aux-k, 500 steps of 2048 activations) and an AbsoluteTopK SAE of
+2304 latents, k = 32, aux-k, 300 steps of 1024 activations) and an AbsoluteTopK SAE of
 the same size, both evaluated on held-out chunks (FVU, CE loss
 recovered with the SAE spliced in); then density, antipodality, the retraining after
 dense and matched sparse ablation, and the detectors (position, null space of W_U,
@@ -31,7 +31,7 @@ alphabetic, PC1) on the dense latents.
 
 Fidelity: the method is the paper's; the scale is not. The paper trains on hundreds of
 millions of tokens of web text with 16k-32k latents on 2B-parameter models; this runs a
-million training tokens (about nine epochs over 114k tokens of Python's own
+third of a million training tokens (about seven epochs over 46k tokens of Python's own
 documentation), 2304 latents (a 4x expansion, not the 8x the methods note suggests:
 training time on a shared 2-core CPU), on a 135M model, quantised (Q4_1). The
 matched control ablates sparse latents whose span has the same dimension as the dense
@@ -63,9 +63,9 @@ def _settings(quick: bool, smoke: bool = False) -> dict:
         return {"ctx_len": 64, "n_chunks": 320, "d_sae": 1152, "k": 32, "steps": 150,
                 "retrain_steps": 80, "batch": 1024, "lr": 7e-4, "warmup": 15, "eval_frac": 0.1,
                 "ce_seqs": 16}  # fmt: skip
-    return {"ctx_len": 128, "n_chunks": 1000, "d_sae": 2304, "k": 32, "steps": 500,
-            "retrain_steps": 300, "batch": 2048, "lr": 7e-4, "warmup": 25, "eval_frac": 0.1,
-            "ce_seqs": 40}  # fmt: skip
+    return {"ctx_len": 128, "n_chunks": 400, "d_sae": 2304, "k": 32, "steps": 300,
+            "retrain_steps": 150, "batch": 1024, "lr": 1e-3, "warmup": 20, "eval_frac": 0.1,
+            "ce_seqs": 16}  # fmt: skip
 
 
 def _cfg(s: dict, arch: str, steps: int):

@@ -17,8 +17,9 @@ Fidelity: the paper's method at a far smaller scale, on an offline stand-in. The
 studies Gemma Scope JumpReLU and TopK SAEs (16k-32k latents) on Gemma 2 2B, GPT-2 and
 Llama 3.2, trained on hundreds of millions of web-text tokens. Here a TopK and an
 AbsoluteTopK SAE are trained with mechjax on the residual stream after the middle block
-of SmolLM2-135M-Instruct (Q4_1 weights), on a few million tokens drawn, over many epochs,
-from an offline English corpus of Python's own documentation (about 190k tokens). The
+of SmolLM2-135M-Instruct (Q4_1 weights), on about 0.3M training tokens (several epochs
+over 46k tokens of an offline English corpus of Python's own documentation; the size was
+set by the time a 2-core CPU shared with five other jobs allows), 2304 latents. The
 definitions (density, antipodality, dense-subspace ablation and retraining, the
 detectors' thresholds) follow the paper as transcribed; the matched sparse control
 ablates a span of the same dimension as the dense span. Context-binding and
