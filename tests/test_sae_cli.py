@@ -45,3 +45,11 @@ def test_sae_train_then_eval(tmp_path, monkeypatch, tiny_smollm2, capsys):
         == 2
     )
     assert "width mismatch" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_model_samples_token_source(tiny_smollm2):
+    rows = S.store.model_samples(tiny_smollm2, 3, 9, seed=0, batch=2)
+    assert rows.shape == (3, 9) and rows.dtype.name == "int32"
+    assert rows.min() >= 0 and rows.max() < tiny_smollm2.config.d_vocab
+    assert rows[0, 0] == tiny_smollm2.tokenizer.token_to_id("<|endoftext|>")

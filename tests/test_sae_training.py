@@ -188,3 +188,34 @@ def test_data_parallel_equals_one_device():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["devices"] == 2 and out["spread"] == 2
     assert out["max_diff"] < 1e-4, out
+
+
+def test_transcoder_trains_from_a_store_of_input_output_pairs():
+    x = _acts(seed=3)
+    w = np.random.RandomState(4).normal(size=(16, 10)).astype(np.float32)
+    store = S.ActivationStore(x, np.maximum(x @ w, 0), site="a", site_out="b")
+    res = S.train_sae(store, CFG.replace(steps=30, arch="relu", l1=1e-3, skip=True), progress=False)
+    assert res.sae.is_transcoder and res.sae.W_skip is not None and res.sae.d_out == 10
+    assert (res.sae.meta.hook_name, res.sae.meta.hook_name_out) == ("a", "b")
+    assert np.mean([h["fvu"] for h in res.history[-5:]]) < res.history[0]["fvu"]
+
+
+def test_token_rows_from_files(tmp_path):
+    from mechjax import corpus
+
+    (tmp_path / "a.txt").write_text("First paragraph here.\n\nSecond one.")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.jsonl").write_text('{"text": "doc one"}\n\n{"text": "doc two"}\n')
+    assert corpus.read_documents(tmp_path) == [
+        "First paragraph here.\n\nSecond one.", "doc one", "doc two",
+    ]  # fmt: skip
+    assert corpus.read_documents(tmp_path / "a.txt", split="paragraphs") == [
+        "First paragraph here.", "Second one.",
+    ]  # fmt: skip
+    (tmp_path / "sub" / "c.jsonl").write_text('{"body": "x"}\n')
+    with pytest.raises(InputError, match=r"c.jsonl:1: no string field 'text'"):
+        corpus.read_documents(tmp_path)
+    with pytest.raises(InputError, match="no such file"):
+        corpus.read_documents(tmp_path / "missing")
+    arr = np.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(S.store.token_rows(None, arr), arr)

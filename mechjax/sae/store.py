@@ -380,7 +380,7 @@ def model_samples(
 
 
 def token_rows(
-    model: Model,
+    model: Model | None,
     source: Any = "corpus",
     *,
     ctx_len: int = 128,
@@ -400,6 +400,8 @@ def token_rows(
                 f"token rows must be an int [n, pos] array, got {arr.shape} {arr.dtype}"
             )
         return arr.astype(np.int32)
+    if model is None:
+        raise InputError(f"token source {str(source)!r} needs the model (its tokenizer)")
     if source == "corpus":
         return corpus.token_chunks(model, ctx_len=ctx_len, n_chunks=n_chunks, seed=seed)
     if source == "samples":
