@@ -56,6 +56,7 @@ def _args(argv=None):
     ap.add_argument("--side", choices=SIDES)
     ap.add_argument("--all", action="store_true")
     ap.add_argument("--check-format", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print the table of the sides run")
     return ap.parse_args(argv)
 
 
@@ -201,7 +202,7 @@ def side_saelens(a, data) -> dict:
         model_name=str(HF_DIR), model_class_name="AutoModelForCausalLM",
         hook_name=f"model.layers.{a.layer}", dataset_path="local", is_dataset_tokenized=True,
         streaming=False, context_size=a.ctx, prepend_bos=False, seqpos_slice=(1, None),
-        training_tokens=a.steps * rows, train_batch_size_tokens=rows, n_batches_in_buffer=2,
+        training_tokens=a.steps * rows, train_batch_size_tokens=rows, n_batches_in_buffer=4,
         store_batch_size_prompts=8, lr=a.lr, lr_warm_up_steps=0, device="cpu",
         logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
         checkpoint_path=str(Path(a.work) / "saelens_ckpt"), output_path=None, verbose=False,
@@ -225,14 +226,49 @@ def side_saelens(a, data) -> dict:
 
 
 def side_sparsify(a, data) -> dict:
+    """EleutherAI sparsify's Trainer on the same HF model, rows, width, k, lr and steps.
+    It trains on every position (it excludes token ids, not positions) and decodes its k
+    latents sparsely; its SAE is converted to a mechjax TopK SAE for the FVU."""
+    import datasets
+    import jax.numpy as jnp
+    import numpy as np
     import torch
-    from sparsify import SaeConfig, TrainConfig, Trainer
+    import transformers
+    from sparsify import SparseCoderConfig, TrainConfig, Trainer
+    from sparsify import __version__ as sp_version
+
+    import mechjax as mj
+    from mechjax import sae as S
 
     torch.set_num_threads(a.threads)
-    raise RuntimeError(
-        f"sparsify {SaeConfig.__module__} needs a CUDA device for its trainer on this version "
-        f"({Trainer.__name__}, {TrainConfig.__name__}); not run on this CPU-only machine"
-    )
+    seqs = max(1, round(a.batch / a.ctx))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(HF_DIR), dtype=torch.float32).eval()
+    ds = datasets.Dataset.from_dict({"input_ids": data["train"][: a.steps * seqs].tolist()})
+    ds = ds.with_format("torch")
+    cfg = TrainConfig(
+        SparseCoderConfig(num_latents=a.d_sae, k=a.k), batch_size=seqs, loss_fn="fvu",
+        optimizer="adam", lr=a.lr, lr_warmup_steps=0, auxk_alpha=0.0,
+        hookpoints=[f"model.layers.{a.layer}"], log_to_wandb=False,
+        save_dir=str(Path(a.work) / "sparsify_ckpt"), save_every=10**9,
+    )  # fmt: skip
+    trainer = Trainer(cfg, ds, hf)
+    p0 = _pressure()
+    t = time.perf_counter()
+    trainer.fit()
+    secs = time.perf_counter() - t
+    sc = next(iter(trainer.saes.values()))
+    get = lambda p: jnp.asarray(p.detach().numpy().astype(np.float32))
+    sae = S.SAE(W_enc=get(sc.encoder.weight).T, b_enc=get(sc.encoder.bias), W_dec=get(sc.W_dec),
+                b_dec=get(sc.b_dec), arch="topk", k=a.k, apply_b_dec_to_input=True)  # fmt: skip
+    out = Path(a.work) / "sparsify_sae"
+    S.save(sae, out)
+    rows = a.steps * seqs * a.ctx
+    L = mj.load("smollm2-135m").config
+    full = _flops_model(L, L.n_layers, a.ctx) + 2 * L.d_model * L.d_vocab
+    flops = rows * (full + 4 * 576 * a.d_sae + 4 * a.k * 576)
+    return {"seconds": secs, "compile_seconds": 0.0, "tokens": rows, "tokens_per_s": rows / secs,
+            "flops": flops, "flops_per_s": flops / secs, "matmul_peak": _matmul_peak_torch(), "sae_dir": str(out),
+            "pressure": [p0, _pressure()], "versions": {"sparsify": sp_version, "torch": torch.__version__}}  # fmt: skip
 
 
 def run_side(a) -> None:
@@ -341,6 +377,8 @@ def main(argv=None) -> int:
         run_side(a)
     if a.check_format:
         check_format(a)
+    if a.table:
+        print(_table(a))
     if a.all:
         base = [sys.executable, __file__, "--layer", str(a.layer), "--d-sae", str(a.d_sae), "--k", str(a.k),
                 "--batch", str(a.batch), "--steps", str(a.steps), "--lr", str(a.lr), "--ctx", str(a.ctx),
