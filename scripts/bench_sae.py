@@ -202,7 +202,7 @@ def side_saelens(a, data) -> dict:
         model_name=str(HF_DIR), model_class_name="AutoModelForCausalLM",
         hook_name=f"model.layers.{a.layer}", dataset_path="local", is_dataset_tokenized=True,
         streaming=False, context_size=a.ctx, prepend_bos=False, seqpos_slice=(1, None),
-        training_tokens=a.steps * rows, train_batch_size_tokens=rows, n_batches_in_buffer=4,
+        training_tokens=a.steps * rows, train_batch_size_tokens=rows, n_batches_in_buffer=20,
         store_batch_size_prompts=8, lr=a.lr, lr_warm_up_steps=0, device="cpu",
         logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0,
         checkpoint_path=str(Path(a.work) / "saelens_ckpt"), output_path=None, verbose=False,
@@ -248,7 +248,7 @@ def side_sparsify(a, data) -> dict:
     cfg = TrainConfig(
         SparseCoderConfig(num_latents=a.d_sae, k=a.k), batch_size=seqs, loss_fn="fvu",
         optimizer="adam", lr=a.lr, lr_warmup_steps=0, auxk_alpha=0.0,
-        hookpoints=[f"model.layers.{a.layer}"], log_to_wandb=False,
+        hookpoints=[f"layers.{a.layer}"], log_to_wandb=False,
         save_dir=str(Path(a.work) / "sparsify_ckpt"), save_every=10**9,
     )  # fmt: skip
     trainer = Trainer(cfg, ds, hf)
