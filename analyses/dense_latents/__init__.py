@@ -98,6 +98,26 @@ def density_of(sae, x: np.ndarray) -> np.ndarray:
     return (f != 0).mean(0)
 
 
+def outlier_fvu(sae, x: np.ndarray, block: int = 4096) -> dict:
+    """The residual stream's largest-variance dimension's share of the variance, and the
+    FVU over the other dimensions (SmolLM2's middle residual stream has one dimension
+    with about 94% of the variance, which the plain FVU is dominated by)."""
+    import jax
+    import jax.numpy as jnp
+
+    var = x.var(0)
+    top = int(np.argmax(var))
+    rest = np.arange(x.shape[1]) != top
+    call = jax.jit(lambda s, v: s(v).recon)
+    err = np.zeros(x.shape[1])
+    for s in range(0, len(x), block):
+        part = x[s : s + block]
+        err += ((np.asarray(call(sae, jnp.asarray(part))) - part) ** 2).sum(0)
+    total = var * len(x)
+    return {"top_dim": top, "top_dim_var_share": float(var[top] / var.sum()),
+            "fvu_other_dims": float(err[rest].sum() / total[rest].sum())}  # fmt: skip
+
+
 def sae_summary(sae, density: np.ndarray) -> dict:
     """Dense counts and the dense latents' antipodality."""
     from mechjax.sae import dense
@@ -243,6 +263,7 @@ def run(out: Path, settings: dict, st, log) -> dict:
             ev.pop("density")
             density = density_of(res.sae, x_eval)
             row = {**{k: float(v) for k, v in ev.items()}, **sae_summary(res.sae, density),
+                   **outlier_fvu(res.sae, x_eval),
                    "train_seconds": round(secs, 1), "steps": s["steps"],
                    "train_tokens": s["steps"] * s["batch"],
                    "loss_curve": [h["fvu"] for h in res.history[:: max(1, len(res.history) // 50)]]}  # fmt: skip
