@@ -29,6 +29,11 @@ paragraphs are joined by a blank line; documents under `MIN_DOC_CHARS` are dropp
 tokenized by SmolLM2's tokenizer, is 194,629 tokens (about 0.5 s to tokenize; cached
 in-process per tokenizer and document list by `tokenize_documents`).
 
+Files: `read_documents(path)` reads a text file (one document per file, or per
+blank-line-separated block with `split="paragraphs"`), a JSONL file (the `field` of each
+line, default "text"), or a directory of them (`*.txt`, `*.md`, `*.jsonl`, sorted by
+name, recursively); the documents go through `token_chunks` like the built-in ones.
+
 Tokens: `token_chunks` concatenates the tokenized documents with a separator between
 them (`<|endoftext|>` where the vocabulary has it, as in GPT-2 and SmolLM pretraining,
 else the tokenizer's EOS) and cuts the stream into `ctx_len` rows, optionally each
@@ -57,6 +62,7 @@ __all__ = [
     "clean",
     "describe_sources",
     "documents",
+    "read_documents",
     "token_chunks",
     "tokenize_documents",
     "unigram_counts",
@@ -228,6 +234,59 @@ def documents(
             out.append(cut)
         break
     return out
+
+
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
+
+
+def read_documents(
+    path: str | Path, *, field: str = "text", split: str = "file", clean_text: bool = False
+) -> list[str]:
+    """Documents from a text file, a JSONL file or a directory of them.
+
+    Args:
+      path: a `.txt`/`.md` file (one document, or one per blank-line-separated block with
+        `split="paragraphs"`), a `.jsonl` file (the string `field` of each line, empty
+        lines skipped), or a directory (its `TEXT_SUFFIXES` files, recursively, by name).
+      clean_text: pass each document through `clean` (drops code and rules).
+    Raises InputError naming the file (and line) for a missing path, a JSONL line that
+    is not JSON or lacks `field`, or a directory without text files.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    if split not in ("file", "paragraphs"):
+        raise InputError(f"split must be 'file' or 'paragraphs', got {split!r}")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in TEXT_SUFFIXES)
+        if not files:
+            raise InputError(f"{p}: no {', '.join(TEXT_SUFFIXES)} files in this directory")
+        return [
+            d
+            for f in files
+            for d in read_documents(f, field=field, split=split, clean_text=clean_text)
+        ]
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if p.suffix == ".jsonl":
+        docs = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{p}:{i}: not a JSON line ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                raise InputError(
+                    f"{p}:{i}: no string field {field!r} (fields: {sorted(row) if isinstance(row, dict) else type(row).__name__})"
+                )
+            docs.append(row[field])
+    elif split == "paragraphs":
+        docs = [b.strip() for b in re.split(r"\n\s*\n", text) if b.strip()]
+    else:
+        docs = [text]
+    docs = [clean(d) for d in docs] if clean_text else docs
+    return [d for d in docs if d.strip()]
 
 
 def describe_sources(sources: Sequence[str] = SOURCES) -> dict[str, SourceInfo]:

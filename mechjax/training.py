@@ -14,6 +14,8 @@ What this module owns:
   directory and renames it when complete, so a kill never leaves a half-written step).
   A rerun with the same `out_dir` resumes from the latest step and reaches bit-identical
   parameters to an uninterrupted run: same compiled step, same restored arrays, same keys.
+- `lr_schedule(lr, steps, warmup=, decay=)`: linear warmup, a constant phase, then a
+  linear or cosine decay to zero over the last `decay_steps` (SAE training's schedule).
 - Checkpoints as an axis: `load_checkpoint_stack(dir)` returns every saved step's params
   stacked along a leading axis, and `map_over_checkpoints(fn, stacked)` is `jax.vmap(fn)`,
   so a progress measure over training is one batched program.
@@ -105,6 +107,39 @@ def make_train_step(
         return TrainState(params, opt_state, state.step + 1, rng), metrics
 
     return jax.jit(step) if jit else step
+
+
+def lr_schedule(
+    lr: float,
+    steps: int,
+    *,
+    warmup: int = 0,
+    decay: str = "none",
+    decay_steps: int | None = None,
+    final: float = 0.0,
+) -> optax.Schedule:
+    """Linear warmup from 0 over `warmup` steps, constant `lr`, then a decay to
+    `final * lr` over the last `decay_steps` (default: a fifth of `steps`).
+
+    `decay`: "none", "linear" or "cosine". Raises ValueError for another name or a
+    warmup and decay that do not fit in `steps`.
+    """
+    if decay not in ("none", "linear", "cosine"):
+        raise ValueError(f"decay must be 'none', 'linear' or 'cosine', got {decay!r}")
+    d = 0 if decay == "none" else (steps // 5 if decay_steps is None else decay_steps)
+    if warmup < 0 or d < 0 or warmup + d > steps:
+        raise ValueError(f"warmup {warmup} + decay {d} steps do not fit in {steps} steps")
+    parts = [optax.linear_schedule(0.0, lr, warmup)] if warmup else []
+    parts.append(optax.constant_schedule(lr))
+    if d:
+        tail = (
+            optax.linear_schedule(lr, final * lr, d)
+            if decay == "linear"
+            else optax.cosine_decay_schedule(lr, d, alpha=final)
+        )
+        parts.append(tail)
+    bounds = ([warmup] if warmup else []) + ([steps - d] if d else [])
+    return optax.join_schedules(parts, bounds) if bounds else parts[0]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -413,8 +448,10 @@ def _check_item(manager, step: int, item: str, like) -> None:
     got = _paths(tree)
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), _dtype(x)), like)
     want = _paths(abstract)
-    if item == "train":  # optax states are namedtuples, saved as lists: compare in order
-        got, want = list(got.values()), list(want.values())
+    if item == "train":
+        # optax states are namedtuples, saved as lists, and dataclass params (an SAE) are
+        # saved as dicts with sorted keys: the paths differ, so compare the leaves' shapes
+        got, want = sorted(got.values()), sorted(want.values())
         if got != want:
             raise CheckpointError(
                 f"optimizer state saved at step {step} under {manager.directory} does not match "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv-bench: mechjax plus the peer libraries that scripts/bench compares it
 # with (TransformerLens, nnsight, pyvene, penzai, HF transformers; scikit-learn for
-# scripts/bench_probes.py), on CPU torch 2.13.0.
+# scripts/bench_probes.py; SAELens and EleutherAI sparsify for scripts/bench_sae.py), on CPU
+# torch 2.13.0.
 #
 #     bash scripts/bench_setup.sh            # then: .venv-bench/bin/python scripts/bench
 #
@@ -16,7 +17,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-bench}
 # scikit-learn: the usual way of scripts/bench_probes.py (one LogisticRegression per layer);
 # the test extra has it too, listed here so the probing benchmark does not depend on that
-PEERS=(transformers accelerate transformer-lens nnsight pyvene penzai scikit-learn)
+PEERS=(transformers accelerate transformer-lens nnsight pyvene penzai scikit-learn sae-lens eai-sparsify)
 
 "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"

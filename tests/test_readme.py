@@ -49,6 +49,15 @@ LONG = {
         "tens of minutes of DAS training on two models; tests/test_das_repro.py runs every "
         "stage at smoke size"
     ),
+    "mechjax sae train smollm2-135m --site blocks.15.hook_resid_post --out out/sae": (
+        "500 SAE steps on SmolLM2 activations; tests/test_sae_cli.py trains at tiny size"
+    ),
+    "mechjax sae eval out/sae/sae smollm2-135m": (
+        "needs the SAE the train command writes; tests/test_sae_cli.py evaluates one"
+    ),
+    "mechjax reproduce dense-latents --out out/dense --quick": (
+        "minutes of SAE training on SmolLM2; tests/test_sae_repro.py runs every stage at smoke size"
+    ),
     "mechjax eval hle out/questions.jsonl smollm2-135m --chat": (
         "a minute of generation; tests/test_cli_eval.py runs the command on a tiny model"
     ),

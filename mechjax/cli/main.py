@@ -8,6 +8,7 @@
     mechjax attribute smollm2-135m --task ioi --method eap-ig
     mechjax steer smollm2-135m --instruction change_case:english_lowercase --layer 12 "prompt"
     mechjax eval hle questions.jsonl smollm2-135m   # HLE's accuracy and calibration error
+    mechjax sae train smollm2-135m --site blocks.15.hook_resid_post --out runs/topk
     mechjax reproduce --list              # the paper reproductions, one line each
     mechjax reproduce induction-emergence --out DIR [--quick]   # NAME --help: its options
 
@@ -27,6 +28,7 @@ from mechjax.cli import generate as generate_cmd
 from mechjax.cli import info as info_cmd
 from mechjax.cli import neuron as neuron_cmd
 from mechjax.cli import patch as patch_cmd
+from mechjax.cli import sae as sae_cmd
 from mechjax.cli import steer as steer_cmd
 from mechjax.cli.reproduce import REPRODUCTIONS, cmd_reproduce, list_reproductions
 
@@ -276,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_neuron(sub)
     _add_steer(sub)
     _add_eval(sub)
+    sae_cmd.add_parser(sub)
 
     # no automatic -h: after NAME, --help belongs to the reproduction's own parser; no
     # abbreviations, so a reproduction's options never resolve to `--list` or `--help`

@@ -56,6 +56,11 @@ REPRODUCTIONS = {
         "Causal variables (MIB, Mueller et al. 2025): DAS, boundless DAS, PCA and neuron "
         "masks, IIA per layer on IOI variables; a toy model with a known site; SmolLM2, Gemma 3",
     ),
+    "dense-latents": Reproduction(
+        "mechjax.analyses.dense_latents",
+        "Dense SAE latents are features (Sun, Stolfo et al. 2025): TopK and AbsoluteTopK "
+        "SAEs, density, antipodal pairs, dense-subspace ablation and retraining; SmolLM2",
+    ),
     "mechanistic-probe": Reproduction(
         "mechjax.analyses.mechanistic_probe",
         "MechanisticProbe (Hou et al. 2023): the reasoning tree read from attention "
