@@ -121,6 +121,36 @@ def test_rotation_swaps_exactly_its_subspace():
     np.testing.assert_allclose(out @ P, hb @ P, atol=1e-5)  # the rest from the base
 
 
+def test_a_mechjax_sae_as_a_featurizer(model):
+    """`from_sae`: swapping latents S of a TopK SAE gives h_base + decode(f') - decode(f_base)
+    with f' the base's latents but S from the source (numpy oracle); a learned mask over
+    the latents trains its logits only, the SAE frozen; transcoders are refused."""
+    from mechjax import sae as S
+
+    sae = S.init_sae(jax.random.PRNGKey(15), D, 64, "topk", k=6)
+    hb, hs = np.asarray(jax.random.normal(jax.random.PRNGKey(16), (2, 5, D)))
+    dims = np.arange(0, 64, 3)
+    got = C.interchange(C.from_sae(sae, dims), jnp.asarray(hb), jnp.asarray(hs))
+    fb, fs = (np.asarray(S.encode(sae, jnp.asarray(x))) for x in (hb, hs))
+    f = fb.copy()
+    f[..., dims] = fs[..., dims]
+    w, b = np.asarray(sae.W_dec), np.asarray(sae.b_dec)
+    want = hb + (f @ w + b) - (fb @ w + b)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    data = _data(n=32)
+    cfg = C.TrainConfig(steps=8, lr=5e-2, batch_size=16, temperature=(1.0, 0.05))
+    f0 = C.from_sae(sae, learned=True)
+    out = C.train(model, data, f0, layer=1, config=cfg)
+    assert not np.allclose(out.featurizer.logits, f0.logits)
+    np.testing.assert_array_equal(out.featurizer.params.W_enc, sae.W_enc)
+    assert 0.0 <= C.iia(model, data, out.featurizer, layer=1) <= 1.0
+
+    transcoder = S.init_sae(jax.random.PRNGKey(17), D, 64, "topk", k=6, d_out=D + 1)
+    with pytest.raises(InputError, match="transcoder"):
+        C.from_sae(transcoder)
+
+
 def test_several_sources_at_once():
     hb = jax.random.normal(jax.random.PRNGKey(9), (4, D))
     hs = jax.random.normal(jax.random.PRNGKey(10), (2, 4, D))

@@ -12,9 +12,19 @@ from mechjax.analyses import das as repro
 
 @pytest.mark.slow
 def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
+    import jax
+
+    from mechjax import sae as S
+
     monkeypatch.setattr(mj, "load", lambda name: tiny_smollm2)
+    # an SAE of the model's resid_post 0 (= resid_pre 1): SAE features at that site
+    meta = S.SAEMeta(model_name="smollm2-135m", hook_name="blocks.0.hook_resid_post")
+    sae_dir = S.save(
+        S.init_sae(jax.random.PRNGKey(0), 32, 64, "topk", k=4, meta=meta), tmp_path / "sae"
+    )
     out = tmp_path / "das"
-    assert repro.main(["--out", str(out), "--smoke", "--models", "smollm2-135m", "--quiet"]) == 0
+    argv = ["--out", str(out), "--smoke", "--models", "smollm2-135m", "--quiet"]
+    assert repro.main([*argv, "--sae", str(sae_dir)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["complete"] is True
     assert set(res["toy"]) == {"iia_right_site", "iia_wrong_site", "iia_wrong_variable"}
@@ -28,8 +38,14 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
     row = details["smollm2-135m"]["io_position"]
     # a random model answers few IOI prompts right: every pair is kept, and it says so
     assert row["filtered"] is False and (row["n_train"], row["n_test"]) == (32, 16)
+    site = m["sae_site"]
+    assert (site["site"], site["layer"]) == ("blocks.0.hook_resid_post", 1)
+    for _, var in repro.VARIABLES:
+        assert set(site[var]) == {"sae", "neurons_dbm", "das"}
+        assert all(0.0 <= x <= 1.0 for x in site[var].values())
     report = (out / "report.md").read_text()
     assert report.startswith("# DAS and the causal-variable track")
+    assert "SAE features are not better than neurons (smollm2-135m, io_name, layer 1)" in report
     assert "too few answered right" in report
     assert (out / "iia_per_layer.png").exists()
     (out / "report.md").unlink()
@@ -39,7 +55,9 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
     assert (out / "report.md").read_text() == report
     # --resume keeps every finished featurizer and the toy model: nothing trains again
     logs: list[str] = []
-    repro.reproduce(out, smoke=True, models=["smollm2-135m"], resume=True, log=logs.append)
+    repro.reproduce(
+        out, smoke=True, models=["smollm2-135m"], resume=True, log=logs.append, sae=sae_dir
+    )
     assert not any("iia" in line or "[" in line for line in logs), logs
     assert json.loads((out / "results.json").read_text()) == res
     # a resume with other settings is refused, naming them
@@ -47,6 +65,25 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
 
     with pytest.raises(InputError, match="other settings .*k"):
         repro.reproduce(out, quick=True, models=["smollm2-135m"], resume=True, log=logs.append)
+
+
+def test_an_sae_of_another_model_or_site_is_refused(tmp_path):
+    import jax
+
+    from mechjax import sae as S
+    from mechjax.analyses.das import sae_site
+    from mechjax.errors import InputError
+
+    meta = S.SAEMeta(model_name="gpt2", hook_name="blocks.0.hook_resid_post")
+    d = S.save(S.init_sae(jax.random.PRNGKey(0), 8, 16, "topk", k=2, meta=meta), tmp_path / "s")
+    with pytest.raises(InputError, match="names model 'gpt2'.*smollm2-135m"):
+        repro.reproduce(tmp_path / "o", smoke=True, models=["smollm2-135m"], sae=d)
+    assert sae_site.resid_pre_layer("blocks.3.hook_resid_post", 30) == 4
+    assert sae_site.resid_pre_layer("blocks.3.hook_resid_pre", 30) == 3
+    with pytest.raises(InputError, match="residual"):
+        sae_site.resid_pre_layer("blocks.3.hook_mlp_out", 30)
+    with pytest.raises(InputError, match="residual"):
+        sae_site.resid_pre_layer("blocks.29.hook_resid_post", 30)
 
 
 def test_layers_of_spans_the_network():

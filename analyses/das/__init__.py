@@ -21,10 +21,10 @@ What runs here:
 
 Fidelity: MIB's datasets, models (GPT-2, Qwen2.5, Gemma 2, Llama 3.1) and SAEs are not
 available offline. The tasks are rebuilt from their causal models (IOI with one template;
-the answer is read as the next token), the models are the two offline ones, and there is
-no SAE featurizer yet (the SAE issue has not landed; `featurizers.sae_features` takes any
-encoder/decoder pair). MIB scores IOI by a logit-difference MSE; here every variable is
-scored by IIA on the argmax token.
+the answer is read as the next token), the models are the two offline ones, and SAE
+features are compared with neurons and DAS only at the site of one SAE trained here
+(`--sae DIR`, `sae_site.py`), not at every layer. MIB scores IOI by a logit-difference
+MSE; here every variable is scored by IIA on the argmax token.
 """
 
 from __future__ import annotations
@@ -123,6 +123,33 @@ def featurizer_inits(
     raise ValueError(f"featurizer {name!r}; valid: {FEATURIZERS}")
 
 
+def split_pairs(model, task: str, var: str, settings: dict):
+    """(train, test, row): the variable's counterfactual pairs, kept where the model
+    answers the base prompt right (all of them if fewer than MIN_ANSWERED are), split into
+    fixed-size train and test sets; `row` describes the split for details.json."""
+    from mechjax.causal import causal_models as CM
+
+    data = CM.pairs(task, model.tokenizer, var, n=settings["n"] + settings["n_test"], seed=0)
+    ok = answered(model, data)
+    filtered = int(ok.sum()) >= MIN_ANSWERED
+    kept = data.rows(np.flatnonzero(ok)) if filtered else data
+    # fixed train and test sizes whatever the filter keeps, so both variables share one
+    # compiled program per featurizer
+    n_test = min(settings["n_test"], len(kept) // 3)
+    n_train = min(settings["n_train"], len(kept) - n_test)
+    train = kept.rows(slice(0, n_train))
+    test = kept.rows(slice(len(kept) - n_test, None))
+    row: dict = {
+        "n_pairs": len(data),
+        "base_accuracy": float(ok.mean()),
+        "filtered": filtered,
+        "n_train": len(train),
+        "n_test": len(test),
+        "label_changes": float(np.mean(test.info["changes"])),
+    }
+    return train, test, row
+
+
 def run_model(
     model, settings: dict, st, log, model_name: str = "", prior: dict | None = None
 ) -> dict:
@@ -131,7 +158,6 @@ def run_model(
     holds for a variable is kept, not trained again."""
     import jax
 
-    from mechjax.causal import causal_models as CM
     from mechjax.causal import das
 
     d, n_layers = model.config.d_model, model.config.n_layers
@@ -144,25 +170,11 @@ def run_model(
             out[var] = done
             log(f"{var}: every featurizer kept from the earlier run")
             continue
-        data = CM.pairs(task, model.tokenizer, var, n=settings["n"] + settings["n_test"], seed=0)
-        ok = answered(model, data)
-        filtered = int(ok.sum()) >= MIN_ANSWERED
-        kept = data.rows(np.flatnonzero(ok)) if filtered else data
-        # fixed train and test sizes whatever the filter keeps, so both variables share
-        # one compiled program per featurizer
-        n_test = min(settings["n_test"], len(kept) // 3)
-        n_train = min(settings["n_train"], len(kept) - n_test)
-        train = kept.rows(slice(0, n_train))
-        test = kept.rows(slice(len(kept) - n_test, None))
-        row: dict = {
-            "n_pairs": len(data),
-            "base_accuracy": float(ok.mean()),
-            "filtered": filtered,
-            "n_train": len(train),
-            "n_test": len(test),
-            "label_changes": float(np.mean(test.info["changes"])),
-        }
-        log(f"{var}: base accuracy {ok.mean():.2f}, {len(train)} train / {len(test)} test pairs")
+        train, test, row = split_pairs(model, task, var, settings)
+        log(
+            f"{var}: base accuracy {row['base_accuracy']:.2f}, {len(train)} train / "
+            f"{len(test)} test pairs"
+        )
         train_acts = das.site_acts(model, train, layers)
         test_acts = das.site_acts(model, test, layers)
         pca_data = base_vectors(model, train, layers)
@@ -216,6 +228,19 @@ def results_table(details: dict, models) -> dict:
         for _, var in VARIABLES:
             if var in details[m]:
                 out[m][var] = {f: details[m][var].get(f) for f in FEATURIZERS}
+        sae = (details.get("sae") or {}).get(m)
+        if sae:  # SAE features against neurons and DAS at the SAE's one site
+            from mechjax.analyses.das.sae_site import SAE_FEATURIZERS
+
+            out[m]["sae_site"] = {
+                "site": sae["site"],
+                "layer": sae["layer"],
+                **{
+                    var: {f: sae[var].get(f) for f in SAE_FEATURIZERS}
+                    for _, var in VARIABLES
+                    if var in sae
+                },
+            }
     return out
 
 
@@ -228,12 +253,15 @@ def reproduce(
     progress: bool | None = None,
     log=print,
     resume: bool = False,
+    sae: str | Path | None = None,
 ) -> dict:
     """Every model, then the toy model; details.json, results.json and report.md.
 
     `resume`: keep what an earlier run with the same settings left in `out_dir/details.json`
     (every featurizer finished for a model and variable, and the toy model) and run only
-    the rest.
+    the rest. `sae`: a SAELens-format SAE directory of one of `models` (its cfg names the
+    model and the site): SAE features against neurons and DAS at its site
+    (`sae_site.py`).
     """
     import mechjax as mj
     from mechjax.analyses.das.report import write_report
@@ -244,9 +272,15 @@ def reproduce(
     settings = {**_settings(quick, smoke), "smoke": smoke}
     t0 = time.time()
     meta: dict = {"settings": {**settings, "quick": quick, "models": list(models)}}
-    prior = prior_details(out / "details.json", meta["settings"], ("models",)) if resume else {}
+    the_sae = _load_sae(sae, models) if sae is not None else None
+    if the_sae is not None:
+        meta["settings"]["sae"] = {"path": str(sae), "model": the_sae.meta.model_name}
+    prior = (
+        prior_details(out / "details.json", meta["settings"], ("models", "sae")) if resume else {}
+    )
     details: dict = {}
     n_stages = 1 + len(models) * len(VARIABLES) * len(FEATURIZERS)
+    n_stages += 0 if the_sae is None else len(VARIABLES) * 3  # sae_site.SAE_FEATURIZERS
     with Stages(out / "details.json", n_stages, progress=progress, log=log) as st:
         st.timings.update(prior.get("stage_seconds", {}))
         st.save(meta)
@@ -254,6 +288,14 @@ def reproduce(
             model = mj.load(name)
             details[name] = run_model(model, settings, st, st.log, name, prior.get(name))
             st.save({name: details[name]})
+            if the_sae is not None and the_sae.meta.model_name == name:
+                from mechjax.analyses.das import sae_site
+
+                got = sae_site.run(
+                    model, the_sae, settings, st, st.log, name, prior.get("sae", {}).get(name)
+                )
+                details["sae"] = {name: got}
+                st.save({"sae": details["sae"]})
         if "toy" in prior:
             details["toy"] = prior["toy"]
         else:
@@ -270,6 +312,20 @@ def reproduce(
     return final
 
 
+def _load_sae(path, models):
+    """The SAE of `--sae`, checked to belong to one of the models run."""
+    from mechjax import sae as S
+    from mechjax.errors import InputError
+
+    the_sae = S.load(path)
+    if the_sae.meta.model_name not in models:
+        raise InputError(
+            f"--sae {path}: its cfg.json names model {the_sae.meta.model_name!r}, which is "
+            f"not among the models run ({', '.join(models)})"
+        )
+    return the_sae
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mechjax.analyses.stages import reproduction_parser
 
@@ -278,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Reproduce MIB's causal-variable track: DAS, boundless DAS, PCA and neuron masks.",
         quick_help="96 training pairs, 3 layers, 20 steps per featurizer",
         models=DEFAULT_MODELS,
+    )
+    ap.add_argument(
+        "--sae",
+        metavar="DIR",
+        help="a SAELens-format SAE of one of the models (e.g. from `mechjax sae train`): "
+        "SAE features against neurons and DAS at its site",
     )
     ap.add_argument(
         "--resume",
@@ -297,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         smoke=args.smoke,
         progress=False if args.quiet else None,
         resume=args.resume,
+        sae=args.sae,
     )
     return 0
 

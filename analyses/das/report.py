@@ -27,9 +27,12 @@ FIDELITY = """\
   template, names from the IOI name list), on SmolLM2-135M and Gemma 3 270M, and only
   pairs whose base prompt the model answers right are kept. MIB scores IOI variables with
   a logit-difference MSE; here IIA is argmax accuracy against the counterfactual token.
-- **SAE features.** Not run: the library's SAE type has not landed (the featurizer accepts
-  any encoder/decoder pair, tested). So the paper's "SAE features are not better than
-  neurons" cannot be checked here.
+- **SAE features.** MIB uses SAEs released for its models at every layer. None exist
+  offline for these models, and training one per layer is out of reach on this machine,
+  so SAE features are compared with neurons and DAS at the one site where an SAE was
+  trained with `mechjax sae train` (`--sae DIR`), with a learned mask over its latents
+  (MIB's differential masking on SAE features); without `--sae` the comparison is not
+  run.
 - **Toy model.** A small transformer trained with `mechjax.training` where the variable's
   site is known by construction (see `toy.py`): the check that DAS finds a variable where
   one is, and not where none can be.
@@ -79,10 +82,59 @@ def _claims(details: dict, models) -> list[str]:
                 f"| supervised DAS is the best featurizer ({m}, {var}) | best IIA per "
                 f"featurizer: {parts}; {verdict} |"
             )
-    lines.append(
-        "| SAE features are not better than neurons | not measured (no SAE featurizer yet) |"
-    )
+    lines += _sae_claims(details, models)
     return lines
+
+
+def _sae_claims(details: dict, models) -> list[str]:
+    """The SAE-vs-neurons claim, from the SAE site's stage (or why it was not measured)."""
+    sae = details.get("sae") or {}
+    lines = []
+    for m in models:
+        row = sae.get(m)
+        if not row:
+            continue
+        for var, r in row.items():
+            if not isinstance(r, dict) or "sae" not in r:
+                continue
+            s, n, d = r.get("sae"), r.get("neurons_dbm"), r.get("das")
+            better = s is not None and n is not None and s > n + 0.05
+            verdict = "does not agree: SAE features beat neurons" if better else "agrees"
+            lines.append(
+                f"| SAE features are not better than neurons ({m}, {var}, layer {row['layer']}) | "
+                f"SAE latents {_f(s)}, neurons {_f(n)}, DAS {_f(d)}; {verdict} (a margin "
+                "of 0.05 counts as equal) |"
+            )
+    if not lines:
+        lines.append(
+            "| SAE features are not better than neurons | not measured (run with --sae DIR) |"
+        )
+    return lines
+
+
+def _sae_table(details: dict, models) -> list[str]:
+    from mechjax.analyses.das.sae_site import SAE_FEATURIZERS
+
+    out: list[str] = []
+    for m in models:
+        row = (details.get("sae") or {}).get(m)
+        if not row:
+            continue
+        out += [
+            f"### {m}: SAE features at `{row['site']}` (resid_pre of layer {row['layer']}, "
+            f"{row['d_sae']} latents)",
+            "",
+            "Each featurizer trained on the same pairs with the same budget as above; IIA "
+            "on the held-out pairs.",
+            "",
+            "| variable | " + " | ".join(SAE_FEATURIZERS) + " |",
+            "|---|" + "---|" * len(SAE_FEATURIZERS),
+        ]
+        for var, r in row.items():
+            if isinstance(r, dict) and "sae" in r:
+                out.append(f"| {var} | " + " | ".join(_f(r.get(f)) for f in SAE_FEATURIZERS) + " |")
+        out.append("")
+    return out
 
 
 def _tables(details: dict, models) -> list[str]:
@@ -138,6 +190,9 @@ def _figure(out: Path, details: dict, models) -> str | None:
             if f in row:
                 ax.plot(layers, row[f], marker="o", label=f)
         ax.axhline(1 - row["label_changes"], color="grey", ls=":", label="no-op")
+        sae = (details.get("sae") or {}).get(m, {})
+        if isinstance(sae.get(v), dict) and sae[v].get("sae") is not None:
+            ax.plot([sae["layer"]], [sae[v]["sae"]], "k*", ms=10, label="SAE latents")
         ax.set_title(f"{m}: {v}", fontsize=9)
         ax.set_xlabel("layer (resid_pre, last token)")
         ax.set_ylim(-0.02, 1.02)
@@ -160,8 +215,8 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         "",
         "Fidelity: an offline analogue. The method (featurizers, interchange interventions, "
         "IIA) is MIB's; the data is rebuilt from the causal models, the models are "
-        "SmolLM2-135M and Gemma 3 270M instead of MIB's, there is no SAE featurizer yet, and "
-        "only `resid_pre` at the last token is searched. Details below.",
+        "SmolLM2-135M and Gemma 3 270M instead of MIB's, SAE features are compared at one "
+        "site only, and only `resid_pre` at the last token is searched. Details below.",
         "",
         f"Settings: {s.get('n')} + {s.get('n_test')} pairs per variable before filtering, "
         f"k = {s.get('k')}, {s.get('steps')} Adam steps of batch {s.get('batch')} at lr "
@@ -180,7 +235,7 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
     if toy:
         lines += [f"- {k}: {v}" for k, v in toy.items() if not isinstance(v, (dict, list))]
         lines.append("")
-    lines += ["## IIA per layer", "", *_tables(details, models)]
+    lines += ["## IIA per layer", "", *_tables(details, models), *_sae_table(details, models)]
     if fig:
         lines += [f"![IIA per layer]({fig})", ""]
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -212,6 +212,20 @@ class SAEFeatures(Featurizer):
         return self.d_in
 
 
+class SAEMask(SAEFeatures):
+    """SAE latents with a learned mask `logits [n_latents]` (differential binary masking
+    over an SAE's latents, as MIB selects a variable's SAE features); the SAE stays frozen."""
+
+    logits: Array = struct.field(default=None)
+
+    def mask(self, temperature=None):
+        return _soft_or_hard(self.logits, temperature)
+
+    @property
+    def learned_mask(self):
+        return True
+
+
 # ----------------------------------------------------------------------- constructors
 
 
@@ -286,6 +300,32 @@ def sae_features(encode: Callable, decode: Callable, params, d_in: int, n_latent
     """An SAE (or any encoder/decoder pair) as a featurizer; `dims` as for `identity`."""
     mask = identity(n_latents, dims).dims
     return SAEFeatures(params, mask, encode, decode, d_in)
+
+
+def sae_mask(
+    encode: Callable, decode: Callable, params, d_in: int, n_latents: int, init: float = -1.0
+) -> SAEMask:
+    """An SAE as a featurizer whose latents are chosen by a learned mask (logits start at
+    `init`, a mostly-closed mask that training opens); DAS's `train` updates the logits
+    only."""
+    ones = jnp.ones((n_latents,), jnp.float32)
+    return SAEMask(params, ones, encode, decode, d_in, jnp.full((n_latents,), init, jnp.float32))
+
+
+def from_sae(sae, dims=None, *, learned: bool = False, init: float = -1.0) -> SAEFeatures:
+    """A `mechjax.sae.SAE` as a featurizer: its latents `dims` (default all), or, with
+    `learned=True`, a learned mask over them (`sae_mask`). The SAE must read and write
+    the same site (not a transcoder)."""
+    from mechjax.sae import architectures as A
+
+    if sae.is_transcoder:
+        raise InputError(
+            f"from_sae: {sae!r} is a transcoder (it writes {sae.meta.hook_name_out or 'another site'}); "
+            "only an SAE that reconstructs its own site can featurize it"
+        )
+    if learned:
+        return sae_mask(A.encode, A.decode, sae, sae.d_in, sae.d_sae, init)
+    return sae_features(A.encode, A.decode, sae, sae.d_in, sae.d_sae, dims)
 
 
 # ----------------------------------------------------------------------- interchange
