@@ -168,12 +168,20 @@ def circuits_at(
     absolute: bool = True,
     method: str = "topn",
 ) -> np.ndarray:
-    """MIB's circuits: `int(k * n_edges)` edges per fraction k, pruned, [k, n_src, n_dst]."""
+    """MIB's circuits: `int(k * n_edges)` edges per fraction k, pruned, [k, n_src, n_dst].
+
+    `scores` [n_src, n_dst], or [n_fractions, n_src, n_dst] for one ranking per fraction
+    (learned masks, one per sparsity target).
+    """
     if method not in ("topn", "greedy"):
         raise InputError(f"construction {method!r}; valid: 'topn', 'greedy'")
     build = top_n if method == "topn" else greedy
+    s = np.asarray(scores)
+    per = s if s.ndim == 3 else [s] * len(fractions)  # one ranking per fraction (masks)
+    if len(per) != len(fractions):
+        raise InputError(f"{len(per)} score maps for {len(fractions)} fractions")
     out = [
-        prune(build(scores, graph, int(k * graph.n_edges), absolute=absolute), graph)
-        for k in fractions
+        prune(build(sk, graph, int(k * graph.n_edges), absolute=absolute), graph)
+        for sk, k in zip(per, fractions)
     ]
     return np.stack(out) if out else np.zeros((0,) + graph.valid.shape, bool)
