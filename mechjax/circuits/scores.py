@@ -35,6 +35,7 @@ score from a layer's heads to its own MLP (not an edge, see `mechjax.circuits.gr
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import jax
@@ -166,7 +167,8 @@ def eap_ig(
 
     `ablation` other than "corrupted" needs `variant="activations"` (EAP-IG's rule: the
     inputs variant interpolates toward the corrupted prompt). `chunk_size` gradient runs
-    share one vmapped step; `batch_size` pairs go through the model at once.
+    share one vmapped step (the steps are scanned in chunks, so memory holds one chunk's
+    gradients); `batch_size` pairs go through the model at once.
     """
     if variant == "inputs" and ablation != "corrupted":
         raise InputError(f"ablation {ablation!r} needs variant='activations'")
@@ -267,13 +269,26 @@ def _eap_ig(model, clean, corrupted, mask, alphas, groups, arrays, *, static, ch
                 hooks[x] = (hooks[x], Add(d)) if x in hooks else Add(d)
             return run_metric(model, clean, hooks, metric, attention_mask=mask)[0]
 
-        return _stack_nodes(dict(zip(probes, jax.grad(f)(zeros))), probes)
+        return jax.grad(f)(zeros)
 
-    total = jax.lax.map(lambda e: grads(*e), (alphas, groups), batch_size=chunk).mean(0)
-    if at == "outputs":
-        per_dim = jnp.einsum("bpsd,bpsd->sd", delta, total)
-        return per_dim if level == "neuron" else per_dim.sum(-1)
-    return jnp.einsum("bpsd,bptd->st", delta, total)
+    def contract(g):
+        """Scores of one chunk of gradient runs, site by site (no [b, p, n_dst, d] stack)."""
+        if at == "outputs":
+            g = _stack_nodes(dict(zip(probes, [x.sum(0) for x in g])), probes)
+            per_dim = jnp.einsum("bpsd,bpsd->sd", delta, g)
+            return per_dim if level == "neuron" else per_dim.sum(-1)
+        cols = [jnp.einsum("bpsd,cbptd->st", delta, x if x.ndim == 5 else x[:, :, :, None])
+                for x in g]  # fmt: skip
+        return jnp.concatenate(cols, 1)
+
+    pts = alphas.shape[0]
+    cs = math.gcd(pts, chunk)
+    body = lambda acc, ag: (acc + contract(jax.vmap(grads)(*ag)), None)  # noqa: E731
+    shape = jax.eval_shape(lambda: contract(jax.vmap(grads)(alphas[:cs], groups[:cs]))).shape
+    total, _ = jax.lax.scan(
+        body, jnp.zeros(shape), (alphas.reshape(pts // cs, cs), groups.reshape(pts // cs, cs))
+    )
+    return total / pts
 
 
 def exact_edge_scores(
