@@ -56,6 +56,11 @@ REPRODUCTIONS = {
         "Causal variables (MIB, Mueller et al. 2025): DAS, boundless DAS, PCA and neuron "
         "masks, IIA per layer on IOI variables; a toy model with a known site; SmolLM2, Gemma 3",
     ),
+    "mib": Reproduction(
+        "mechjax.analyses.mib",
+        "Circuit localization (MIB, Mueller et al. 2025): CPR/CMD of EAP, EAP-IG, IFR, "
+        "learned masks and random on IOI and addition; AUROC on a known circuit; SmolLM2, Gemma 3",
+    ),
     "mechanistic-probe": Reproduction(
         "mechjax.analyses.mechanistic_probe",
         "MechanisticProbe (Hou et al. 2023): the reasoning tree read from attention "
