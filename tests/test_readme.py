@@ -49,6 +49,10 @@ LONG = {
         "tens of minutes of DAS training on two models; tests/test_das_repro.py runs every "
         "stage at smoke size"
     ),
+    "mechjax reproduce mib --out out/mib --quick": (
+        "minutes of circuit discovery on SmolLM2; tests/test_mib_repro.py runs every stage at "
+        "smoke size"
+    ),
     "mechjax eval hle out/questions.jsonl smollm2-135m --chat": (
         "a minute of generation; tests/test_cli_eval.py runs the command on a tiny model"
     ),
