@@ -83,7 +83,7 @@ def greedy(scores, graph: Graph, n: int, *, absolute: bool = True) -> np.ndarray
     into: dict[int, list[tuple[float, int, int]]] = {}  # node -> its in-edges
     order = 0
     for i, j in np.argwhere(graph.valid):
-        into.setdefault(int(owner[j]), []).append((-s[i, j], order, int(i) * 10**6 + int(j)))
+        into.setdefault(int(owner[j]), []).append((float(-s[i, j]), order, int(i) * 10**6 + int(j)))
         order += 1
     heap = list(into.get(-1, []))  # edges into the logits; the logits are in
     heapq.heapify(heap)
@@ -111,8 +111,8 @@ def prune(edges, graph: Graph, neurons=None) -> np.ndarray:
     n_src = len(graph.src)
     alive = np.ones(n_src, bool) if neurons is None else np.asarray(neurons, bool).any(1)
     while True:
-        has_out = e.any(1)
-        dst_in = e.any(0)
+        has_out = np.asarray(e.any(1), bool)
+        dst_in = np.asarray(e.any(0), bool)
         has_in = np.zeros(n_src, bool)
         np.logical_or.at(has_in, owner[owner >= 0], dst_in[owner >= 0])
         has_in[0] = True  # the input node counts as fed
@@ -146,8 +146,8 @@ def neuron_circuit(neuron_scores, graph: Graph, n: int, *, absolute: bool = True
     keep = np.zeros(s.size, bool)
     keep[np.argsort(-s.ravel(), kind="stable")[:n]] = True
     neurons = keep.reshape(s.shape)
-    edges = prune(graph.valid & neurons.any(1)[:, None], graph, neurons)
-    nodes = edges.any(1)
+    edges = prune(graph.valid & np.asarray(neurons.any(1), bool)[:, None], graph, neurons)
+    nodes = np.asarray(edges.any(1), bool)
     return edges, neurons & nodes[:, None]
 
 

@@ -74,26 +74,30 @@ def _scores(args, model, b):
 
     c, k = jnp.asarray(b.clean), jnp.asarray(b.corrupted)
     mask = b.info.get("attention_mask")
-    kw = {"attention_mask": None if mask is None else jnp.asarray(mask)}
+    am = None if mask is None else jnp.asarray(mask)
     loss = metrics.Negate(b.logit_diff())
     bs = args.batch_size
     m = args.method
     if m == "eap":
-        return circuits.eap(model, c, k, loss, ablation=args.ablation, batch_size=bs, **kw)[0]
+        return circuits.eap(
+            model, c, k, loss, ablation=args.ablation, batch_size=bs, attention_mask=am
+        )[0]
     if m in ("eap-ig", "eap-ig-act"):
         variant = "activations" if m == "eap-ig-act" else "inputs"
         return circuits.eap_ig(model, c, k, loss, steps=args.steps, variant=variant,
-                               ablation=args.ablation, batch_size=bs, chunk_size=1, **kw)[0]  # fmt: skip
+                               ablation=args.ablation, batch_size=bs, chunk_size=1, attention_mask=am)[0]  # fmt: skip
     if m == "clean-corrupted":
-        return circuits.clean_corrupted(model, c, k, loss, batch_size=bs, **kw)[0]
+        return circuits.clean_corrupted(model, c, k, loss, batch_size=bs, attention_mask=am)[0]
     if m == "ifr":
-        return circuits.information_flow_routes(model, c, batch_size=bs, **kw)[0]
+        return circuits.information_flow_routes(model, c, batch_size=bs, attention_mask=am)[0]
     if m == "exact":
-        return circuits.exact_edge_scores(model, c, k, loss, ablation=args.ablation, **kw)[0]
+        return circuits.exact_edge_scores(
+            model, c, k, loss, ablation=args.ablation, attention_mask=am
+        )[0]
     if m == "masks":
         cfg = M.MaskConfig(steps=50, batch_size=min(bs, len(b)))
         res = M.train_masks(model, c, k, circuits.MIB_FRACTIONS, config=cfg,
-                            ablation=args.ablation, **kw)  # fmt: skip
+                            ablation=args.ablation, attention_mask=am)  # fmt: skip
         return M.keep_probability(res.log_alpha, cfg)
     g = circuits.graph_of(model)
     return np.random.RandomState(args.seed).randn(*g.valid.shape) * g.valid
