@@ -202,3 +202,24 @@ def test_node_and_neuron_scores(tiny_llama, pair, graph):
     assert 0 < len(kept) <= 3
     edges, neurons = C.neuron_circuit(neuron, graph, 40)
     assert neurons.sum() <= 40 and np.all(edges.any(1) <= neurons.any(1))
+
+
+def test_neuron_level_evaluation(tiny_llama, pair, graph):
+    """Every dimension kept = the full circuit; none kept = every edge ablated; half of
+    the input's dimensions kept = those dimensions clean in every reader."""
+    clean, corrupted, metric = pair
+    n_src = len(graph.src)
+    masks = np.stack([graph.valid] * 3)
+    neurons = np.ones((3, n_src, 32), bool)
+    neurons[1] = False
+    neurons[2, 0, 16:] = False  # the input node keeps its first 16 dimensions
+    full, none, half = np.asarray(circuits.evaluate_graph(
+        tiny_llama, clean, corrupted, metric, masks, neurons=neurons))  # fmt: skip
+    np.testing.assert_allclose(full, metric(jrun(tiny_llama, clean).logits), atol=1e-5)
+    np.testing.assert_allclose(none, metric(jrun(tiny_llama, corrupted).logits), atol=1e-4)
+    model = circuits.ungroup_gqa(tiny_llama)
+    site = "blocks.0.hook_resid_pre"
+    e = [jrun(model, t, capture=[site]).cache[site] for t in (clean, corrupted)]
+    mixed = e[0].at[:, :, 16:].set(e[1][:, :, 16:])  # what every reader of the input sees
+    ref = metric(jrun(model, clean, {site: mj.patch(mixed)}).logits)
+    np.testing.assert_allclose(half, ref, atol=1e-4)

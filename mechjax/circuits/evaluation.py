@@ -61,16 +61,43 @@ class _GraphHook:
         # [b, p, n_src, d] (or broadcastable), [n_src, n_dst], [n_src, d] or None
         self.ablated, self.off, self.keep = ablated, off, keep
         self.seen: list = []
+        self.block: dict = {}  # layer -> (sources seen, [b, p, 3h + 1, d] updates)
 
     def wants(self, name):
         return name in self.outs or name in self.ins
 
     def __call__(self, name, x):
         if name in self.ins and self.seen:
-            x = x + self._delta(name, x)
+            x = x + (self._delta(name, x) if self.post is not None else self._linear(name, x))
         if name in self.outs:
             self.seen.append(x if x.ndim == 4 else x[:, :, None])
         return x
+
+    def _diff(self, lo: int, hi: int):
+        """a_u - z_u(this run) of sources lo..hi-1 (kept dimensions zeroed)."""
+        cur = jnp.concatenate(self.seen, 2)[:, :, lo:hi]
+        diff = self.ablated[:, :, lo:hi] - cur
+        return diff if self.keep is None else diff * (1 - self.keep[lo:hi])
+
+    def _linear(self, name, x):
+        """Additive families: one contraction per layer for all its q/k/v/MLP inputs, the
+        MLP topped up with the sources seen since (its own layer's heads)."""
+        k = sum(s.shape[2] for s in self.seen)
+        start, stop = self._columns(name)
+        layer = sites_mod.parse(name).layer
+        if layer is None or name.endswith("hook_resid_post"):
+            d = jnp.einsum("bpsd,st->bptd", self._diff(0, k), self.off[:k, start:stop])
+            return self._shape(d, x)
+        base = layer * (3 * self.h + 1)
+        cols = slice(base, base + 3 * self.h + 1)
+        if layer not in self.block:
+            d = jnp.einsum("bpsd,st->bptd", self._diff(0, k), self.off[:k, cols])
+            self.block[layer] = (k, d)
+        k0, d = self.block[layer]
+        d = d[:, :, start - base : stop - base]
+        if k > k0:
+            d = d + jnp.einsum("bpsd,st->bptd", self._diff(k0, k), self.off[k0:k, start:stop])
+        return self._shape(d, x)
 
     def _delta(self, name, x):
         cur = jnp.concatenate(self.seen, 2)
