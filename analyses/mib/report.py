@@ -182,6 +182,24 @@ def _figure(out: Path, details: dict, models) -> str | None:
     return path.name
 
 
+def _missing(details: dict, s: dict) -> list[str]:
+    """The (model, task, method) runs the settings asked for and details.json lacks."""
+    gone = []
+    for m in s.get("models", []):
+        for t in s.get("tasks", []):
+            row = details.get(m, {}).get(t, {})
+            lost = [x for x in s.get("methods", []) if x not in row]
+            if lost:
+                gone.append(f"{t} on {m}: {', '.join(lost)}")
+    if not gone:
+        return []
+    return [
+        "**This run is partial**: the machine's time ran out before these finished (their "
+        "stages were not run; nothing was dropped from the tables): " + "; ".join(gone) + ".",
+        "",
+    ]
+
+
 def write_report(out: Path, details: dict, meta: dict) -> None:
     models = [m for m in meta["settings"]["models"] if m in details]
     s = meta["settings"]
@@ -200,8 +218,16 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         f"Settings ({kind} run, {meta.get('seconds', 0):.0f} s): {s.get('n_attr')} attribution "
         f"and {s.get('n_eval')} evaluation pairs per task, batches of {s.get('batch')}, "
         f"EAP-IG {s.get('ig_steps')} steps (activations: {s.get('act_steps')}), masks "
-        f"{s.get('mask_steps')} steps of {s.get('mask_batch')} pairs per fraction target.",
+        f"{s.get('mask_steps')} steps of {s.get('mask_batch')} pairs per fraction target."
+        + (
+            " EAP-IG over activations runs on the ground-truth model only: it costs steps x "
+            "(1 + 2 n_layers) gradient passes (61 per step on SmolLM2), beyond this machine's "
+            "budget for the language models."
+            if "eap_ig_activations" not in s.get("methods", [])
+            else ""
+        ),
         "",
+        *_missing(details, s),
         "## Claims",
         "",
         *_claims(details, models),
