@@ -193,9 +193,10 @@ def _missing(details: dict, s: dict) -> list[str]:
                 gone.append(f"{t} on {m}: {', '.join(lost)}")
     if not gone:
         return []
+    note = f" {details['note']}" if details.get("note") else ""
     return [
-        "**This run is partial**: the machine's time ran out before these finished (their "
-        "stages were not run; nothing was dropped from the tables): " + "; ".join(gone) + ".",
+        "**This run is partial**: these did not finish (nothing was dropped from the "
+        "tables): " + "; ".join(gone) + "." + note,
         "",
     ]
 
