@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-bench}
 # scikit-learn: the usual way of scripts/bench_probes.py (one LogisticRegression per layer);
 # the test extra has it too, listed here so the probing benchmark does not depend on that
-PEERS=(transformers accelerate transformer-lens nnsight pyvene penzai scikit-learn sae-lens eai-sparsify)
+PEERS=(transformers accelerate transformer-lens nnsight pyvene penzai scikit-learn sae-lens eai-sparsify auto-circuit)
 
 "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"

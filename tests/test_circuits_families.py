@@ -180,3 +180,14 @@ def test_post_ln_encoder_is_refused(pair):
     for call in calls:
         with pytest.raises(mj.InputError, match="'bert'"):
             call()
+
+
+def test_family_table_refuses_unknown_families(tiny_llama, pair):
+    """A family without a row (a new port) is refused by name, not run as if sequential."""
+    model = mj.Model(tiny_llama.params, tiny_llama.config, tiny_llama.family._replace(name="qwen3"))
+    with pytest.raises(mj.InputError, match="circuits: family 'qwen3' has no defined edge graph"):
+        circuits.graph_of(model)
+    clean, corrupted, metric = pair
+    with pytest.raises(mj.InputError, match="'qwen3'"):
+        circuits.eap(model, clean, corrupted, metric)
+    assert circuits.graph_of(tiny_llama).n_edges > 0  # the same weights under 'llama' run

@@ -58,6 +58,10 @@ LONG = {
     "mechjax reproduce dense-latents --out out/dense --quick": (
         "minutes of SAE training on SmolLM2; tests/test_sae_repro.py runs every stage at smoke size"
     ),
+    "mechjax reproduce mib --out out/mib --quick": (
+        "minutes of circuit discovery on SmolLM2; tests/test_mib_repro.py runs every stage at "
+        "smoke size"
+    ),
     "mechjax eval hle out/questions.jsonl smollm2-135m --chat": (
         "a minute of generation; tests/test_cli_eval.py runs the command on a tiny model"
     ),

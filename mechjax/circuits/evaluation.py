@@ -1,16 +1,25 @@
-"""Circuit evaluation: the clean run with every edge outside a circuit corrupted
-(EAP-IG's `evaluate_graph`), and MIB's faithfulness (CPR and CMD) over edge fractions.
+"""Circuit evaluation: the clean run with every edge outside a circuit ablated (EAP-IG's
+`evaluate_graph`).
 
-Only edges of `graph_of(model)` carry corrupted values (in a parallel block a layer's
+An edge u -> v outside the circuit carries u's *ablated* output into v's input instead of
+its value in this run: the corrupted run's output (`ablation="corrupted"`, MIB's
+patching), u's mean output over the clean prompts' real positions (`"mean"`) or zero
+(`"zero"`). So each destination input gets sum over its off edges of a_u - z_u(this run).
+
+Only edges of `graph_of(model)` carry ablated values (in a parallel block a layer's
 heads run before its MLP reads the block input, without an edge to it). With a
 post-attention norm the layer's head results are mixed before the norm rather than
 added after it, so a circuit's value is the patched model's, not an additive estimate.
+
+Neuron-level circuits (MIB's `neuron` level) keep some of each source's output
+dimensions: `neurons [n_src, d_model]` (True = in the circuit). As in EAP-IG, an edge
+whose source is only partly kept carries the ablated value on the dimensions not kept.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +27,6 @@ import numpy as np
 
 from mechjax import sites as sites_mod
 from mechjax.circuits.graph import (
-    Graph,
     _in_sites,
     _out_sites,
     _prepare,
@@ -26,48 +34,78 @@ from mechjax.circuits.graph import (
     graph_of,
     post_attn_norm,
 )
+from mechjax.errors import InputError
 from mechjax.model import Model, run
 from mechjax.patching import join_static, split_static
 
-__all__ = ["MIB_FRACTIONS", "evaluate_graph", "faithfulness"]
+__all__ = ["ABLATIONS", "ablated_outputs", "evaluate_graph"]
 
-MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+ABLATIONS = ("corrupted", "mean", "zero")
 
 
 class _GraphHook:
-    """Runs the clean input with edges outside the circuit carrying corrupted values.
+    """Runs the clean input with edges outside the circuit carrying ablated values.
 
-    Each destination input gets the sum over its non-circuit edges u of
-    z_u(corrupted) - z_u(this run), as EAP-IG's `evaluate_graph` does. With a
-    post-attention norm `post` (Gemma 3), a layer's heads are not additive: that layer's
-    term is instead post(sum of its head results, each corrupted where its edge to this
-    input is off) - post(sum of this run's head results), so corrupting every out-edge
-    of a head equals patching its result.
+    Each destination input gets the sum over its off edges u of a_u - z_u(this run), as
+    EAP-IG's `evaluate_graph` does. With a post-attention norm `post` (Gemma 3), a
+    layer's heads are not additive: that layer's term is instead post(sum of its head
+    results, each ablated where its edge to this input is off) - post(sum of this run's
+    head results), so ablating every out-edge of a head equals patching its result.
     """
 
-    def __init__(self, model, corrupt, off, post):
+    def __init__(self, model, ablated, off, keep, post):
         n_layers = model.config.n_layers
         self.outs, self.ins = _out_sites(n_layers), _in_sites(n_layers)
         self.h = model.config.n_heads
         self.model, self.post = model, post
-        self.corrupt, self.off = corrupt, off  # [b, p, n_src, d], [n_src, n_dst]
+        # [b, p, n_src, d] (or broadcastable), [n_src, n_dst], [n_src, d] or None
+        self.ablated, self.off, self.keep = ablated, off, keep
         self.seen: list = []
+        self.block: dict = {}  # layer -> (sources seen, [b, p, 3h + 1, d] updates)
 
     def wants(self, name):
         return name in self.outs or name in self.ins
 
     def __call__(self, name, x):
         if name in self.ins and self.seen:
-            x = x + self._delta(name, x)
+            x = x + (self._delta(name, x) if self.post is not None else self._linear(name, x))
         if name in self.outs:
             self.seen.append(x if x.ndim == 4 else x[:, :, None])
         return x
+
+    def _diff(self, lo: int, hi: int):
+        """a_u - z_u(this run) of sources lo..hi-1 (kept dimensions zeroed)."""
+        cur = jnp.concatenate(self.seen, 2)[:, :, lo:hi]
+        diff = self.ablated[:, :, lo:hi] - cur
+        return diff if self.keep is None else diff * (1 - self.keep[lo:hi])
+
+    def _linear(self, name, x):
+        """Additive families: one contraction per layer for all its q/k/v/MLP inputs, the
+        MLP topped up with the sources seen since (its own layer's heads)."""
+        k = sum(s.shape[2] for s in self.seen)
+        start, stop = self._columns(name)
+        layer = sites_mod.parse(name).layer
+        if layer is None or name.endswith("hook_resid_post"):
+            d = jnp.einsum("bpsd,st->bptd", self._diff(0, k), self.off[:k, start:stop])
+            return self._shape(d, x)
+        base = layer * (3 * self.h + 1)
+        cols = slice(base, base + 3 * self.h + 1)
+        if layer not in self.block:
+            d = jnp.einsum("bpsd,st->bptd", self._diff(0, k), self.off[:k, cols])
+            self.block[layer] = (k, d)
+        k0, d = self.block[layer]
+        d = d[:, :, start - base : stop - base]
+        if k > k0:
+            d = d + jnp.einsum("bpsd,st->bptd", self._diff(k0, k), self.off[k0:k, start:stop])
+        return self._shape(d, x)
 
     def _delta(self, name, x):
         cur = jnp.concatenate(self.seen, 2)
         k = cur.shape[2]
         start, stop = self._columns(name)
-        diff, off = self.corrupt[:, :, :k] - cur, self.off[:k, start:stop]
+        diff, off = self.ablated[:, :, :k] - cur, self.off[:k, start:stop]
+        if self.keep is not None:  # dimensions of a source in the circuit stay as they are
+            diff = diff * (1 - self.keep[:k])
         if self.post is None:
             return self._shape(jnp.einsum("bpsd,st->bptd", diff, off), x)
         # the input and the MLPs stay additive; each seen layer's heads go through the norm
@@ -102,90 +140,102 @@ class _GraphHook:
         return start, start + h
 
 
-def _graph_metric(model, clean, corrupt, off, metric, mask):
-    hook = _GraphHook(model, corrupt, off, post_attn_norm(model))
+def _real(mask, shape):
+    """[b, p, 1, 1] weights of real tokens (all ones without a mask)."""
+    if mask is None:
+        return jnp.ones(shape[:2] + (1, 1))
+    return jnp.asarray(mask, jnp.float32)[:, :, None, None]
+
+
+def ablated_outputs(model, clean, corrupted, mask, ablation: str):
+    """Every source's ablated output, [b, p, n_src, d] (mean and zero broadcast over b, p).
+
+    "mean" is each source's mean output over the clean prompts' real positions.
+    """
+    outs = _out_sites(model.config.n_layers)
+    if ablation == "corrupted":
+        return _stack_nodes(run(model, corrupted, capture=outs, attention_mask=mask).cache, outs)
+    shape = jax.eval_shape(
+        lambda: _stack_nodes(run(model, clean, capture=outs, attention_mask=mask).cache, outs)
+    ).shape
+    if ablation == "zero":
+        return jnp.zeros((1, 1) + shape[2:])
+    z = _stack_nodes(run(model, clean, capture=outs, attention_mask=mask).cache, outs)
+    w = _real(mask, shape)
+    return ((z * w).sum((0, 1)) / w.sum((0, 1)))[None, None]
+
+
+def _check_ablation(ablation: str) -> None:
+    if ablation not in ABLATIONS:
+        raise InputError(f"ablation {ablation!r}; valid: {ABLATIONS}")
+
+
+def _graph_metric(model, clean, ablated, off, keep, metric, mask):
+    hook = _GraphHook(model, ablated, off, keep, post_attn_norm(model))
     return metric(model.forward(clean, hook=hook, attention_mask=mask))
 
 
 def evaluate_graph(
-    model: Model, clean, corrupted, metric: Callable, in_circuit, *, attention_mask=None
-):
-    """The metric with every edge outside `in_circuit` ([n_src, n_dst] bool) corrupted.
-
-    `in_circuit` may carry leading batch axes (one circuit each); entries outside the
-    graph (`graph_of(model).valid`) are ignored.
-    """
-    model, clean, corrupted = _prepare(model, clean, corrupted)
-    valid = jnp.asarray(graph_of(model).valid)
-    arrays, static = split_static(metric)
-    return _evaluate(
-        model,
-        clean,
-        corrupted,
-        attention_mask,
-        jnp.asarray(in_circuit),
-        valid,
-        arrays,
-        static=static,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("static",))
-def _evaluate(model, clean, corrupted, mask, in_circuit, valid, arrays, *, static):
-    metric = join_static(arrays, static)
-    outs = _out_sites(model.config.n_layers)
-    corrupt = _stack_nodes(run(model, corrupted, capture=outs, attention_mask=mask).cache, outs)
-    # only edges of the graph carry corrupted values: in a parallel block a layer's heads
-    # are computed before its MLP reads the block input, but have no edge to it
-    off = (valid & ~in_circuit.astype(bool)).astype(corrupt.dtype)
-    if off.ndim == 2:
-        return _graph_metric(model, clean, corrupt, off, metric, mask)
-    return jax.lax.map(
-        lambda o: _graph_metric(model, clean, corrupt, o, metric, mask), off, batch_size=16
-    )
-
-
-def faithfulness(
     model: Model,
     clean,
     corrupted,
     metric: Callable,
-    scores,
-    graph: Graph,
+    in_circuit,
     *,
-    fractions: Sequence[float] = MIB_FRACTIONS,
-    absolute: bool = False,
+    ablation: str = "corrupted",
+    neurons=None,
     attention_mask=None,
-) -> dict:
-    """MIB's circuit faithfulness: f(C_k) at each edge fraction k, CPR and CMD.
+):
+    """The metric with every edge outside `in_circuit` ([n_src, n_dst] bool) ablated.
 
-    f = (m(C_k) - m(empty)) / (m(full) - m(empty)); C_k = the top ceil(k * n_edges)
-    edges by score (|score| if `absolute`, as for CMD); CPR and CMD are trapezoids on a
-    linear axis over the fractions. (EAP-IG's pruning of dangling nodes is not applied.)
+    `in_circuit` may carry leading batch axes (one circuit each, evaluated in one
+    compiled program); entries outside the graph (`graph_of(model).valid`) are ignored.
+    `neurons` ([n_src, d_model] bool, with the same leading axes if any) keeps part of each
+    source's output (MIB's neuron level); `ablation` is "corrupted", "mean" or "zero".
+    Pass circuits through `construction.prune` first to evaluate them as MIB does.
     """
-    s = np.asarray(scores, np.float64)
-    s = np.abs(s) if absolute else s
-    idx = np.argwhere(graph.valid)
-    order = np.argsort(-s[idx[:, 0], idx[:, 1]], kind="stable")
-    fr = np.asarray(fractions, np.float64)
-    masks = np.zeros((len(fr) + 2,) + graph.valid.shape, bool)
-    for i, k in enumerate(fr):
-        top = idx[order[: int(np.ceil(k * len(idx)))]]
-        masks[i, top[:, 0], top[:, 1]] = True
-    masks[-1] = graph.valid  # full model; masks[-2] = empty circuit
-    vals = np.asarray(
-        evaluate_graph(model, clean, corrupted, metric, masks, attention_mask=attention_mask)
+    _check_ablation(ablation)
+    model, clean, corrupted = _prepare(model, clean, corrupted)
+    valid = jnp.asarray(graph_of(model).valid)
+    circ = jnp.asarray(in_circuit)
+    if circ.shape[-2:] != valid.shape:
+        raise InputError(
+            f"in_circuit has shape {tuple(circ.shape)}; expected [..., {valid.shape[0]}, "
+            f"{valid.shape[1]}] (n_src, n_dst of graph_of(model))"
+        )
+    keep = None
+    if neurons is not None:
+        keep = jnp.asarray(neurons).astype(jnp.float32)
+        want = circ.shape[:-2] + (valid.shape[0], model.config.d_model)
+        if keep.shape != want:
+            raise InputError(f"neurons has shape {tuple(keep.shape)}; expected {want}")
+    arrays, static = split_static(metric)
+    return _evaluate(
+        model, clean, corrupted, attention_mask, circ, keep, valid, arrays,
+        static=static, ablation=ablation,
+    )  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnames=("static", "ablation"))
+def _evaluate(model, clean, corrupted, mask, in_circuit, keep, valid, arrays, *, static, ablation):
+    metric = join_static(arrays, static)
+    ablated = ablated_outputs(model, clean, corrupted, mask, ablation)
+    circ = in_circuit.astype(bool)
+    if keep is not None:  # an edge counts as in only if its source is wholly kept (EAP-IG)
+        circ = circ & (keep.sum(-1) == keep.shape[-1])[..., None]
+    # only edges of the graph carry ablated values: in a parallel block a layer's heads
+    # are computed before its MLP reads the block input, but have no edge to it
+    off = (valid & ~circ).astype(ablated.dtype)
+    if off.ndim == 2:
+        return _graph_metric(model, clean, ablated, off, keep, metric, mask)
+    if keep is None:
+        return jax.lax.map(
+            lambda o: _graph_metric(model, clean, ablated, o, None, metric, mask),
+            off,
+            batch_size=16,
+        )
+    return jax.lax.map(
+        lambda ok: _graph_metric(model, clean, ablated, ok[0], ok[1], metric, mask),
+        (off, keep),
+        batch_size=16,
     )
-    empty, full = vals[-2], vals[-1]
-    f = (vals[:-2] - empty) / (full - empty)
-    width = np.diff(fr)
-    cpr = float(np.sum(width * (f[1:] + f[:-1]) / 2))
-    cmd = float(np.sum(width * (np.abs(1 - f[1:]) + np.abs(1 - f[:-1])) / 2))
-    return {
-        "fractions": fr,
-        "f": f,
-        "cpr": cpr,
-        "cmd": cmd,
-        "empty": float(empty),
-        "full": float(full),
-    }

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
 from mechjax.errors import InputError
 from mechjax.hooks import NULL_HOOK
-from mechjax.model import ENCODER_FAMILIES, Model
+from mechjax.model import Model
 from mechjax.patching.blocks import _check_pair
 
 __all__ = ["Graph", "graph_of", "ungroup_gqa"]
@@ -77,25 +77,64 @@ class Graph(NamedTuple):
         return [(self.src[i], self.dst[j], float(s[i, j])) for i, j in zip(*np.nonzero(self.valid))]
 
 
+def _gemma3_post_attn(model: Model, layer: int, x):
+    """Gemma 3's `ln1_post` on a summed attention output `x` [..., d_model]."""
+    # the model's own norm (a package-dir mapping, so reached through the importer)
+    norm = importlib.import_module("mechjax.models.gemma3")._norm
+    w = model.params["blocks"][layer]["ln1_post"]["w"]
+    return norm(x, w, model.config, NULL_HOOK, "")
+
+
+class FamilyGraph(NamedTuple):
+    """How a family's blocks map onto the edge graph (one row of `FAMILY_GRAPHS`).
+
+    parallel: config -> whether attention and MLP both read the block input;
+    post_attn_norm: f(model, layer, summed head results) = what joins the residual
+      stream, for families that normalise the attention output (None: it joins as is).
+    """
+
+    parallel: Callable[[Any], bool] = lambda cfg: False
+    post_attn_norm: Callable | None = None
+
+
+# family name -> its graph, or the reason it has none. A new family gets a row once its
+# residual stream is checked to be a sum of node outputs (tests/test_circuits_families.py
+# compares every edge with a hand-patched forward); until then circuits refuse it.
+FAMILY_GRAPHS: dict[str, FamilyGraph | str] = {
+    "gpt2": FamilyGraph(),
+    "llama": FamilyGraph(),
+    "neox": FamilyGraph(parallel=lambda cfg: bool(getattr(cfg, "parallel_residual", False))),
+    "gemma3": FamilyGraph(post_attn_norm=_gemma3_post_attn),
+    "bert": "a post-LN encoder: each sublayer's output is normalised with the residual "
+    "stream it joins, so node outputs are not additive",
+    "toy": "the toy family has no split q/k/v input sites (hook_q_input/k_input/v_input)",
+}
+
+
+def family_graph(model: Model) -> FamilyGraph:
+    """The family's row of `FAMILY_GRAPHS`; `InputError` naming the family if it has none."""
+    name = model.family.name
+    row = FAMILY_GRAPHS.get(name)
+    if row is None:
+        known = sorted(k for k, v in FAMILY_GRAPHS.items() if isinstance(v, FamilyGraph))
+        row = (
+            f"it is not in mechjax.circuits.graph.FAMILY_GRAPHS (families with a graph: "
+            f"{known}); add its row once its residual stream is checked to be a sum of "
+            "node outputs"
+        )
+    if isinstance(row, str):
+        raise InputError(f"circuits: family {name!r} has no defined edge graph: {row}")
+    return row
+
+
 def is_parallel(model: Model) -> bool:
     """Whether each block's attention and MLP both read the block input."""
-    return bool(getattr(model.config, "parallel_residual", False))
+    return bool(family_graph(model).parallel(model.config))
 
 
 def _check_family(model: Model) -> None:
-    """Refuse families whose residual stream is not a sum of node outputs."""
-    name = model.family.name
-    if name in ENCODER_FAMILIES:
-        raise InputError(
-            f"family {name!r} is a post-LN encoder: each sublayer's output is normalised "
-            "with the residual stream it joins, so node outputs are not additive and the "
-            "circuit graph is not defined"
-        )
-    if "blocks.0.ln1_post.hook_scale" in model.sites and name not in _POST_ATTN_NORMS:
-        raise InputError(
-            f"family {name!r} has a post-attention norm that circuit evaluation does not "
-            f"know how to recompute (known: {sorted(_POST_ATTN_NORMS)})"
-        )
+    """Refuse families whose residual stream is not (known to be) a sum of node outputs."""
+    family_graph(model)
 
 
 def graph_of(model: Model) -> Graph:
@@ -117,21 +156,9 @@ def graph_of(model: Model) -> Graph:
     return Graph(tuple(src), tuple(dst), valid)
 
 
-def _gemma3_post_attn(model: Model, layer: int, x):
-    """Gemma 3's `ln1_post` on a summed attention output `x` [..., d_model]."""
-    # the model's own norm (a package-dir mapping, so reached through the importer)
-    norm = importlib.import_module("mechjax.models.gemma3")._norm
-    w = model.params["blocks"][layer]["ln1_post"]["w"]
-    return norm(x, w, model.config, NULL_HOOK, "")
-
-
-# family -> f(model, layer, summed head results) = what joins the residual stream
-_POST_ATTN_NORMS: dict[str, Callable] = {"gemma3": _gemma3_post_attn}
-
-
 def post_attn_norm(model: Model) -> Callable | None:
     """The family's post-attention norm as f(model, layer, x), or None if it has none."""
-    return _POST_ATTN_NORMS.get(model.family.name)
+    return family_graph(model).post_attn_norm
 
 
 # ------------------------------------------------------------------------------ sites

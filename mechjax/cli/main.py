@@ -6,6 +6,7 @@
     mechjax generate smollm2-135m "prompt" -n 40 --chat   # streamed, KV cache
     mechjax patch smollm2-135m --task ioi --site resid_pre --out grid.npz
     mechjax attribute smollm2-135m --task ioi --method eap-ig
+    mechjax circuit smollm2-135m --task ioi --method eap-ig --out DIR   # MIB's circuits
     mechjax steer smollm2-135m --instruction change_case:english_lowercase --layer 12 "prompt"
     mechjax eval hle questions.jsonl smollm2-135m   # HLE's accuracy and calibration error
     mechjax sae train smollm2-135m --site blocks.15.hook_resid_post --out runs/topk
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mechjax.cli import circuit as circuit_cmd
 from mechjax.cli import evaluate as eval_cmd
 from mechjax.cli import generate as generate_cmd
 from mechjax.cli import info as info_cmd
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_steer(sub)
     _add_eval(sub)
     sae_cmd.add_parser(sub)
+    circuit_cmd.add_parser(sub)
 
     # no automatic -h: after NAME, --help belongs to the reproduction's own parser; no
     # abbreviations, so a reproduction's options never resolve to `--list` or `--help`

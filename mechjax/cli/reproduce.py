@@ -61,6 +61,11 @@ REPRODUCTIONS = {
         "Dense SAE latents are features (Sun, Stolfo et al. 2025): TopK and AbsoluteTopK "
         "SAEs, density, antipodal pairs, dense-subspace ablation and retraining; SmolLM2",
     ),
+    "mib": Reproduction(
+        "mechjax.analyses.mib",
+        "Circuit localization (MIB, Mueller et al. 2025): CPR/CMD of EAP, EAP-IG, IFR, "
+        "learned masks and random on IOI and addition; AUROC on a known circuit; SmolLM2, Gemma 3",
+    ),
     "mechanistic-probe": Reproduction(
         "mechjax.analyses.mechanistic_probe",
         "MechanisticProbe (Hou et al. 2023): the reasoning tree read from attention "

@@ -14,6 +14,8 @@ One module per task family:
 - `retrieval`: that paper's controls, `number_retrieval` and `factual_recall`.
 - `greater_than`: Hanna et al. (2023).
 - `induction`: repeated random tokens.
+- `mcqa`: MIB's copy-colors multiple choice and ARC-style questions from a local JSONL
+  file (`multiple_choice`), each with the symbol counterfactual.
 - `batch`: `TaskBatch`, `single_token`, `from_pair`, `check_spacing` and the shared batch
   builder.
 
@@ -26,6 +28,7 @@ from mechjax.tasks.batch import TaskBatch, TaskError, check_spacing, from_pair, 
 from mechjax.tasks.greater_than import greater_than
 from mechjax.tasks.induction import induction
 from mechjax.tasks.ioi import ABBA_TEMPLATES, BABA_TEMPLATES, ioi
+from mechjax.tasks.mcqa import mcqa, multiple_choice
 from mechjax.tasks.retrieval import ENTITY_TEMPLATES, factual_recall, number_retrieval
 
 __all__ = [
@@ -42,6 +45,8 @@ __all__ = [
     "greater_than",
     "induction",
     "ioi",
+    "mcqa",
+    "multiple_choice",
     "number_retrieval",
     "single_token",
 ]
