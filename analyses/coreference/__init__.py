@@ -165,7 +165,7 @@ def _features(model, cells: dict, settings: dict, cache: Path, log) -> dict[str,
 
 
 def _distance_bins() -> list[tuple[int, int]]:
-    return [(0, 16), (16, 64), (64, 256), (256, 100_000)]
+    return [(0, 16), (16, 64), (64, 256), (256, 1_000_000)]
 
 
 def evaluate_cell(docs: list, feats: list, scorer) -> dict:

@@ -17,6 +17,7 @@ best candidate or opens a new entity (best-first clustering).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Int
 
 from mechjax.analyses.coreference.documents import Doc
 
@@ -147,53 +149,56 @@ def _logits(params, x, kinds, valid):
     return jnp.concatenate([d, s], axis=-1)  # candidate 0 = new entity
 
 
+def _nll(params, mu, sd, x, kinds, valid, target, real, l2):
+    w, dummy = params
+    logits = _logits((w, dummy, mu, sd), x, kinds, valid)
+    logz = jax.nn.logsumexp(logits, -1)
+    logp = jax.nn.logsumexp(jnp.where(target, logits, -1e9), -1) - logz
+    return -(logp * real).sum() / real.sum() + l2 * (w**2).sum()
+
+
 def fit_scorer(
     docs: Sequence[DocFeatures], *, steps: int = 300, lr: float = 0.05, l2: float = 1e-3
 ) -> Scorer:
-    """Fit the mention-ranking scorer on training documents (full batch, Adam)."""
+    """Fit the mention-ranking scorer on training documents (full batch, Adam); the
+    whole optimisation is one compiled `lax.scan` over the steps, the data its argument."""
     x, kinds, real, valid, gold, first = _stack(docs)
     pairs = x[valid]
     mu, sd = pairs.mean(0), pairs.std(0) + 1e-6
     target = np.concatenate([first[..., None], gold], axis=-1)  # [N, M, 1 + M]
-    xj, kj, vj, tj, rj = (jnp.asarray(a) for a in (x, kinds, valid, target, real))
-
-    def loss(p):
-        w, dummy = p
-        logits = _logits((w, dummy, mu, sd), xj, kj, vj)
-        logz = jax.nn.logsumexp(logits, -1)
-        logp = jax.nn.logsumexp(jnp.where(tj, logits, -1e9), -1) - logz
-        nll = -(logp * rj).sum() / rj.sum()
-        return nll + l2 * (w**2).sum()
-
     opt = optax.adam(lr)
     params = (jnp.zeros(x.shape[-1]), jnp.zeros(len(KINDS)))
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state, value
-
-    for _ in range(steps):
-        params, state, _ = step(params, state)
-    w, dummy = params
+    data = tuple(jnp.asarray(a) for a in (mu, sd, x, kinds, valid, target, real))
+    w, dummy = _fit(params, opt.init(params), data, jnp.float32(l2), steps, opt)
     return Scorer(np.asarray(w), np.asarray(dummy), mu, sd)
 
 
-def predict_antecedents(scorer: Scorer, doc: DocFeatures) -> np.ndarray:
+@functools.partial(jax.jit, static_argnames=("steps", "opt"))
+def _fit(params, state, data, l2, steps: int, opt):
+    def step(carry, _):
+        params, state = carry
+        grads = jax.grad(_nll)(params, *data, l2)
+        updates, state = opt.update(grads, state)
+        return (optax.apply_updates(params, updates), state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, state), None, length=steps)
+    return params
+
+
+def predict_antecedents(scorer: Scorer, doc: DocFeatures) -> Int[np.ndarray, " mentions"]:
     """Per mention: the index of its predicted antecedent, or -1 for a new entity."""
     x, kinds, _, valid, _, _ = _stack([doc])
     logits = np.asarray(_logits(tuple(scorer), x, kinds, valid))[0]
-    best = logits[: doc.n_mentions].argmax(-1)
-    return best - 1
+    return (logits[: doc.n_mentions].argmax(-1) - 1).astype(np.int64)
 
 
-def clusters_of(antecedents: Sequence[int], spans: Sequence[Any]) -> list[list[Any]]:
+def clusters_of(
+    antecedents: Int[np.ndarray, " mentions"] | Sequence[int], spans: Sequence[Any]
+) -> list[list[Any]]:
     """Entities from antecedent links (best-first): `spans[i]` joins its antecedent's."""
     cluster: list[int] = []
     out: list[list[Any]] = []
-    for i, a in enumerate(antecedents):
+    for i, a in enumerate(int(a) for a in antecedents):
         if a < 0:
             cluster.append(len(out))
             out.append([spans[i]])

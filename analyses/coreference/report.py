@@ -141,7 +141,8 @@ def _accuracy(details: dict) -> list[str]:
     from mechjax.analyses.coreference import _distance_bins
 
     lines = ["| predictor | first mention (new) | name | pronoun | role | "
-             + " | ".join(f"distance {lo}-{hi}" for lo, hi in _distance_bins()) + " |",
+             + " | ".join(f"distance {lo}-{hi - 1}" if hi < 1_000_000 else f"distance {lo}+"
+                        for lo, hi in _distance_bins()) + " |",
              "|---|---|---|---|---|" + "---|" * len(_distance_bins())]  # fmt: skip
     for p in ("short_trained", "all_trained"):
         rows = details.get("results", {}).get(p, {})

@@ -192,12 +192,19 @@ class Prediction(NamedTuple):
 
 
 def predict(
-    params, cfg: llama.Config, vocab: Vocab, problems: Sequence[str], *, max_new: int, batch: int
+    params,
+    cfg: llama.Config,
+    vocab: Vocab,
+    problems: Sequence[str],
+    *,
+    max_new: int,
+    batch: int,
+    bucket: int = 32,
 ) -> list[Prediction]:
     """Answer-only, CoT or unified student: one greedy generation per problem."""
     model = _student(params, cfg)
     prompts = [vocab.encode(p) + [vocab.sep] for p in problems]
-    gen = generate_ids(model, prompts, max_new, batch=batch, stop_tokens=[vocab.eos])
+    gen = generate_ids(model, prompts, max_new, batch=batch, bucket=bucket, stop_tokens=[vocab.eos])
     out = []
     for ids in gen:
         words = vocab.decode(_until(ids, [vocab.eos])[0])
@@ -215,6 +222,7 @@ def predict_pair(
     *,
     max_steps: int,
     batch: int,
+    bucket: int = 32,
 ) -> list[Prediction]:
     """The Socratic pair: the decomposer asks, the solver answers, until the decomposer
     stops (or `max_steps`)."""
@@ -223,14 +231,19 @@ def predict_pair(
     questions: list[list[list[int]]] = [[] for _ in problems]
     solutions: list[list[list[int]]] = [[] for _ in problems]
     running = list(range(len(problems)))
-    room = N_CTX - 32  # a prompt is padded up to 32 tokens more than its length
+    room = N_CTX - bucket  # a prompt is padded up to `bucket` tokens more than its length
     for _ in range(max_steps):
         prompts = {i: base[i] + sum((q + [vocab.sep] for q in questions[i]), []) for i in running}
         running = [i for i in running if len(prompts[i]) + 32 <= room]  # no room: it stops
         if not running:
             break
         asked = generate_ids(
-            qg, [prompts[i] for i in running], 32, batch=batch, stop_tokens=[vocab.sep, vocab.eos]
+            qg,
+            [prompts[i] for i in running],
+            32,
+            batch=batch,
+            bucket=bucket,
+            stop_tokens=[vocab.sep, vocab.eos],
         )
         ask = []
         for i, ids in zip(running, asked):
@@ -245,7 +258,9 @@ def predict_pair(
                 ask.append((i, prompt, stop != vocab.eos))
         if not ask:
             break
-        solved = generate_ids(qa, [p for _, p, _ in ask], 12, batch=batch, stop_tokens=[vocab.sep])
+        solved = generate_ids(
+            qa, [p for _, p, _ in ask], 12, batch=batch, bucket=bucket, stop_tokens=[vocab.sep]
+        )
         for (i, _, _), ids in zip(ask, solved):
             solutions[i].append(_until(ids, [vocab.sep])[0])
         running = [i for i, _, more in ask if more]
