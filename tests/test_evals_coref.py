@@ -279,3 +279,25 @@ def test_corpus_is_micro_averaged():
     s = coref.score_corpus(key, resp, ["muc"])["muc"]
     assert (s.recall, s.precision) == (2 / 4, 2 / 2)  # (2 + 0) / (3 + 1), (2 + 0) / (2 + 0)
     assert coref.score_corpus(key, {}, ["muc", "blanc"])["muc"] == coref.Score(0, 0, 0)
+
+
+def test_cli_scores_conll_files(tmp_path, capsys):
+    import json
+
+    from mechjax.cli.main import main
+
+    words = [[f"w{i}" for i in range(20)]]
+    (tmp_path / "key.conll").write_text(conll.write_conll("doc", words, KEYS["A"]))
+    (tmp_path / "resp.conll").write_text(conll.write_conll("doc", words, RESPONSES["A4"]))
+    assert main(["eval", "coref", str(tmp_path / "key.conll"), str(tmp_path / "resp.conll"),
+                 "--json"]) == 0  # fmt: skip
+    got = json.loads(capsys.readouterr().out)
+    for metric, expected in REFERENCE["A4"].items():
+        assert sum(abs(got[metric][k] - e) for k, e in zip(("recall", "precision", "f1"),
+                                                           expected)) < 1e-4  # fmt: skip
+    assert set(got) == set(coref.METRICS) | {"conll"}
+    assert main(["eval", "coref", str(tmp_path / "key.conll"), str(tmp_path / "resp.conll")]) == 0
+    assert "CoNLL F1" in capsys.readouterr().out
+    (tmp_path / "bad.conll").write_text("#begin document (doc); part 000\nx 0 0 w (1\n")
+    assert main(["eval", "coref", str(tmp_path / "key.conll"), str(tmp_path / "bad.conll")]) == 2
+    assert "has no '#end document'" in capsys.readouterr().err

@@ -27,8 +27,12 @@ def test_vocabulary_covers_every_format_and_round_trips():
     assert (VOCAB.pad, VOCAB.sep, VOCAB.ans, VOCAB.eos) == (0, 1, 2, 3)
     with pytest.raises(ValueError, match="'Zebra' is not in the students' vocabulary"):
         VOCAB.encode("Zebra has 3 apples.")
-    with pytest.raises(ValueError, match="numbers go up to 199"):
-        VOCAB.encode("Alice has 250 apples.")
+    # numbers are written digit by digit, and read back whole
+    assert VOCAB.decode(VOCAB.encode("105 - 7 = 98.")) == list("105") + ["-", "7", "="] + list(
+        "98."
+    )
+    assert D.join_words(VOCAB.decode(VOCAB.encode("105 - 7 = 98."))) == "105 - 7 = 98 ."
+    assert len(VOCAB) < 200
 
 
 def test_loss_masks_cover_exactly_the_targets():

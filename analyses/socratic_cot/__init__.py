@@ -51,6 +51,14 @@ _BASE: dict[str, Any] = {
     "test_steps_range": [2, 3, 4, 5, 6],
     "lo": 2,
     "hi": 9,
+    # additive steps only: transfers, comparisons by more / fewer, part-whole
+    "ops": [
+        ["transfer", "+"],
+        ["transfer", "-"],
+        ["comparison", "+"],
+        ["comparison", "-"],
+        ["part_whole", "+"],
+    ],  # fmt: skip
     "n_train": 20000,
     "n_test": 100,  # per chain length
     "sizes": {
@@ -101,15 +109,20 @@ def datasets(settings: dict) -> dict:
     from mechjax.evals.socratic import teach
 
     s = settings
+    ops = [tuple(p) for p in s["ops"]] if s.get("ops") else None
     train = [
         teach(p)
-        for p in problems(s["n_train"], s["train_steps_range"], s["seed"], lo=s["lo"], hi=s["hi"])
+        for p in problems(
+            s["n_train"], s["train_steps_range"], s["seed"], lo=s["lo"], hi=s["hi"], ops=ops
+        )
     ]
     seen = {t.problem for t in train}
     test: dict[int, list] = {}
     overlap = 0
     for k in s["test_steps_range"]:
-        drawn = problems(4 * s["n_test"], [k], 10_000 + 100 * s["seed"] + k, lo=s["lo"], hi=s["hi"])
+        drawn = problems(
+            4 * s["n_test"], [k], 10_000 + 100 * s["seed"] + k, lo=s["lo"], hi=s["hi"], ops=ops
+        )
         fresh = [teach(p) for p in drawn if p.text not in seen]
         overlap += len(drawn) - len(fresh)
         test[k] = fresh[: s["n_test"]]

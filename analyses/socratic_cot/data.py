@@ -1,12 +1,12 @@
 """Token sequences of the Socratic CoT study: a closed word vocabulary and the five formats.
 
 The students read and write a closed vocabulary: the words and punctuation of the
-generator's templates (`mechjax.evals.templates`, agent and container names), one token per
-whole number 0..`MAX_NUMBER`, and four special tokens: `<pad>` (0; also the pad id of
-`mj.generate` for a model without a tokenizer), `<sep>` (ends the problem, a subquestion or a
-solution), `<ans>` (between a subquestion and its solution, for the solver) and `<eos>`.
-A number is one token, so a step's arithmetic is a lookup the student has to learn (the
-paper's GPT-2 students read numbers through BPE pieces instead).
+generator's templates (`mechjax.evals.templates`, agent and container names), the ten
+digits (a number is written digit by digit, most significant first, as a pretrained
+model's tokenizer splits numbers into pieces), and four special tokens: `<pad>` (0; also
+the pad id of `mj.generate` for a model without a tokenizer), `<sep>` (ends the problem,
+a subquestion or a solution), `<ans>` (between a subquestion and its solution, for the
+solver) and `<eos>`.
 
 Each problem gives one training sequence per student (`encode_example`), the target tokens
 marked for the loss:
@@ -25,6 +25,7 @@ the paper, so training on the whole sequence is teacher forcing of every step at
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -35,24 +36,32 @@ from mechjax.evals import socratic, templates, worlds
 
 __all__ = [
     "FORMATS",
-    "MAX_NUMBER",
     "Encoded",
     "Vocab",
     "build_vocab",
     "encode_example",
     "encode_set",
+    "join_words",
     "problems",
 ]
 
 FORMATS = ("answer", "cot", "unified", "qg", "qa")
-MAX_NUMBER = 199
 PAD, SEP, ANS, EOS = "<pad>", "<sep>", "<ans>", "<eos>"
-_WORD = re.compile(r"\d+|[A-Za-z]+|[^\sA-Za-z\d]")
+_WORD = re.compile(r"\d|[A-Za-z]+|[^\sA-Za-z\d]")
 
 
 def split_words(text: str) -> list[str]:
-    """Words, whole numbers and single punctuation marks of a text."""
+    """Words, single digits and single punctuation marks of a text."""
     return _WORD.findall(text)
+
+
+def join_words(words: Sequence[str]) -> str:
+    """Words back to text, with the digits of a number run together ("2 1" -> "21")."""
+    out = ""
+    for w in words:
+        glue = out and not (w.isdigit() and out[-1].isdigit())
+        out += (" " if glue else "") + w
+    return out
 
 
 class Vocab:
@@ -70,8 +79,7 @@ class Vocab:
         out = []
         for w in split_words(text):
             if w not in self.ids:
-                hint = f" (numbers go up to {MAX_NUMBER})" if w.isdigit() else ""
-                raise ValueError(f"{w!r} is not in the students' vocabulary{hint}: {text!r}")
+                raise ValueError(f"{w!r} is not in the students' vocabulary: {text!r}")
             out.append(self.ids[w])
         return out
 
@@ -90,16 +98,41 @@ def build_vocab() -> Vocab:
     texts += ["+ - * / = . now together and has have does do own owns"]
     words = {w for t in texts for w in split_words(re.sub(r"\{[^}]*\}", " ", t))}
     words = sorted(w for w in words if not w.isdigit())
-    return Vocab([PAD, SEP, ANS, EOS] + [str(n) for n in range(MAX_NUMBER + 1)] + words)
+    return Vocab([PAD, SEP, ANS, EOS] + [str(n) for n in range(10)] + words)
 
 
 def problems(
-    n: int, steps: Sequence[int], seed: int, *, lo: int, hi: int
+    n: int,
+    steps: Sequence[int],
+    seed: int,
+    *,
+    lo: int,
+    hi: int,
+    ops: Sequence[tuple[str, str]] | None = None,
 ) -> list[worlds.WordProblem]:
-    """`n` problems, chain lengths cycling over `steps`; problem i from seed (seed, i)."""
-    return [
-        worlds.generate(seed * 1_000_003 + i, steps[i % len(steps)], lo=lo, hi=hi) for i in range(n)
-    ]
+    """`n` problems, chain lengths cycling over `steps`; problem i from seed (seed, i).
+
+    `ops`: the (relation kind, operation) pairs a step is drawn from, uniformly (None:
+    the generator's own draw over every kind)."""
+    out = []
+    for i in range(n):
+        s = seed * 1_000_003 + i
+        k = steps[i % len(steps)]
+        if ops is None:
+            out.append(worlds.generate(s, k, lo=lo, hi=hi))
+            continue
+        rng = random.Random(s)
+        for attempt in range(100):  # some draws have no world (too many subtractions)
+            pick = [rng.choice(list(ops)) for _ in range(k)]
+            kinds, signs = [p[0] for p in pick], [p[1] for p in pick]
+            try:
+                out.append(worlds.generate(s * 101 + attempt, k, kinds, signs, lo=lo, hi=hi))
+                break
+            except ValueError:
+                continue
+        else:
+            raise ValueError(f"no world of {k} steps from {ops} in [{lo}, {hi}]")
+    return out
 
 
 def encode_example(vocab: Vocab, sup: socratic.Supervision, fmt: str) -> tuple[list, list]:

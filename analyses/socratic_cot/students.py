@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from mechjax import training
-from mechjax.analyses.socratic_cot.data import Encoded, Vocab
+from mechjax.analyses.socratic_cot.data import Encoded, Vocab, join_words
 from mechjax.evals.socratic import parse_answer
 from mechjax.generation_batch import generate_ids
 from mechjax.models import llama
@@ -177,9 +177,10 @@ def _until(ids: Sequence[int], stops: Sequence[int]) -> tuple[list[int], int | N
 
 def _value(words: Sequence[str]) -> int | None:
     """The number after the last "=" of a solution."""
-    if "=" not in words:
+    text = join_words(words)
+    if "=" not in text:
         return None
-    tail = words[len(words) - 1 - list(reversed(words)).index("=") + 1 :]
+    tail = text.rsplit("=", 1)[1].split()
     return int(tail[0]) if tail and tail[0].isdigit() else None
 
 
@@ -208,7 +209,7 @@ def predict(
     out = []
     for ids in gen:
         words = vocab.decode(_until(ids, [vocab.eos])[0])
-        text = " ".join(words)
+        text = join_words(words)
         out.append(Prediction(parse_answer(text), text, words.count("=")))
     return out
 
@@ -267,7 +268,8 @@ def predict_pair(
     out = []
     for qs, ss in zip(questions, solutions):
         pairs = [
-            f"Q: {' '.join(vocab.decode(q))} A: {' '.join(vocab.decode(s))}" for q, s in zip(qs, ss)
+            f"Q: {join_words(vocab.decode(q))} A: {join_words(vocab.decode(s))}"
+            for q, s in zip(qs, ss)
         ]
         value = _value(vocab.decode(ss[-1])) if ss else None
         out.append(Prediction(value, " | ".join(pairs), len(qs)))
