@@ -59,18 +59,18 @@ _BASE: dict[str, Any] = {
         ["comparison", "-"],
         ["part_whole", "+"],
     ],  # fmt: skip
-    "n_train": 20000,
-    "n_test": 100,  # per chain length
+    "n_train": 8000,
+    "n_test": 60,  # per chain length
     "sizes": {
         "small": {"d_model": 64, "n_layers": 2, "n_heads": 4},
-        "base": {"d_model": 128, "n_layers": 3, "n_heads": 4},
+        "base": {"d_model": 96, "n_layers": 3, "n_heads": 4},
     },
-    "steps": 1500,
+    "steps": 800,
     "batch": 32,
     "lr": 3e-3,
     "warmup": 100,
     "weight_decay": 0.01,
-    "gen_batch": 100,
+    "gen_batch": 60,
     "gen_bucket": 32,  # prompt widths are rounded up to a multiple of this
     "max_pair_steps": 8,
     "seed": 0,
@@ -81,10 +81,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
         **_BASE,
         "test_steps_range": [2, 3, 4, 5],
         "n_train": 4000,
-        "n_test": 50,
+        "n_test": 40,
         "sizes": {"small": _BASE["sizes"]["small"]},
-        "steps": 500,
-        "gen_batch": 50,
+        "steps": 400,
+        "gen_batch": 40,
     },
     "smoke": {  # seconds, for tests: numbers not meaningful
         **_BASE,
@@ -173,15 +173,14 @@ def run_size(name: str, size: dict, data: dict, settings: dict, stages, ckpt: Pa
     with stages.stage(f"{name}: evaluate"):
         for k, sups in data["test"].items():
             texts = [x.problem for x in sups]
-            longest = max(k, *s["test_steps_range"]) + 1
-            for m, fmt, max_new in (
-                ("answer", "answer", 8),
-                ("cot", "cot", 6 * longest + 6),
-                ("unified", "unified", 24 * longest + 6),
-            ):
+            # one budget for the three (one compiled loop; a row stops at its <eos>):
+            # a unified step is at most about 28 tokens with numbers digit by digit
+            max_new = 28 * (max(s["test_steps_range"]) + 1) + 8
+            for m in ("answer", "cot", "unified"):
                 preds = S.predict(
-                    params[fmt], cfg, vocab, texts, max_new=max_new, batch=s["gen_batch"]
-                )
+                    params[m], cfg, vocab, texts, max_new=max_new, batch=s["gen_batch"],
+                    bucket=s["gen_bucket"],
+                )  # fmt: skip
                 results[m][str(k)] = _evaluate(preds, sups)
             preds = S.predict_pair(
                 params["qg"], params["qa"], cfg, vocab, texts,
@@ -275,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = reproduction_parser(
         "socratic-cot",
         "Socratic CoT distillation (Shridhar, Stolfo, Sachan 2023) as an offline analogue.",
-        quick_help="one model size, 4000 training problems, 500 steps per student (minutes)",
+        quick_help="one model size, 4000 training problems, 400 steps per student (minutes)",
     )
     ap.add_argument(
         "--keep-checkpoints",

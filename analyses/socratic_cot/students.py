@@ -47,7 +47,7 @@ __all__ = [
     "train_student",
 ]
 
-N_CTX = 320
+N_CTX = 512
 
 
 def model_config(size: dict, d_vocab: int) -> llama.Config:
