@@ -4,15 +4,19 @@ Features (`attention_features`): the model reads the whole document once; for ea
 mention i, the attention weight from i's last token to the tokens of every mention j,
 summed over j's tokens, for every layer and head: `[n_layers * n_heads]` numbers per
 pair (i, j). One compiled program per padded document width (the mention axis is padded
-to a fixed size), the patterns of every layer reduced on the device to the mention pairs.
+to a fixed size), the patterns of every layer reduced on the device to the mention pairs:
+`mechjax.harvest` would move whole patterns to the host (30 x 9 x 1024 x 1024 floats, a
+gigabyte, for one 1024-token document), since it keeps all positions, the last, or one
+per sequence.
 
 Scorer (`fit_scorer`): a mention-ranking model (Wiseman et al. 2015; Lee et al. 2017's
 antecedent softmax): for mention i, candidates are the earlier mentions j < i, scored
 `w . f(i, j)` with f the standardised log attention, and a dummy "new entity" scored by a
 weight per mention kind (name, pronoun, role). Trained with optax on the marginal
 log-likelihood of the gold antecedents (any earlier mention of the same entity; the dummy
-for a first mention), L2-penalised. Decoding (`clusters_of`): each mention links to its
-best candidate or opens a new entity (best-first clustering).
+for a first mention), L2-penalised: a softmax over each mention's own candidate set,
+which `mechjax.probes`' per-layer classifiers do not fit. Decoding (`clusters_of`): each
+mention links to its best candidate or opens a new entity (best-first clustering).
 """
 
 from __future__ import annotations
