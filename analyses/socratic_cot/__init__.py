@@ -4,7 +4,7 @@ offline analogue.
 
     mechjax reproduce socratic-cot --out DIR [--quick] [--smoke]
 
-The paper (Table 1 and the abstract): a large teacher (GPT-3) decomposes each training
+The paper (its abstract and method section): a large teacher (GPT-3) decomposes each training
 problem into subquestion / solution pairs; two GPT-2 students learn from them, a problem
 decomposer (QG: the problem and earlier subquestions -> the next subquestion) and a
 subproblem solver (QA: the problem, earlier pairs and the subquestion -> its solution),
