@@ -118,6 +118,27 @@ def _claims(details: dict) -> list[str]:
     return lines
 
 
+def trends(details: dict, pred: str = "all_trained") -> list[str]:
+    """F1 against document length per chain length, and against chain length at the
+    document length that holds the most chain lengths."""
+    cells = _cells(details)
+    lines = []
+    for c in sorted({c for _, c, _ in cells}):
+        pts = sorted((t, _f1(details, pred, n)) for n, cc, t in cells if cc == c)
+        pts = [(t, f) for t, f in pts if f is not None]
+        if len(pts) >= 2:
+            path = " -> ".join(f"{f:.3f} ({t})" for t, f in pts)
+            lines.append(f"- chains of {c}: F1 by document length (tokens): {path}")
+    lengths = [t for _, _, t in cells]
+    if lengths:
+        best = max(set(lengths), key=lambda t: (lengths.count(t), t))
+        pts = sorted((c, _f1(details, pred, n)) for n, c, t in cells if t == best)
+        if len(pts) >= 2:
+            path = " -> ".join(f"{f:.3f} ({c})" for c, f in pts if f is not None)
+            lines.append(f"- documents of {best} tokens: F1 by chain length: {path}")
+    return lines
+
+
 def _table(details: dict) -> list[str]:
     lines = [
         "| cell | chain | tokens | mentions | pronouns | short-trained | all-trained | rule "
@@ -253,6 +274,10 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         *_claims(details),
         "",
         FIDELITY,
+        "## How F1 changes with document and chain length (all-length scorer)",
+        "",
+        *trends(details),
+        "",
         "## CoNLL F1 per cell (test documents)",
         "",
         "MUC to BLANC: F1 of the all-length scorer.",
