@@ -122,3 +122,18 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
     (out / "report.md").unlink()
     assert rep.main([str(out)]) == 0
     assert (out / "report.md").read_text() == report
+
+
+def test_bootstrap_resamples_documents_within_cells():
+    from mechjax.analyses.coreference import report as rep
+
+    same = {m: [[1.0, 2.0, 1.0, 2.0]] * 5 for m in ("muc", "bcub", "ceafe")}  # F1 0.5 each
+    mixed = {m: [[2.0, 2.0, 2.0, 2.0], [0.0, 2.0, 0.0, 2.0]] * 3 for m in ("muc", "bcub", "ceafe")}
+    details = {"results": {"a": {"x": {"doc_counts": same}, "y": {"doc_counts": mixed}}}}
+    assert rep.bootstrap(details, [(1.0, "a", "x")]) == pytest.approx((0.5, 0.5))
+    lo, hi = rep.bootstrap(details, [(1.0, "a", "y"), (-1.0, "a", "x")])
+    assert lo < 0.0 < hi and hi - lo > 0.2  # documents of F1 1 and 0: a wide interval
+    assert rep.bootstrap(details, [(1.0, "a", "missing")]) is None
+    assert rep._verdict(0.1, (0.02, 0.2)) == "agrees"
+    assert rep._verdict(0.1, (-0.02, 0.2)) == "same direction, within the noise"
+    assert rep._verdict(-0.1, (-0.2, -0.01)).startswith("does not agree (the opposite")

@@ -199,10 +199,23 @@ def evaluate_cell(docs: list, feats: list, scorer) -> dict:
     scores = coref.score_corpus(key, resp)
     return {
         "scores": {m: list(v) for m, v in scores.items()},
+        "doc_counts": doc_counts(key, resp),
         "antecedent_accuracy": {k: (a / n if n else None) for k, (a, n) in kinds.items()},
         "accuracy_by_distance": [a / n if n else None for a, n in by_dist],
         "n_by_distance": [n for _, n in by_dist],
     }
+
+
+def doc_counts(key: dict, resp: dict) -> dict[str, list]:
+    """Per document, the MUC, B-cubed and CEAF-e counts (recall and precision numerators
+    and denominators): a resample of documents sums them into a corpus score."""
+    from mechjax.evals import coref
+
+    out: dict[str, list] = {m: [] for m in ("muc", "bcub", "ceafe")}
+    for name in key:
+        for m, c in coref.score_document(key[name], resp[name], out).items():
+            out[m].append([float(x) for x in c])
+    return out
 
 
 def evaluate_rule(docs: list) -> dict:

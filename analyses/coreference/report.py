@@ -77,10 +77,79 @@ def headline(details: dict) -> dict:
     return out
 
 
+def _conll_from_counts(counts: dict, idx) -> float:
+    """CoNLL F1 of the documents `idx` of a cell from their per-document counts."""
+    f1s = []
+    for m in ("muc", "bcub", "ceafe"):
+        c = np.asarray(counts[m])[idx].sum(0)
+        r = c[0] / c[1] if c[1] else 0.0
+        p = c[2] / c[3] if c[3] else 0.0
+        f1s.append(2 * r * p / (r + p) if r + p else 0.0)
+    return float(np.mean(f1s))
+
+
+def bootstrap(details: dict, terms: list[tuple[float, str, str]], n: int = 1000, seed: int = 0):
+    """95% percentile interval of sum(weight * F1(pred, cell)) over `terms`, resampling
+    each cell's test documents with replacement (cells independently). None without the
+    per-document counts."""
+    res = details.get("results", {})
+    counts = {}
+    for _, p, cell in terms:
+        r = res.get(p, {}).get(cell)
+        if r is None or "doc_counts" not in r:
+            return None
+        counts[(p, cell)] = r["doc_counts"]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n):
+        draws: dict[str, np.ndarray] = {}
+        total = 0.0
+        for w, p, cell in terms:
+            k = len(counts[(p, cell)]["muc"])
+            idx = draws.setdefault(cell, rng.integers(0, k, k))  # one draw per cell
+            total += w * _conll_from_counts(counts[(p, cell)], idx)
+        stats.append(total)
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _verdict(x, ci) -> str:
+    """The claim expects x > 0: agrees when the interval excludes 0 on that side."""
+    if x is None:
+        return "n/a"
+    if ci is None:
+        return "agrees" if x > 0 else "does not agree"
+    if ci[0] > 0:
+        return "agrees"
+    if ci[1] < 0:
+        return "does not agree (the opposite, beyond the noise)"
+    return "same direction, within the noise" if x > 0 else "does not agree (within the noise)"
+
+
+def _ci(ci) -> str:
+    return "" if ci is None else f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
 def _claims(details: dict) -> list[str]:
     h = headline(details)
     if not h:
         return []
+    cells = _cells(details)
+    ends = {
+        tag: [n for n, c, t in cells if t == length and c in h["chains"]]
+        for tag, length in (("short", h["short_length"]), ("long", h["long_length"]))
+    }
+    k_s, k_l = len(ends["short"]), len(ends["long"])
+    drop_ci = bootstrap(
+        details,
+        [(1 / k_s, "short_trained", n) for n in ends["short"]]
+        + [(-1 / k_l, "short_trained", n) for n in ends["long"]],
+    ) if k_s and k_l else None  # fmt: skip
+    gain_ci = bootstrap(
+        details,
+        [(1 / k_l, "all_trained", n) for n in ends["long"]]
+        + [(-1 / k_l, "short_trained", n) for n in ends["long"]],
+    ) if k_l else None  # fmt: skip
     drop = None
     if h["short_trained_short"] is not None and h["short_trained_long"] is not None:
         drop = h["short_trained_short"] - h["short_trained_long"]
@@ -93,15 +162,12 @@ def _claims(details: dict) -> list[str]:
         "77.4 (OntoNotes) -> 70.8 (LongtoNotes_s), span-based model | "
         f"{_f(h['short_trained_short'])} ({h['short_length']} tokens) -> "
         f"{_f(h['short_trained_long'])} ({h['long_length']} tokens), chains "
-        f"{h['chains']} | "
-        + ("n/a" if drop is None else "agrees" if drop > 0.01 else "does not agree")
-        + " |"
+        f"{h['chains']}; drop {_f(drop)}{_ci(drop_ci)} | " + _verdict(drop, drop_ci) + " |"
     )
     lines.append(
         "| training on long documents helps on long documents | 70.8 -> 71.5 | "
-        f"{_f(h['short_trained_long'])} -> {_f(h['all_trained_long'])} | "
-        + ("n/a" if gain is None else "agrees" if gain > 0.005 else "does not agree")
-        + " |"
+        f"{_f(h['short_trained_long'])} -> {_f(h['all_trained_long'])}; gain {_f(gain)}"
+        f"{_ci(gain_ci)} | " + _verdict(gain, gain_ci) + " |"
     )
     lines.append(
         "| the CoNLL scorers follow the reference scorer | (the official scorer) | "
