@@ -138,3 +138,25 @@ def test_smoke_run_writes_the_contract(tmp_path):
     (out / "report.md").unlink()
     assert rep.main([str(out)]) == 0
     assert (out / "report.md").read_text() == report
+
+
+def test_paired_bootstrap_of_exact_match():
+    from mechjax.analyses.socratic_cot import report as rep
+
+    def res(correct):
+        return {"correct": correct, "exact_match": float(np.mean(correct))}
+
+    ones, zeros, half = [1] * 40, [0] * 40, [1, 0] * 20
+    details = {"s": {"results": {"cot": {"2": res(ones)}, "answer": {"2": res(zeros)},
+                                 "socratic": {"2": res(half)}}}}  # fmt: skip
+    assert rep.bootstrap(details, [(1, "s", "cot", [2]), (-1, "s", "answer", [2])]) == (1.0, 1.0)
+    lo, hi = rep.bootstrap(details, [(1, "s", "socratic", [2]), (-1, "s", "answer", [2])])
+    assert 0.3 < lo < 0.5 < hi < 0.7
+    # paired: the same resampled problems for both methods, so half - half is exactly 0
+    assert rep.bootstrap(details, [(1, "s", "socratic", [2]), (-1, "s", "socratic", [2])]) == (
+        0.0,
+        0.0,
+    )
+    ratio = rep.bootstrap(details, [(1, "s", "cot", [2])], ratio_of=[(1, "s", "socratic", [2])])
+    assert ratio is not None and ratio[0] > 1.4
+    assert rep.bootstrap(details, [(1, "s", "unified", [2])]) is None

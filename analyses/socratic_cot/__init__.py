@@ -136,6 +136,7 @@ def _evaluate(preds, sups) -> dict:
         "exact_match": float(np.mean(correct)),
         "steps_match": float(np.mean(steps_right)),
         "n": len(sups),
+        "correct": [int(c) for c in correct],  # per test problem, for paired bootstraps
         "examples": [
             {"problem": s.problem, "gold": s.answer, "output": p.output, "answer": p.answer}
             for p, s in list(zip(preds, sups))[:2]

@@ -53,57 +53,141 @@ def _summary(details: dict) -> dict:
     return summary(details, details["settings"])
 
 
+def bootstrap(details: dict, terms, ratio_of=None, n: int = 1000, seed: int = 0):
+    """95% percentile interval of sum(w * exact match(size, method, over ks)) over `terms`
+    [(w, size, method, ks)], resampling the test problems of each chain length with
+    replacement (the same problems for every method and size: a paired bootstrap).
+    With `ratio_of` (a second term list), the interval of the ratio of the two sums.
+    None when a run has no per-problem results."""
+
+    def rows(size, method, k):
+        r = details.get(size, {}).get("results", {}).get(method, {}).get(str(k), {})
+        return r.get("correct")
+
+    every = list(terms) + list(ratio_of or [])
+    table = {}
+    for _, size, method, ks in every:
+        for k in ks:
+            c = rows(size, method, k)
+            if c is None:
+                return None
+            table[(size, method, k)] = np.asarray(c, float)
+    rng = np.random.default_rng(seed)
+    lengths = {k: len(v) for (_, _, k), v in table.items()}
+    stats = []
+    for _ in range(n):
+        idx = {k: rng.integers(0, m, m) for k, m in lengths.items()}
+
+        def total(ts):
+            return sum(
+                w * np.mean([table[(sz, me, k)][idx[k]].mean() for k in ks]) for w, sz, me, ks in ts
+            )
+
+        num = total(terms)
+        if ratio_of is None:
+            stats.append(num)
+        else:
+            den = total(ratio_of)
+            stats.append(num / den if den else np.nan)
+    stats = np.asarray(stats)
+    stats = stats[np.isfinite(stats)]
+    if not stats.size:
+        return None
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _ci(ci, pct: bool = False) -> str:
+    if ci is None:
+        return ""
+    if pct:
+        return f" [95% CI {100 * ci[0]:+.0f}%, {100 * ci[1]:+.0f}%]"
+    return f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _above(ci) -> bool | None:
+    return None if ci is None else ci[0] > 0
+
+
 def _claims(details: dict) -> list[str]:
     summ = _summary(details)
     s = details["settings"]
+    inside = list(s["train_steps_range"])
+    beyond = [k for k in s["test_steps_range"] if k not in inside]
     lines = ["| claim (paper) | ours | verdict |", "|---|---|---|"]
     for name, row in summ.items():
         a, c, so, u = (row[m]["in_range"] for m in ("answer", "cot", "socratic", "unified"))
-        ok = None not in (a, c, so) and min(c, so) > a + 0.1
+        d_c = bootstrap(details, [(1, name, "cot", inside), (-1, name, "answer", inside)])
+        d_s = bootstrap(details, [(1, name, "socratic", inside), (-1, name, "answer", inside)])
+        if None in (a, c, so):
+            verdict = "n/a"
+        elif d_c is None or d_s is None:
+            verdict = "agrees" if min(c, so) > a else "does not agree"
+        elif _above(d_c) and _above(d_s):
+            verdict = "agrees"
+        elif min(c, so) > a:
+            verdict = "same direction, not beyond the noise for both"
+        else:
+            verdict = "does not agree"
         lines.append(
             f"| Socratic CoT and CoT well above answer-only ({name}) | exact match on "
-            f"{s['train_steps_range'][0]}-{s['train_steps_range'][-1]} steps: answer only "
-            f"{_f(a)}, CoT {_f(c)}, Socratic pair {_f(so)}, unified {_f(u)} | "
-            + ("agrees" if ok else "does not agree")
-            + " |"
+            f"{inside[0]}-{inside[-1]} steps: answer only {_f(a)}, CoT {_f(c)}, Socratic pair "
+            f"{_f(so)}, unified {_f(u)}; CoT - answer {_f((c or 0) - (a or 0))}{_ci(d_c)}, "
+            f"Socratic - answer {_f((so or 0) - (a or 0))}{_ci(d_s)} | {verdict} |"
         )
         lc, ls = row["cot"]["longer"], row["socratic"]["longer"]
-        beyond = [k for k in s["test_steps_range"] if k not in s["train_steps_range"]]
         if lc is not None and ls is not None:
-            verdict = (
-                "inconclusive (both near 0)"
-                if max(lc, ls) < 0.05
-                else "agrees"
-                if ls >= lc
-                else "does not agree"
-            )
+            d = bootstrap(details, [(1, name, "socratic", beyond), (-1, name, "cot", beyond)])
+            if max(lc, ls) < 0.05:
+                verdict = "inconclusive (both near 0)"
+            elif d is not None and d[1] < 0:
+                verdict = "does not agree (CoT above, beyond the noise)"
+            elif d is not None and d[0] > 0:
+                verdict = "agrees (Socratic above, beyond the noise)"
+            else:
+                verdict = "agrees" if ls >= lc else "does not agree (within the noise)"
             lines.append(
                 f"| Socratic >= CoT as the number of steps grows ({name}) | exact match on "
                 f"{beyond} steps (longer than in training): CoT {_f(lc)}, Socratic pair "
-                f"{_f(ls)}, unified {_f(row['unified']['longer'])} | {verdict} |"
+                f"{_f(ls)}, unified {_f(row['unified']['longer'])}; Socratic - CoT "
+                f"{_f(ls - lc)}{_ci(d)} | {verdict} |"
             )
+        best = "cot" if (c or 0) >= (a or 0) else "answer"
         base = max(a or 0.0, c or 0.0)
         if so is not None and base > 0:
             gain = (so - base) / base
+            ci = bootstrap(
+                details,
+                [(1, name, "socratic", inside), (-1, name, best, inside)],
+                ratio_of=[(1, name, best, inside)],
+            )
+            verdict = "agrees" if (ci[0] if ci else gain) > 0.7 else "does not agree"
             lines.append(
                 f"| Socratic improves over the baselines by over 70% (abstract; {name}) | "
-                f"Socratic pair {_f(so)} against the best baseline {_f(base)}: "
-                f"{100 * gain:+.0f}% (training range) | "
-                + ("agrees" if gain > 0.7 else "does not agree")
-                + " |"
+                f"Socratic pair {_f(so)} against the best baseline ({best}) {_f(base)}: "
+                f"{100 * gain:+.0f}%{_ci(ci, pct=True)} (training range) | {verdict} |"
             )
     sizes = [n for n in s["sizes"] if n in summ]
     if len(sizes) >= 2:
         small, large = sizes[0], sizes[-1]
         so = summ[small]["socratic"]["in_range"]
         co = summ[large]["cot"]["in_range"]
+        d = bootstrap(details, [(1, small, "socratic", inside), (-1, large, "cot", inside)])
         ratio = details[large]["n_params"] / details[small]["n_params"]
+        if so is None or co is None:
+            verdict = "n/a"
+        elif d is not None and d[0] > 0:
+            verdict = "agrees"
+        elif so > co:
+            verdict = "same direction, within the noise"
+        else:
+            verdict = "does not agree"
         lines.append(
             f"| a smaller model with Socratic CoT beats a ~10x larger one trained with CoT | "
             f"{small} Socratic pair {_f(so)} vs {large} CoT {_f(co)} ({ratio:.1f}x the "
-            "parameters) | " + ("agrees" if so is not None and co is not None and so > co
-                                 else "does not agree") + " |"
-        )  # fmt: skip
+            f"parameters); difference {_f(so - co if so is not None and co is not None else None)}"
+            f"{_ci(d)} | {verdict} |"
+        )
     return lines
 
 
