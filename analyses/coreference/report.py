@@ -361,6 +361,17 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         *_accuracy(details),
         "",
     ]
+    w = details.get("head_weights", {}).get("all_trained")
+    if w is not None:
+        w = np.asarray(w)
+        top = np.argsort(w.ravel())[::-1][:5]
+        heads = ", ".join(f"L{i // w.shape[1]}H{i % w.shape[1]} ({w.ravel()[i]:+.2f})" for i in top)
+        lines += [
+            "The all-length ranker's largest positive weights (per unit of log attention) sit "
+            f"on heads {heads}: attention from a mention to an earlier mention there is the "
+            "evidence of coreference it relies on most.",
+            "",
+        ]
     if (out / "head_weights.png").exists():
         lines += ["![scorer weights per layer and head](head_weights.png)", ""]
     ex = details.get("example")
