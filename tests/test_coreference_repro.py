@@ -137,3 +137,25 @@ def test_bootstrap_resamples_documents_within_cells():
     assert rep._verdict(0.1, (0.02, 0.2)) == "agrees"
     assert rep._verdict(0.1, (-0.02, 0.2)) == "same direction, within the noise"
     assert rep._verdict(-0.1, (-0.2, -0.01)).startswith("does not agree (the opposite")
+
+
+def test_slope_weights_recover_a_planted_trend():
+    from mechjax.analyses.coreference import report as rep
+
+    f1 = {(2, 128): 0.9, (2, 256): 0.85, (2, 512): 0.8, (4, 256): 0.7, (4, 512): 0.65}
+    details = {
+        "cells": {f"c{c}_t{t}": {} for c, t in f1},
+        "results": {
+            "all_trained": {
+                f"c{c}_t{t}": {"scores": {"conll": [0, 0, v]}} for (c, t), v in f1.items()
+            }
+        },  # fmt: skip
+    }
+    terms = rep.slope_terms(details, "all_trained", "length")
+    assert sum(w * f1[(int(n[1:].split("_t")[0]), int(n.split("_t")[1]))] for w, _, n in terms) == (
+        pytest.approx(-0.05)
+    )
+    # along chain length only the 256 and 512 columns have two chains: 0.7 - 0.85 per doubling
+    terms = rep.slope_terms(details, "all_trained", "chain")
+    got = sum(w * f1[(int(n[1:].split("_t")[0]), int(n.split("_t")[1]))] for w, _, n in terms)
+    assert got == pytest.approx(-0.15)

@@ -164,6 +164,15 @@ def _claims(details: dict) -> list[str]:
         f"{_f(h['short_trained_long'])} ({h['long_length']} tokens), chains "
         f"{h['chains']}; drop {_f(drop)}{_ci(drop_ci)} | " + _verdict(drop, drop_ci) + " |"
     )
+    sl = slopes(details).get("short_trained_length")
+    if sl is not None:
+        v, ci = sl
+        lines.append(
+            "| (the same, over every cell) F1 falls as documents lengthen | - | short-trained "
+            f"scorer: {v:+.3f} CoNLL F1 per doubling of document length{_ci(ci)} | "
+            + _verdict(-v, None if ci is None else (-ci[1], -ci[0]))
+            + " |"
+        )
     lines.append(
         "| training on long documents helps on long documents | 70.8 -> 71.5 | "
         f"{_f(h['short_trained_long'])} -> {_f(h['all_trained_long'])}; gain {_f(gain)}"
@@ -184,6 +193,38 @@ def _claims(details: dict) -> list[str]:
     return lines
 
 
+def slope_terms(details: dict, pred: str, along: str) -> list[tuple[float, str, str]]:
+    """Weights w such that sum(w * F1(cell)) is the least-squares slope of CoNLL F1 per
+    doubling of document length (`along="length"`, one intercept per chain length) or of
+    chain length (`along="chain"`, one intercept per document length)."""
+    groups: dict[int, list[tuple[str, float]]] = {}
+    for name, c, t in _cells(details):
+        if _f1(details, pred, name) is None:
+            continue
+        key, x = (c, np.log2(t)) if along == "length" else (t, np.log2(c))
+        groups.setdefault(key, []).append((name, float(x)))
+    pairs = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        xs = np.asarray([x for _, x in members])
+        pairs += [(name, x - xs.mean()) for (name, _), x in zip(members, xs)]
+    ss = sum(d * d for _, d in pairs)
+    return [(d / ss, pred, name) for name, d in pairs] if ss else []
+
+
+def slopes(details: dict) -> dict:
+    """The two slopes per predictor, with bootstrap intervals (None without counts)."""
+    out = {}
+    for pred in ("short_trained", "all_trained"):
+        for along in ("length", "chain"):
+            terms = slope_terms(details, pred, along)
+            if terms:
+                value = sum(w * (_f1(details, p, n) or 0.0) for w, p, n in terms)
+                out[f"{pred}_{along}"] = (value, bootstrap(details, terms))
+    return out
+
+
 def trends(details: dict, pred: str = "all_trained") -> list[str]:
     """F1 against document length per chain length, and against chain length at the
     document length that holds the most chain lengths."""
@@ -202,6 +243,16 @@ def trends(details: dict, pred: str = "all_trained") -> list[str]:
         if len(pts) >= 2:
             path = " -> ".join(f"{f:.3f} ({c})" for c, f in pts if f is not None)
             lines.append(f"- documents of {best} tokens: F1 by chain length: {path}")
+    sl = slopes(details)
+    for p in ("short_trained", "all_trained"):
+        parts = []
+        for along, what in (("length", "document length"), ("chain", "chain length")):
+            if f"{p}_{along}" in sl:
+                v, ci = sl[f"{p}_{along}"]
+                parts.append(f"{v:+.3f} per doubling of {what}{_ci(ci)}")
+        if parts:
+            lines.append(f"- {p.replace('_', ' ')} scorer, least-squares slopes over the cells: "
+                         + "; ".join(parts))  # fmt: skip
     return lines
 
 
