@@ -116,8 +116,11 @@ def build_documents(model, settings: dict) -> dict[str, dict[str, list]]:
     return cells
 
 
-def _features(model, cells: dict, settings: dict, cache: Path, log) -> dict[str, dict[str, list]]:
-    """Attention features of every document; each cell cached to disk (a rerun reuses it)."""
+def _features(
+    model, cells: dict, settings: dict, cache: Path, log, cached: list | None = None
+) -> dict[str, dict[str, list]]:
+    """Attention features of every document; each cell cached to disk (a rerun reuses it,
+    and its name is appended to `cached`)."""
     from mechjax.analyses.coreference.predictor import DocFeatures, attention_features
 
     m_pad = settings["n_entities"] * max(settings["chains"])
@@ -127,6 +130,8 @@ def _features(model, cells: dict, settings: dict, cache: Path, log) -> dict[str,
         path = cache / f"{name}.npz"
         width = int(name.split("_t")[1])
         if path.exists():
+            if cached is not None:
+                cached.append(name)
             z = np.load(path, allow_pickle=False)
             out[name] = {
                 split: [
@@ -269,8 +274,10 @@ def reproduce(
         with st.stage("documents"):
             cells = build_documents(model, settings)
         details["cells"] = {}
+        cached: list[str] = []
         with st.stage("features"):
-            feats = _features(model, cells, settings, out / "features", st.log)
+            feats = _features(model, cells, settings, out / "features", st.log, cached)
+        details["features_from_cache"] = cached
         for name in cells:
             details["cells"][name] = {
                 "train": _cell_stats(cells[name]["train"], feats[name]["train"]),

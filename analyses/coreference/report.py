@@ -375,7 +375,13 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         f"set: documents of at most {s['short_max']} tokens "
         f"({details.get('n_train_docs', {}).get('short_trained', 'n/a')} documents, against "
         f"{details.get('n_train_docs', {}).get('all_trained', 'n/a')} for all lengths); "
-        f"{run} run, {meta.get('seconds', 0):.0f} s."
+        f"{run} run, {meta.get('seconds', 0):.0f} s"
+        + (
+            f" (the attention features of {len(details['features_from_cache'])} cells were "
+            "read from an earlier run's cache, so this time leaves out reading them)."
+            if details.get("features_from_cache")
+            else "."
+        )
         + (
             " The full run's size (6 + 6 documents per cell, documents up to 1024 tokens) "
             "was chosen to finish in about an hour and a half on a 2-core machine shared "
