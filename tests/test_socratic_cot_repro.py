@@ -99,6 +99,19 @@ def test_pair_loop_with_oracle_students(monkeypatch):
     # a step budget below the chain length stops the loop early: the answer is a_k, not a_n
     short = S.predict_pair(None, None, CFG, VOCAB, [sups[-1].problem], max_steps=2, batch=4)
     assert short[0].n_steps == 2 and short[0].answer == sups[-1].steps[1].value
+    # the teacher's subquestions in place of the decomposer's: the decomposer is not asked
+    fake = _oracle(sups)
+
+    def solver_only(model, prompts, max_new, *, batch, bucket, stop_tokens):
+        assert VOCAB.eos not in stop_tokens, "the decomposer ran"
+        return fake(model, prompts, max_new, batch=batch, bucket=bucket, stop_tokens=stop_tokens)
+
+    monkeypatch.setattr(S, "generate_ids", solver_only)
+    gold = [[st.question for st in x.steps] for x in sups]
+    preds = S.predict_pair(
+        None, None, CFG, VOCAB, [x.problem for x in sups], max_steps=8, batch=4, gold_questions=gold
+    )
+    assert [p.answer for p in preds] == [x.answer for x in sups]
     # the answer is the last solution's value: a wrong last step gives a wrong answer
     monkeypatch.setattr(S, "generate_ids", _oracle(sups[:1], wrong_step=len(sups[0].steps) - 1))
     bad = S.predict_pair(None, None, CFG, VOCAB, [sups[0].problem], max_steps=8, batch=4)

@@ -170,7 +170,7 @@ def run_size(name: str, size: dict, data: dict, settings: dict, stages, ckpt: Pa
             f"  {name} {fmt}: final loss {curves[fmt][-1][1]}, token acc {curves[fmt][-1][2]}"
         )
     out["n_params"] = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(params["cot"]))
-    results: dict = {m: {} for m in METHODS}
+    results: dict = {m: {} for m in METHODS + ("solver_gold_questions",)}
     with stages.stage(f"{name}: evaluate"):
         for k, sups in data["test"].items():
             texts = [x.problem for x in sups]
@@ -188,6 +188,13 @@ def run_size(name: str, size: dict, data: dict, settings: dict, stages, ckpt: Pa
                 max_steps=s["max_pair_steps"], batch=s["gen_batch"], bucket=s["gen_bucket"],
             )  # fmt: skip
             results["socratic"][str(k)] = _evaluate(preds, sups)
+            # diagnosis: the solver given the teacher's subquestions (no decomposer errors)
+            preds = S.predict_pair(
+                params["qg"], params["qa"], cfg, vocab, texts,
+                max_steps=s["max_pair_steps"], batch=s["gen_batch"], bucket=s["gen_bucket"],
+                gold_questions=[[st.question for st in x.steps] for x in sups],
+            )  # fmt: skip
+            results["solver_gold_questions"][str(k)] = _evaluate(preds, sups)
             row = ", ".join(f"{m} {results[m][str(k)]['exact_match']:.2f}" for m in METHODS)
             stages.log(f"  {name}, {k} steps: {row}")
     out["results"] = results

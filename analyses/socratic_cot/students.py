@@ -224,9 +224,11 @@ def predict_pair(
     max_steps: int,
     batch: int,
     bucket: int = 32,
+    gold_questions: Sequence[Sequence[str]] | None = None,
 ) -> list[Prediction]:
     """The Socratic pair: the decomposer asks, the solver answers, until the decomposer
-    stops (or `max_steps`)."""
+    stops (or `max_steps`). With `gold_questions` (per problem, the teacher's
+    subquestions) they replace the decomposer's: the solver's accuracy alone."""
     qg, qa = _student(qg_params, cfg), _student(qa_params, cfg)
     base = [vocab.encode(p) + [vocab.sep] for p in problems]
     questions: list[list[list[int]]] = [[] for _ in problems]
@@ -238,14 +240,22 @@ def predict_pair(
         running = [i for i in running if len(prompts[i]) + 32 <= room]  # no room: it stops
         if not running:
             break
-        asked = generate_ids(
-            qg,
-            [prompts[i] for i in running],
-            32,
-            batch=batch,
-            bucket=bucket,
-            stop_tokens=[vocab.sep, vocab.eos],
-        )
+        if gold_questions is None:
+            asked = generate_ids(
+                qg,
+                [prompts[i] for i in running],
+                32,
+                batch=batch,
+                bucket=bucket,
+                stop_tokens=[vocab.sep, vocab.eos],
+            )
+        else:  # the teacher's next subquestion, or the stop marker after the last
+            asked = [
+                vocab.encode(gold_questions[i][len(questions[i])]) + [vocab.sep]
+                if len(questions[i]) < len(gold_questions[i])
+                else [vocab.eos]
+                for i in running
+            ]
         ask = []
         for i, ids in zip(running, asked):
             q, stop = _until(ids, [vocab.sep, vocab.eos])
