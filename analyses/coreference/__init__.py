@@ -18,8 +18,9 @@ What runs here (stages; details.json rewritten after each):
 2. features: SmolLM2 reads each document once; the attention from every mention's last
    token to every earlier mention, per layer and head (`predictor.attention_features`).
 3. scorers: an antecedent ranking model on those features (`predictor.fit_scorer`),
-   trained twice: on the short documents only (the OntoNotes analogue) and on every length
-   (the LongtoNotes analogue).
+   trained three times: on the short documents only (the OntoNotes analogue), on as many
+   documents taken from every length (the LongtoNotes analogue, the same amount of data),
+   and on every training document.
 4. evaluate: gold mentions, predicted clusters (best-first), the CoNLL scores of
    `mechjax.evals.coref` per cell (MUC, B-cubed, CEAF-e, their mean the CoNLL F1; LEA,
    BLANC, CEAF-m beside), antecedent accuracy by mention kind and distance; the text's own
@@ -45,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-PREDICTORS = ("short_trained", "all_trained", "rule")
+PREDICTORS = ("short_trained", "mixed_trained", "all_trained", "rule")
 
 _BASE: dict[str, Any] = {
     "model": "smollm2-135m",
@@ -294,11 +295,17 @@ def reproduce(
                 for f in feats[name]["train"]
             ]
             every = [f for name in cells for f in feats[name]["train"]]
+            # as many documents as the short set, taken in turn from every cell: the
+            # effect of long documents apart from the amount of training data
+            turns = [feats[name]["train"] for name in cells]
+            mixed = [t[k] for k in range(max(map(len, turns))) for t in turns if k < len(t)]
+            mixed = mixed[: len(short)]
+            train_sets = {"short_trained": short, "mixed_trained": mixed, "all_trained": every}
             scorers = {
-                "short_trained": fit_scorer(short, steps=settings["scorer_steps"]),
-                "all_trained": fit_scorer(every, steps=settings["scorer_steps"]),
+                p: fit_scorer(docs, steps=settings["scorer_steps"])
+                for p, docs in train_sets.items()
             }
-        details["n_train_docs"] = {"short_trained": len(short), "all_trained": len(every)}
+        details["n_train_docs"] = {p: len(docs) for p, docs in train_sets.items()}
         with st.stage("evaluate"):
             results: dict = {p: {} for p in PREDICTORS}
             for name in cells:
