@@ -220,7 +220,7 @@ def slope_terms(details: dict, pred: str, along: str) -> list[tuple[float, str, 
 def slopes(details: dict) -> dict:
     """The two slopes per predictor, with bootstrap intervals (None without counts)."""
     out = {}
-    for pred in ("short_trained", "all_trained"):
+    for pred in ("short_trained", "mixed_trained", "all_trained"):
         for along in ("length", "chain"):
             terms = slope_terms(details, pred, along)
             if terms:
