@@ -159,3 +159,14 @@ def test_slope_weights_recover_a_planted_trend():
     terms = rep.slope_terms(details, "all_trained", "chain")
     got = sum(w * f1[(int(n[1:].split("_t")[0]), int(n.split("_t")[1]))] for w, _, n in terms)
     assert got == pytest.approx(-0.15)
+
+
+def test_distance_gap_pools_cells():
+    from mechjax.analyses.coreference import report as rep
+
+    near_ok = [[4, 4], [0, 0], [0, 0], [1, 4]]  # per bin: hits, links
+    details = {"results": {"p": {"a": {"distance_by_doc": [near_ok] * 3},
+                                 "b": {"distance_by_doc": [near_ok] * 2}}}}  # fmt: skip
+    value, ci = rep.distance_gap(details, "p")
+    assert value == pytest.approx(0.25 - 1.0) and ci == pytest.approx((-0.75, -0.75))
+    assert rep.distance_gap({"results": {}}, "p") is None

@@ -183,7 +183,10 @@ def evaluate_cell(docs: list, feats: list, scorer) -> dict:
     kinds = {k: [0, 0] for k in KINDS + ("first",)}
     bins = _distance_bins()
     by_dist = [[0, 0] for _ in bins]
+    dist_by_doc = []  # per document, [hits, links] per distance bin
     for n, (doc, f) in enumerate(zip(docs, feats)):
+        mine = [[0, 0] for _ in bins]
+        dist_by_doc.append(mine)
         ante = predict_antecedents(scorer, f)
         spans = [m.words for m in doc.mentions]
         key[str(n)] = doc.chains
@@ -201,6 +204,8 @@ def evaluate_cell(docs: list, feats: list, scorer) -> dict:
                 b = next(k for k, (lo, hi) in enumerate(bins) if lo <= dist < hi)
                 by_dist[b][0] += ok
                 by_dist[b][1] += 1
+                mine[b][0] += ok
+                mine[b][1] += 1
             seen[m.entity] = i
     scores = coref.score_corpus(key, resp)
     return {
@@ -209,6 +214,7 @@ def evaluate_cell(docs: list, feats: list, scorer) -> dict:
         "antecedent_accuracy": {k: (a / n if n else None) for k, (a, n) in kinds.items()},
         "accuracy_by_distance": [a / n if n else None for a, n in by_dist],
         "n_by_distance": [n for _, n in by_dist],
+        "distance_by_doc": dist_by_doc,
     }
 
 
