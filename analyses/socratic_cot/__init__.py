@@ -15,8 +15,9 @@ above answer-only, Socratic >= CoT as the number of steps grows; the abstract re
 over 70% improvement over the baselines on GSM8K, StrategyQA and SVAMP, and GPT-2 large
 with Socratic CoT above a 10x larger GPT-3 (6B) trained with CoT.
 
-What runs here: multi-step arithmetic word problems from `mechjax.evals.worlds` (transfer,
-comparison, part-whole and rate relations); the rule-based teacher
+What runs here: multi-step arithmetic word problems from `mechjax.evals.worlds` with
+additive steps (transfers, comparisons by "more" / "fewer", part-whole); the rule-based
+teacher
 `mechjax.evals.socratic.teach` writes the three formats from each problem with the same
 arithmetic; per model size, five students are trained from scratch with
 `mechjax.training` (Llama configs, `students.py`): answer-only, CoT, unified Socratic, and
@@ -27,8 +28,9 @@ final answer.
 Fidelity: no GSM8K, no GPT-3 teacher, no pretrained GPT-2 offline, so this is an analogue
 of the mechanism, not of the numbers. The teacher is exact (the paper filters GPT-3's
 chains by their final answer), the problems are templated (one sentence per step, in
-order), numbers are single tokens of a closed vocabulary (the students learn the
-arithmetic as lookups), and students are small transformers trained from scratch rather
+order) and additive (multiplicative relations left out so that small students can learn
+the arithmetic in the run's budget), the students read a closed word vocabulary with
+numbers digit by digit, and they are small transformers trained from scratch rather
 than fine-tuned GPT-2 (124M-774M).
 """
 

@@ -26,14 +26,18 @@ FIDELITY = """\
   (`mechjax.evals.worlds`), exactly, with the same equations in the CoT and the Socratic
   solutions, so the formats differ only in the decomposition.
 - **Data.** GSM8K, StrategyQA and SVAMP are not offline. The problems are templated
-  multi-step arithmetic word problems (transfer, comparison, part-whole and rate
-  relations; one sentence per step, in the order of the computation; numbers 2-9 in the
-  text, every value below 200); longer chains in the test than in training.
+  multi-step arithmetic word problems with additive steps (transfers, comparisons by
+  "more" / "fewer", part-whole; one sentence per step, in the order of the computation;
+  numbers 2-9 in the text, every value below 50); the generator's multiplicative
+  relations (rates, "times as many") are left out, so that students this small can learn
+  the arithmetic in the run's budget; longer chains in the test than in training.
 - **Students.** The paper fine-tunes pretrained GPT-2 (small to XL). Here the students
-  are small Llama-config transformers trained from scratch on a closed word vocabulary in
-  which every number is one token, so the arithmetic of a step is a lookup table the
-  student must learn from the data; all students of a size share the architecture, the
+  are small Llama-config transformers trained from scratch on a closed word vocabulary,
+  numbers written digit by digit; all students of a size share the architecture, the
   data, the optimiser and the number of updates.
+- **Diagnosis.** Beside the four methods, the solver is run with the teacher's
+  subquestions in place of the decomposer's: the pair's accuracy with a perfect
+  decomposer, which splits its errors between the two students.
 - **Inference.** Greedy decoding with the compiled KV-cache loop; the pair runs its loop
   (the decomposer asks until it emits its stop marker, the solver answers each
   subquestion given the earlier pairs), as in the paper.
@@ -228,7 +232,10 @@ def _tables(details: dict) -> list[str]:
             "| method | " + " | ".join(f"{k} steps" for k in ks) + " |",
             "|---|" + "---|" * len(ks),
         ]
-        for m, label in LABELS.items():
+        rows = dict(LABELS)
+        if "solver_gold_questions" in d["results"]:
+            rows["solver_gold_questions"] = "(diagnosis) solver given the teacher's subquestions"
+        for m, label in rows.items():
             r = d["results"][m]
             cells = [
                 f"{r[k]['exact_match']:.2f}"
@@ -309,7 +316,7 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         "its decomposer-solver loop, as in the paper; but the teacher is rule-based "
         "(exact) instead of GPT-3, the problems are templated arithmetic word problems "
         "instead of GSM8K, and the students are small transformers trained from scratch "
-        "(numbers as single tokens) instead of fine-tuned GPT-2.",
+        "(numbers digit by digit, additive steps only) instead of fine-tuned GPT-2.",
         "",
         f"Settings: {data.get('n_train', s['n_train'])} training problems of "
         f"{s['train_steps_range']} steps, {s['n_test']} held-out problems per chain length "
