@@ -173,3 +173,17 @@ def test_paired_bootstrap_of_exact_match():
     ratio = rep.bootstrap(details, [(1, "s", "cot", [2])], ratio_of=[(1, "s", "socratic", [2])])
     assert ratio is not None and ratio[0] > 1.4
     assert rep.bootstrap(details, [(1, "s", "unified", [2])]) is None
+
+
+def test_generate_ids_equals_one_generation_per_prompt(tiny_llama):
+    import mechjax as mj
+    from mechjax.generation_batch import generate_ids
+
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10], [11]]  # 2 calls, the last padded
+    got = generate_ids(tiny_llama, prompts, 6, batch=3, bucket=8, stop_tokens=[7])
+    for p, ids in zip(prompts, got):  # the same width alone: the same text
+        one = mj.generate(tiny_llama, [p], 6, stop_tokens=[7], prompt_width=8)
+        assert ids == [int(t) for t in one.tokens[0, : one.lengths[0]]]
+        assert len(ids) == 6 or ids[-1] == 7  # stopped rows keep their stop token
+    with pytest.raises(ValueError, match="batch and bucket must be >= 1"):
+        generate_ids(tiny_llama, prompts, 6, batch=0)
