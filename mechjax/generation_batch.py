@@ -1,8 +1,8 @@
 """Generation over many prompts in a few compiled programs (evaluations, sweeps).
 
-`generate_texts` calls `mechjax.generate` with a fixed batch size and prompt widths rounded
-up to a bucket, so a run over hundreds of prompts of different lengths compiles a handful
-of programs, not one per call.
+`generate_texts` (text prompts) and `generate_ids` (id-list prompts) call `mechjax.generate`
+with a fixed batch size and prompt widths rounded up to a bucket, so a run over hundreds of
+prompts of different lengths compiles a handful of programs, not one per call.
 """
 
 from __future__ import annotations
@@ -44,4 +44,32 @@ def generate_texts(
         g = G.generate(model, rows, max_new_tokens, prompt_width=width, **kwargs)
         assert g.texts is not None
         out += list(g.texts[: len(part)])
+    return out
+
+
+def generate_ids(
+    model: Model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    batch: int = 16,
+    bucket: int = 32,
+    **kwargs,
+) -> list[list[int]]:
+    """The generated token ids of many id-list prompts, batched and bucketed as in
+    `generate_texts` (for models without a tokenizer, e.g. ones trained on a closed
+    vocabulary). Each row keeps its stop token when it stopped (pass `stop_tokens`).
+    """
+    from mechjax import generation as G
+
+    if batch < 1 or bucket < 1:
+        raise InputError(f"batch and bucket must be >= 1, got {batch} and {bucket}")
+    prompts = [list(p) for p in prompts]
+    out: list[list[int]] = []
+    for s in range(0, len(prompts), batch):
+        part = prompts[s : s + batch]
+        width = -(-max(len(r) for r in part) // bucket) * bucket
+        rows = part + [part[-1]] * (batch - len(part))
+        g = G.generate(model, rows, max_new_tokens, prompt_width=width, **kwargs)
+        out += [[int(t) for t in row[:n]] for row, n in zip(g.tokens[: len(part)], g.lengths)]
     return out

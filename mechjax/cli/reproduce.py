@@ -71,6 +71,16 @@ REPRODUCTIONS = {
         "MechanisticProbe (Hou et al. 2023): the reasoning tree read from attention "
         "(S_P1, S_P2) in a GPT-2 trained on k-th smallest, vs random init; SmolLM2",
     ),
+    "socratic-cot": Reproduction(
+        "mechjax.analyses.socratic_cot",
+        "Socratic CoT distillation (Shridhar, Stolfo, Sachan 2023): answer-only, CoT, "
+        "decomposer + solver and unified students trained on a rule-based teacher; offline",
+    ),
+    "coreference": Reproduction(
+        "mechjax.analyses.coreference",
+        "Coreference in long documents (LongtoNotes, Shridhar et al. 2022): CoNLL scorers; "
+        "CoNLL F1 of an attention-based antecedent ranker by chain and document length; SmolLM2",
+    ),
 }
 
 
