@@ -97,6 +97,16 @@ REPRODUCTIONS = {
             "Towards a Mechanistic Interpretation of Multi-Step Reasoning (Hou et al., EMNLP 2023)"
         ),
     ),
+    "groundedness": Reproduction(
+        "mechjax.analyses.groundedness",
+        "Groundedness in retrieval-augmented long-form generation (Stolfo 2024), offline "
+        "analogue: invented facts, greedy, beam and nucleus answers, a MiniLM judge "
+        "calibrated on labelled pairs, string-match truth; SmolLM2, Gemma 3",
+        paper=(
+            "Groundedness in Retrieval-augmented Long-form Generation: An Empirical Study "
+            "(Stolfo, NAACL Findings 2024)"
+        ),
+    ),
 }
 
 
