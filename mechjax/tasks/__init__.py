@@ -14,6 +14,9 @@ One module per task family:
 - `retrieval`: that paper's controls, `number_retrieval` and `factual_recall`.
 - `greater_than`: Hanna et al. (2023).
 - `induction`: repeated random tokens.
+- `blocksworld`: the PlanBench Blocksworld domain (simulator, plan validator, planner,
+  random walks) with renameable action and predicate names (`STANDARD`, `MYSTERY`,
+  `random_naming`); text, not a `TaskBatch`.
 - `batch`: `TaskBatch`, `single_token`, `from_pair`, `check_spacing` and the shared batch
   builder.
 
@@ -21,6 +24,7 @@ An answer that is not a single token raises `TaskError`: metrics read one logit 
 answer. A word answer without its leading space after a word warns (`check_spacing`).
 """
 
+from mechjax.tasks import blocksworld
 from mechjax.tasks.arithmetic import ARITHMETIC_TEMPLATES, arithmetic
 from mechjax.tasks.batch import TaskBatch, TaskError, check_spacing, from_pair, single_token
 from mechjax.tasks.greater_than import greater_than
@@ -36,6 +40,7 @@ __all__ = [
     "TaskBatch",
     "TaskError",
     "arithmetic",
+    "blocksworld",
     "check_spacing",
     "factual_recall",
     "from_pair",
