@@ -41,6 +41,9 @@ def test_world_ground_truth_by_string_match():
         F.supported(f"{o.founder} founded {other.org}.", [doc, F.document(other)], names) is False
     )
     assert F.supported("I hope this helps.", [doc], names) is None
+    cite = f"Document 1: {o.org.capitalize()} was set up in {o.founded}."  # not the value 1
+    assert F.supported(cite, [doc], names) is True
+    assert F.values_in("As documents 1 and 2 say, it is so.", names) == set()
     qs = F.questions(orgs[:10])
     assert sorted(q.attribute for q in qs) == sorted(list(F.ATTRIBUTES) * 2)
     assert all(q.gold == q.org.fact(q.attribute) and q.gold not in q.text for q in qs)

@@ -62,7 +62,7 @@ def _settings(quick: bool, smoke: bool = False) -> dict:
     if quick:
         return {"n_questions": 16, "n_calibration": 40, "n_extra": 24, "max_new": 48,
                 "batch": 8, "beams": 4, "seed": 0, "bootstrap": 2000}  # fmt: skip
-    return {"n_questions": 96, "n_calibration": 100, "n_extra": 64, "max_new": 80,
+    return {"n_questions": 64, "n_calibration": 100, "n_extra": 64, "max_new": 64,
             "batch": 8, "beams": 4, "seed": 0, "bootstrap": 2000}  # fmt: skip
 
 

@@ -64,6 +64,7 @@ GENERIC = [
     "Let me know if you have other questions.",
 ]
 _NUMBER = re.compile(r"\d[\d,]*")
+_DOC_REF = re.compile(r"\bdocuments?\s+\d+(\s*(,|and|&)\s*\d+)*", re.IGNORECASE)
 
 
 class Org(NamedTuple):
@@ -148,7 +149,9 @@ def invented_values(orgs: Sequence[Org]) -> list[str]:
 
 def values_in(sentence: str, names: Sequence[str]) -> set[str]:
     """The checkable values a sentence states: its numbers (thousands separators dropped)
-    and the invented names it contains (case-insensitive, whole words)."""
+    and the invented names it contains (case-insensitive, whole words). References to the
+    prompt's documents ("Document 1", "documents 1 and 2") are not values."""
+    sentence = _DOC_REF.sub(" ", sentence)
     low = sentence.lower()
     found = {m.replace(",", "") for m in _NUMBER.findall(sentence)}
     for v in names:
