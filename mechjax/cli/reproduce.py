@@ -107,6 +107,13 @@ REPRODUCTIONS = {
             "(Stolfo, NAACL Findings 2024)"
         ),
     ),
+    "fluid-representations": Reproduction(
+        "mechjax.analyses.fluid_representations",
+        "Fluid representations in reasoning models (Kharlapenko, Stolfo et al. 2026), offline "
+        "analogue: Blocksworld traces under standard, Mystery and random names; in- and "
+        "cross-naming similarity, injection and replacement; SmolLM2, Gemma 3",
+        paper="Fluid Representations in Reasoning Models (Kharlapenko et al., arXiv 2602.04843)",
+    ),
 }
 
 
