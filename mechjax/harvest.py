@@ -89,7 +89,8 @@ def _positions(positions: Any, n: int, n_pos: int) -> tuple[str, np.ndarray | No
     idx = np.asarray(positions)
     if idx.ndim == 0:
         idx = np.full(n, idx)
-    several = idx.ndim == 2 and idx.shape[0] == n and idx.shape[1] >= 1
+    shape = tuple(idx.shape)
+    several = len(shape) == 2 and shape[0] == n and shape[1] >= 1
     if not (idx.shape == (n,) or several) or not np.issubdtype(idx.dtype, np.integer):
         raise InputError(
             f"positions must be None, a slice, one int position per sequence (int [{n}]) or "

@@ -107,8 +107,7 @@ def _calibration(c: dict) -> list[str]:
         + ", ".join(f"{k} {_f(v, 3)}" for k, v in sorted(c["mean_support_by_kind"].items()))
         + ". "
         + (
-            "A swapped value keeps most of the similarity, so the judge calls most swaps "
-            "grounded"
+            "A swapped value keeps most of the similarity, so the judge calls most swaps grounded"
             if kinds.get("swap", 1.0) < 0.5
             else f"The judge rejects {_pct(kinds.get('swap'))} of swapped values here, but "
             "their support sits between paraphrases and other organisations' facts"

@@ -145,8 +145,8 @@ def full_run_status(name: str, r: Reproduction, repo: Path = REPO) -> str:
         res = None
         notes.append("no results.json")
     if isinstance(res, dict):
-        settings = res.get("settings") if isinstance(res.get("settings"), dict) else {}
-        if res.get("quick") or settings.get("quick"):
+        settings = res.get("settings")
+        if res.get("quick") or (isinstance(settings, dict) and settings.get("quick")):
             notes.append("a --quick run")
         if res.get("complete") is False:
             notes.append("incomplete")

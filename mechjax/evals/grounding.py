@@ -111,9 +111,7 @@ class Calibration(NamedTuple):
     n_pairs: int
 
 
-def calibrate(
-    scores: Float[np.ndarray, " n"], labels: Bool[np.ndarray, " n"]
-) -> Calibration:
+def calibrate(scores: Float[np.ndarray, " n"], labels: Bool[np.ndarray, " n"]) -> Calibration:
     """The threshold (midway between two neighbouring scores) that maximises balanced
     accuracy of `score >= threshold` against `labels` (True = grounded)."""
     s, y = np.asarray(scores, np.float64), np.asarray(labels, bool)
@@ -131,9 +129,9 @@ def calibrate(
 def balanced_accuracy(pred: Bool[np.ndarray, " n"], labels: Bool[np.ndarray, " n"]) -> float:
     """Mean of the true-positive and true-negative rates (NaN for a missing class)."""
     pred, labels = np.asarray(pred, bool), np.asarray(labels, bool)
-    rates = [np.mean(pred[labels]) if labels.any() else np.nan]
-    rates.append(np.mean(~pred[~labels]) if (~labels).any() else np.nan)
-    return float(np.mean(rates))
+    tpr = float(np.mean(pred[labels])) if labels.any() else np.nan
+    tnr = float(np.mean(~pred[~labels])) if (~labels).any() else np.nan
+    return float((tpr + tnr) / 2)
 
 
 def accuracy(
