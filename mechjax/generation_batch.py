@@ -7,7 +7,7 @@ prompts of different lengths compiles a handful of programs, not one per call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mechjax.errors import InputError
 from mechjax.model import Model
@@ -21,6 +21,7 @@ def generate_texts(
     batch: int = 16,
     bucket: int = 32,
     chat: bool = False,
+    generate_fn: Callable | None = None,
     **kwargs,
 ) -> list[str]:
     """The generated texts of many prompts, `batch` rows per `generate` call.
@@ -28,10 +29,13 @@ def generate_texts(
     The last call is padded with copies of its last prompt and every call's prompt width
     is rounded up to a multiple of `bucket` tokens, so an evaluation over hundreds of
     prompts of different lengths compiles a handful of programs, not one per call. Other
-    keyword arguments go to `generate` (greedy by default).
+    keyword arguments go to `generate` (greedy by default), or to `generate_fn` when given
+    (any function with `generate`'s first three arguments, `prompt_width=` and a `.texts`
+    result, such as `mj.beam_search`).
     """
     from mechjax import generation as G
 
+    fn = G.generate if generate_fn is None else generate_fn
     if batch < 1 or bucket < 1:
         raise InputError(f"batch and bucket must be >= 1, got {batch} and {bucket}")
     prompts = list(prompts)
@@ -41,7 +45,7 @@ def generate_texts(
         rows = G.prompt_rows(model, part, None, chat)
         width = -(-max(len(r) for r in rows) // bucket) * bucket
         rows += [rows[-1]] * (batch - len(rows))
-        g = G.generate(model, rows, max_new_tokens, prompt_width=width, **kwargs)
+        g = fn(model, rows, max_new_tokens, prompt_width=width, **kwargs)
         assert g.texts is not None
         out += list(g.texts[: len(part)])
     return out

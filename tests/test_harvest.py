@@ -60,6 +60,12 @@ def test_positions_select_per_sequence_or_a_slice_on_the_right_axis(
     sl = hv.harvest(tiny_llama, corpus_tokens, [POST, PATTERN], positions=slice(2, 7, 2))
     np.testing.assert_allclose(sl[POST], full[POST][:, 2:7:2], **TOL)
     np.testing.assert_allclose(sl[PATTERN], full[PATTERN][:, :, 2:7:2], **TOL)
+    several = np.stack([pos, (pos + 3) % 9, np.zeros(11, int)], axis=1)  # k = 3 per row
+    k3 = hv.harvest(tiny_llama, corpus_tokens, [POST, PATTERN], batch_size=4, positions=several)
+    want = several % 9
+    np.testing.assert_allclose(k3[POST], full[POST][rows[:, None], want], **TOL)
+    pat = np.stack([full[PATTERN][r, :, want[r]].transpose(1, 0, 2) for r in rows])
+    np.testing.assert_allclose(k3[PATTERN], pat, **TOL)  # [n, heads, k, key]
 
 
 def test_attention_mask_is_passed_through_per_batch(tiny_llama, corpus_tokens):
@@ -93,7 +99,7 @@ def test_one_compiled_program_serves_every_batch_and_a_second_corpus(tiny_llama,
 def test_harvest_errors_name_the_site_and_the_shapes(tiny_llama, corpus_tokens):
     with pytest.raises(SiteError, match="blocks.1.mlp.hook_posst"):
         hv.harvest(tiny_llama, corpus_tokens, "blocks.1.mlp.hook_posst")
-    with pytest.raises(InputError, match=r"int \[11\].*shape \(3,\)"):
+    with pytest.raises(InputError, match=r"int \[11, k\].*shape \(3,\)"):
         hv.harvest(tiny_llama, corpus_tokens, POST, positions=np.array([1, 2, 3]))
     with pytest.raises(InputError, match="position 9 is outside the 9 positions"):
         hv.harvest(tiny_llama, corpus_tokens, POST, positions=np.full(11, 9))
