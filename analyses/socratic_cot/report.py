@@ -323,7 +323,9 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         f"{s['test_steps_range']} ({data.get('overlap_dropped', 'n/a')} drawn test problems "
         f"dropped because their text was in training); {s['steps']} updates of batch "
         f"{s['batch']} per student (AdamW, lr {s['lr']}, warmup {s['warmup']}, cosine); "
-        f"{run} run, {meta.get('seconds', 0):.0f} s."
+        f"{run} run; its last invocation took {meta.get('seconds', 0):.0f} s (a killed run "
+        "resumes from the students' checkpoints, so a resumed run's time leaves out the "
+        "students trained before)."
         + (
             " The full run's size (two model sizes, 800 updates per student) was chosen to "
             "finish in about two hours on a 2-core machine shared with other jobs. "
