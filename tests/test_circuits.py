@@ -1,9 +1,10 @@
 """EAP / EAP-IG edge scores and exact edge patching on a tiny GQA Llama."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import max_diff
+from conftest import jrun, max_diff
 
 import mechjax as mj
 from mechjax import circuits, metrics
@@ -79,3 +80,25 @@ def test_bad_inputs(tiny_llama, pair):
         circuits.eap(tiny_llama, clean, corrupted[:, :2], metric)
     with pytest.raises(mj.InputError, match="variant"):
         circuits.eap_ig(tiny_llama, clean, corrupted, metric, variant="nodes")
+
+
+def test_clean_corrupted_is_the_mean_of_the_endpoint_gradients(tiny_llama, pair):
+    """clean_corrupted(input -> m1) = (g_clean + g_corrupted) . Delta / 2, by hand.
+
+    Pins the sign convention: on SmolLM2 IOI the two endpoint gradients of the edge
+    input -> m0 disagree in sign (+0.52 and -1.04 while the exact effect is +10.1), so
+    its clean-corrupted score is negative and the signed ranking puts it last
+    (docs/reproductions/mib/report.md); that is the method, not a sign error."""
+    clean, corrupted, metric = pair
+    cc, g = circuits.clean_corrupted(tiny_llama, clean, corrupted, metric)
+    emb = [jrun(tiny_llama, t, capture=["hook_embed"]).cache["hook_embed"] for t in (clean, corrupted)]
+    delta = emb[1] - emb[0]
+
+    def m(tokens, d):
+        return metric(mj.run(tiny_llama, tokens, {"blocks.1.hook_mlp_in": mj.add(d)}).logits)
+
+    grad = jax.jit(jax.grad(m, argnums=1))
+    g_clean, g_corr = (float((grad(t, jnp.zeros_like(delta)) * delta).sum()) for t in (clean, corrupted))
+    want = (g_clean + g_corr) / 2
+    np.testing.assert_allclose(cc[0, g.dst.index("m1")], want, rtol=1e-4, atol=1e-6)
+    assert abs(g_clean - g_corr) > 1e-3  # the endpoints differ: not EAP twice

@@ -65,6 +65,20 @@ def test_prune_removes_dangling_nodes(graph):
     assert C.weighted_edge_count(got, neurons) == 0.25 + 1.0
 
 
+def test_signed_ranking_drops_a_negative_gateway_edge(graph):
+    """The clean-corrupted pattern on SmolLM2 IOI: the edge nearly every path needs
+    (input -> m0) has a negative score, so a signed circuit without it prunes to nothing
+    (f = 0) while the |score| ranking keeps it first."""
+    S, D = graph.src.index, graph.dst.index
+    s = np.zeros(graph.valid.shape)
+    s[S("input"), D("m0")] = -5.0  # the gateway, negative
+    s[S("m0"), D("a1.h0<v>")] = s[S("a1.h0"), D("logits")] = s[S("m0"), D("logits")] = 1.0
+    signed = C.circuits_at(s, graph, [0.05], absolute=False)[0]
+    assert signed.sum() == 0  # 5 edges kept, none on a path from the input
+    absolute = C.circuits_at(s, graph, [0.05], absolute=True)[0]
+    assert absolute[S("input"), D("m0")] and absolute[S("a1.h0"), D("logits")]
+
+
 def test_greedy_grows_from_the_logits(graph):
     S, D = graph.src.index, graph.dst.index
     s = np.zeros(graph.valid.shape)
