@@ -17,7 +17,7 @@ from mechjax.errors import (
     MechjaxError,
     SiteError,
 )
-from mechjax.generation import Generation, generate, iter_generate
+from mechjax.generation import BeamGeneration, Generation, beam_search, generate, iter_generate
 from mechjax.interventions import (
     Add,
     Apply,
@@ -53,6 +53,8 @@ __all__ = [
     "Apply",
     "Cache",
     "Generation",
+    "BeamGeneration",
+    "beam_search",
     "cache_analysis",
     "generate",
     "iter_generate",

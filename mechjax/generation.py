@@ -626,3 +626,4 @@ def iter_generate(
 
 
 from mechjax.generation_batch import generate_texts  # noqa: E402, F401  (re-export)
+from mechjax.generation_beam import BeamGeneration, beam_search  # noqa: E402, F401

@@ -89,15 +89,17 @@ def _positions(positions: Any, n: int, n_pos: int) -> tuple[str, np.ndarray | No
     idx = np.asarray(positions)
     if idx.ndim == 0:
         idx = np.full(n, idx)
-    if idx.shape != (n,) or not np.issubdtype(idx.dtype, np.integer):
+    shape = tuple(idx.shape)
+    several = len(shape) == 2 and shape[0] == n and shape[1] >= 1
+    if not (idx.shape == (n,) or several) or not np.issubdtype(idx.dtype, np.integer):
         raise InputError(
-            f"positions must be None, a slice or one int position per sequence (int [{n}]), "
-            f"got shape {idx.shape} dtype {idx.dtype}"
+            f"positions must be None, a slice, one int position per sequence (int [{n}]) or "
+            f"k per sequence (int [{n}, k]), got shape {idx.shape} dtype {idx.dtype}"
         )
     if idx.min() < -n_pos or idx.max() >= n_pos:
         bad = int(idx.min() if idx.min() < -n_pos else idx.max())
         raise InputError(f"position {bad} is outside the {n_pos} positions [-{n_pos}, {n_pos})")
-    return "index", (idx % n_pos).astype(np.int32)
+    return ("several" if several else "index"), (idx % n_pos).astype(np.int32)
 
 
 def _mask(attention_mask: Any, shape: tuple[int, int]) -> np.ndarray | None:
@@ -124,6 +126,10 @@ def _select(x: Array, site: str, mode: str, idx: Array | None) -> Array:
         shape[0] = x.shape[0]
         picked = jnp.take_along_axis(x, idx.reshape(shape), axis=axis)
         return jnp.squeeze(picked, axis)
+    if mode == "several":  # idx [batch, k]: k positions per row, on the position axis
+        shape = [1] * x.ndim
+        shape[0], shape[axis] = x.shape[0], idx.shape[1]
+        return jnp.take_along_axis(x, idx.reshape(shape), axis=axis)
     return x
 
 
@@ -155,9 +161,11 @@ def harvest(
       tokens: int [n, pos] token ids (numpy or JAX), run `batch_size` rows at a time.
       sites: one site name or several (full names, or TransformerLens tuples).
       positions: None for all positions ([n, pos, ...] per site; attention patterns keep
-        their [n, heads, q, k] layout), a slice of positions ([n, k, ...]), or one int
+        their [n, heads, q, k] layout), a slice of positions ([n, k, ...]), one int
         position per sequence (int [n], negative from the end) giving [n, ...]: e.g. each
-        sequence's last real token. Selected on the device, before the transfer.
+        sequence's last real token, or k positions per sequence (int [n, k]) giving
+        [n, k, ...] (pad short rows with any valid position and drop those entries).
+        Selected on the device, before the transfer.
       attention_mask: optional bool [n, pos], True for real tokens.
       progress: a progress bar over batches (None: on a terminal when there are several).
 

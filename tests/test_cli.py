@@ -139,12 +139,44 @@ def test_reproduce_list_names_every_reproduction_with_a_line_each():
 
     r = _cli("reproduce", "--list")
     assert r.returncode == 0, r.stderr
-    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln and not ln.startswith("`")}
-    assert set(lines) == set(REPRODUCTIONS)
-    for name, line in lines.items():
+    rows = [ln for ln in r.stdout.splitlines() if ln and not ln.startswith("`")]
+    heads = [i for i, ln in enumerate(rows) if not ln.startswith(" ")]
+    lines = {rows[i].split()[0]: rows[i : i + 3] for i in heads}
+    assert set(lines) == set(REPRODUCTIONS) and len(rows) == 3 * len(REPRODUCTIONS)
+    for name, (line, paper, status) in lines.items():
         assert REPRODUCTIONS[name].summary in line
+        assert paper.strip().startswith("paper: ") and len(paper.strip()) > 20, paper
+        assert status.strip().startswith("full run: "), status
+    # the induction reproduction's full run is committed in this checkout
+    assert lines["induction-emergence"][2].strip() == (
+        "full run: docs/reproductions/induction-emergence"
+    )
     r = _cli("reproduce")
     assert r.returncode == 2 and "NAME" in r.stderr
+
+
+def test_reproduce_list_full_run_status_reads_the_committed_folder(tmp_path):
+    import json
+
+    from mechjax.cli.reproduce import Reproduction, full_run_status, paper_of
+
+    r = Reproduction("m", "A title (Someone 2024): what runs")
+    assert paper_of(r) == "A title (Someone 2024)"
+    assert paper_of(r._replace(paper="The Paper (arXiv 1)")) == "The Paper (arXiv 1)"
+    assert "not in this install" in full_run_status("x", r, tmp_path)
+    folder = tmp_path / "docs" / "reproductions" / "x"
+    folder.mkdir(parents=True)
+    assert full_run_status("x", r, tmp_path) == "full run: not committed"
+    (folder / "report.md").write_text("# x\n")
+    assert full_run_status("x", r, tmp_path) == "full run: docs/reproductions/x (no results.json)"
+    (folder / "results.json").write_text(json.dumps({"complete": True}))
+    assert full_run_status("x", r, tmp_path) == "full run: docs/reproductions/x"
+    (folder / "results.json").write_text(
+        json.dumps({"settings": {"quick": True}, "complete": False})
+    )
+    assert full_run_status("x", r, tmp_path).endswith("(a --quick run, incomplete)")
+    other = r._replace(docs="docs/reproductions/x")
+    assert full_run_status("y", other, tmp_path).startswith("full run: docs/reproductions/x")
 
 
 # ----------------------------------------------------------------- encoders

@@ -29,6 +29,11 @@ def corpus_tokens() -> np.ndarray:
     return tokens
 
 
+# Harvest runs batches of other shapes than the one full run, so XLA may block the
+# float32 matmuls differently: agreement to ~2e-5 on values up to ~20, never O(1).
+TOL = dict(rtol=1e-5, atol=5e-5)
+
+
 @pytest.fixture(scope="module")
 def full(tiny_llama, corpus_tokens) -> dict:
     """Every site the tests read, from one run over all sequences at once."""
@@ -41,7 +46,7 @@ def test_harvest_equals_one_full_run_with_a_padded_last_batch(tiny_llama, corpus
     assert list(out) == [POST, PATTERN]
     for site in (POST, PATTERN):
         assert isinstance(out[site], np.ndarray) and out[site].shape == full[site].shape
-        np.testing.assert_allclose(out[site], full[site], atol=1e-5)
+        np.testing.assert_allclose(out[site], full[site], **TOL)
 
 
 def test_positions_select_per_sequence_or_a_slice_on_the_right_axis(
@@ -50,11 +55,17 @@ def test_positions_select_per_sequence_or_a_slice_on_the_right_axis(
     pos = np.array([0, 8, -1, 3, 4, 5, 6, 7, 2, 1, -9])
     out = hv.harvest(tiny_llama, corpus_tokens, [POST, PATTERN], batch_size=4, positions=pos)
     rows = np.arange(11)
-    np.testing.assert_allclose(out[POST], full[POST][rows, pos % 9], atol=1e-5)
-    np.testing.assert_allclose(out[PATTERN], full[PATTERN][rows, :, pos % 9], atol=1e-5)
+    np.testing.assert_allclose(out[POST], full[POST][rows, pos % 9], **TOL)
+    np.testing.assert_allclose(out[PATTERN], full[PATTERN][rows, :, pos % 9], **TOL)
     sl = hv.harvest(tiny_llama, corpus_tokens, [POST, PATTERN], positions=slice(2, 7, 2))
-    np.testing.assert_allclose(sl[POST], full[POST][:, 2:7:2], atol=1e-5)
-    np.testing.assert_allclose(sl[PATTERN], full[PATTERN][:, :, 2:7:2], atol=1e-5)
+    np.testing.assert_allclose(sl[POST], full[POST][:, 2:7:2], **TOL)
+    np.testing.assert_allclose(sl[PATTERN], full[PATTERN][:, :, 2:7:2], **TOL)
+    several = np.stack([pos, (pos + 3) % 9, np.zeros(11, int)], axis=1)  # k = 3 per row
+    k3 = hv.harvest(tiny_llama, corpus_tokens, [POST, PATTERN], batch_size=4, positions=several)
+    want = several % 9
+    np.testing.assert_allclose(k3[POST], full[POST][rows[:, None], want], **TOL)
+    pat = np.stack([full[PATTERN][r, :, want[r]].transpose(1, 0, 2) for r in rows])
+    np.testing.assert_allclose(k3[PATTERN], pat, **TOL)  # [n, heads, k, key]
 
 
 def test_attention_mask_is_passed_through_per_batch(tiny_llama, corpus_tokens):
@@ -64,7 +75,7 @@ def test_attention_mask_is_passed_through_per_batch(tiny_llama, corpus_tokens):
         mj.run(tiny_llama, corpus_tokens, capture=[RESID], attention_mask=mask).cache[RESID]
     )
     out = hv.harvest(tiny_llama, corpus_tokens, RESID, batch_size=3, attention_mask=mask)
-    np.testing.assert_allclose(out[RESID][mask], ref[mask], atol=1e-5)
+    np.testing.assert_allclose(out[RESID][mask], ref[mask], **TOL)
 
 
 def test_one_compiled_program_serves_every_batch_and_a_second_corpus(tiny_llama, corpus_tokens):
@@ -88,7 +99,7 @@ def test_one_compiled_program_serves_every_batch_and_a_second_corpus(tiny_llama,
 def test_harvest_errors_name_the_site_and_the_shapes(tiny_llama, corpus_tokens):
     with pytest.raises(SiteError, match="blocks.1.mlp.hook_posst"):
         hv.harvest(tiny_llama, corpus_tokens, "blocks.1.mlp.hook_posst")
-    with pytest.raises(InputError, match=r"int \[11\].*shape \(3,\)"):
+    with pytest.raises(InputError, match=r"int \[11, k\].*shape \(3,\)"):
         hv.harvest(tiny_llama, corpus_tokens, POST, positions=np.array([1, 2, 3]))
     with pytest.raises(InputError, match="position 9 is outside the 9 positions"):
         hv.harvest(tiny_llama, corpus_tokens, POST, positions=np.full(11, 9))
@@ -112,7 +123,7 @@ def test_top_activating_equals_a_brute_force_sort(tiny_llama, corpus_tokens, ful
         assert np.all(np.diff(head) < 0)  # the top 10 and the 11th distinct: a unique answer
         np.testing.assert_array_equal(top.seq[j], order // 9)
         np.testing.assert_array_equal(top.pos[j], order % 9)
-        np.testing.assert_allclose(top.values[j], acts[order, j], atol=1e-5)
+        np.testing.assert_allclose(top.values[j], acts[order, j], **TOL)
     # another site kind, given as a full name: the residual stream's units
     resid = hv.top_activating(tiny_llama, corpus_tokens, 1, [3], k=4, site=RESID, batch_size=5)
     order = np.argsort(-full[RESID][..., 3].reshape(-1))[:4]

@@ -185,7 +185,7 @@ def test_induction_batch_sources():
     assert (source < 0).any(axis=1).sum() > 0 and (source >= 0).mean() > 0.6
 
 
-@pytest.mark.slow  # about 30 s of compilation on 2 cores: every stage of the reproduction
+@pytest.mark.slow  # about 45 s of compilation on 2 cores: every stage of the reproduction
 def test_main_writes_report(tmp_path):
     """The command line on a tiny setting: report, figures and results.json."""
     rc = I.main(["--out", str(tmp_path), "--ns", "2", "3", "--seeds", "0", "1", "--smoke"])
@@ -196,5 +196,15 @@ def test_main_writes_report(tmp_path):
     assert res["confinement"]["max_relative_residual"] < 1e-5
     report = (tmp_path / "report.md").read_text()
     assert f"{res['slope']:.3f}" in report and "| 3 |" in report
+    assert report.split("\n")[2].startswith("**Fidelity.**")
+    assert "## The paper's claims and ours" in report and "| verdict |" in report
+    large = res["large_n"]  # the gradient flow at N = 2, 3, 4 in the smoke run
+    assert set(large["t_icl_population"]) == {"2", "3", "4"} and len(large["t_icl"]["4"]) == 2
+    assert abs(large["gd_vs_flow"]["3"]["relative"]) < 0.1  # GD's step vs the flow's time
+    assert large["fit_largest"]["slope_ci"][0] <= large["fit_largest"]["slope"]
+    assert set(large["fit_log_corrected"]) >= {"slope", "power", "max_residual", "ns"}
+    assert large["plateau"] and "grad_beta_2_x_n2" in large["plateau"][0]
+    assert "## Large N: the gradient flow of the 19 coordinates" in report
+    assert "large_n.png" in res["figures"]
     for f in res["figures"]:
         assert (tmp_path / f).stat().st_size > 1000

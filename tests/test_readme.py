@@ -62,6 +62,18 @@ LONG = {
         "minutes of circuit discovery on SmolLM2; tests/test_mib_repro.py runs every stage at "
         "smoke size"
     ),
+    "mechjax reproduce socratic-cot --out out/socratic --quick": (
+        "minutes of training five students; tests/test_socratic_cot_repro.py runs every "
+        "stage at smoke size"
+    ),
+    "mechjax reproduce coreference --out out/coref --quick": (
+        "minutes of SmolLM2 over long documents; tests/test_coreference_repro.py runs every "
+        "stage at smoke size"
+    ),
+    "mechjax eval coref key.conll response.conll": (
+        "needs two CoNLL files; tests/test_evals_coref.py::test_cli_scores_conll_files runs "
+        "the command on the reference scorer's cases"
+    ),
     "mechjax eval hle out/questions.jsonl smollm2-135m --chat": (
         "a minute of generation; tests/test_cli_eval.py runs the command on a tiny model"
     ),

@@ -10,6 +10,10 @@ Musat, Pimentel, Noci, Stolfo, Sachan, Hofmann (arXiv 2511.01033). Claims re-mea
   drive the emergence, in the order gamma_3, beta_2, alpha_3 (Theorem 2), and a PCA of
   the parameter trajectory shows about 3 dominant directions.
 - t_ICL = Theta(N^2): the fitted slope of log t_ICL against log N is expected near 2.
+  Gradient descent runs to N = 64; the gradient flow of the 19 coordinates (`flow.py`,
+  on the O(N) loss of `large_n.py`) to N = 16384, with local slopes, the fit over the
+  largest N, a log-corrected fit and the plateau's drivers (found: t_ICL ~ N^2 / ln N,
+  local slope 2 - 1/ln N, from the causal first layer's harmonic averaging).
 - The same order of the progress measures (the paper's Eqs. 20-22) in a standard
   two-layer attention-only transformer trained with cross-entropy.
 
@@ -86,6 +90,20 @@ from mechjax.analyses.induction.dynamics import (  # noqa: F401
     reduced_loss,
     sample_query_sets,
     train_reduced,
+)
+from mechjax.analyses.induction.flow import (  # noqa: F401
+    FlowRun,
+    LogFit,
+    fit_log_corrected,
+    flow_sweep,
+    gradient_flow,
+    local_slopes,
+    plateau,
+)
+from mechjax.analyses.induction.large_n import (  # noqa: F401
+    query_weights,
+    structured_loss,
+    structured_losses,
 )
 from mechjax.analyses.induction.report import (  # noqa: F401
     build_parser,

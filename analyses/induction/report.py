@@ -2,7 +2,9 @@
 results.json.
 
 Stages (one bar step each, timed with compile time apart): Theorem 1's confinement run,
-the emergence sweep one N at a time, the standard transformer, the figures and report.
+the emergence sweep one N at a time (gradient descent), the standard transformer, the
+gradient flow one N at a time to large N (`flow.py`), the plateau, the figures and report
+(`writeup.py`).
 results.json is rewritten after every stage with `"complete": false` (see
 `mechjax.analyses.stages`), so an interrupted run keeps what it finished.
 """
@@ -22,13 +24,20 @@ from typing import Any
 import jax
 import numpy as np
 
+from mechjax.analyses.induction import writeup
 from mechjax.analyses.induction.dynamics import (
-    Fit,
     emergence_sweep,
     fit_loglog,
     gram_data,
     pca,
     train_reduced,
+)
+from mechjax.analyses.induction.flow import (
+    fit_largest,
+    fit_log_corrected,
+    flow_sweep,
+    local_slopes,
+    plateau,
 )
 from mechjax.analyses.induction.standard import (
     StandardSetup,
@@ -45,6 +54,10 @@ from mechjax.analyses.stages import Stages
 Array = jax.Array
 Params = dict[str, Any]  # nested: blocks are a list of dicts
 
+FULL_FLOW_NS = [2**k for k in range(2, 15)]  # 4 .. 16384
+LARGEST = 4  # the fit over the largest N uses this many N
+LOG_FIT_FROM = 16  # the log-corrected fit uses N from here on (the flow's N)
+
 
 # ============================================================================ reproduce
 
@@ -56,6 +69,8 @@ def reproduce(
     seeds: Sequence[int] | None = None,
     ns: Sequence[int] | None = None,
     lr: float = 1.0,
+    flow_ns: Sequence[int] | None = None,
+    flow_seeds: Sequence[int] | None = None,
     smoke: bool = False,
     log=print,
     progress: bool | None = None,
@@ -64,11 +79,15 @@ def reproduce(
 
     Args:
       out_dir: output folder (created).
-      quick: the small version (< 5 minutes on 2 CPU cores).
+      quick: the small version (< 10 minutes on 2 CPU cores).
       seeds: seeds of the emergence sweep (default 3 quick, 5 full).
-      ns: context lengths N (default 4, 8, 16, 32; full adds 64).
+      ns: context lengths N of the GD sweep (default 4, 8, 16, 32; full adds 64).
       lr: gradient-descent step on the 19 coordinates (1.0 is stable and matches lr 0.5
         to the step, i.e. gradient flow).
+      flow_ns: context lengths of the gradient flow (default: full 4 to 16384 by powers
+        of 2; quick 256 to 2048, where the log-corrected asymptote already holds).
+      flow_seeds: seeds of the gradient flow besides the population (default: full the
+        sweep's seeds, quick none).
       smoke: a seconds-long run of every stage, for tests (numbers not meaningful).
       log: where the progress lines go.
       progress: a bar over the stages on stderr (None: when stderr is a terminal).
@@ -79,6 +98,10 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(seeds if seeds is not None else (range(3) if quick else range(5)))
     ns = list(ns if ns is not None else ((4, 8, 16, 32) if quick else (4, 8, 16, 32, 64)))
+    if flow_ns is None:
+        flow_ns = [2, 3, 4] if smoke else [256, 512, 1024, 2048] if quick else FULL_FLOW_NS
+    if flow_seeds is None:
+        flow_seeds = [] if quick else seeds
     t_start = time.time()
     header = {
         "paper": "On the Emergence of Induction Heads for In-Context Learning (arXiv 2511.01033)",
@@ -87,11 +110,14 @@ def reproduce(
         "ns": ns,
         "seeds": seeds,
         "lr": lr,
+        "flow_ns": sorted(flow_ns),
+        "flow_seeds": list(flow_seeds),
     }
-    with Stages(out / "results.json", 3 + len(ns), progress=progress, log=log) as stages:
+    n_stages = 4 + len(ns) + len(flow_ns)
+    with Stages(out / "results.json", n_stages, progress=progress, log=log) as stages:
         results = _stages(stages, out, header, quick=quick, smoke=smoke)
         results["seconds"] = time.time() - t_start
-        (out / "report.md").write_text(_report(results))
+        (out / "report.md").write_text(writeup.report_text(results))
         stages.finish(_jsonable(results))
     log(f"wrote {out / 'report.md'} in {results['seconds']:.0f}s")
     return results
@@ -167,16 +193,96 @@ def _stages(stages: Stages, out: Path, header: dict, *, quick: bool, smoke: bool
     standard_summary = {k: v for k, v in standard.items() if k != "curves"}
     stages.save({"standard": _jsonable(standard_summary)})
 
+    large, flow = _large_n(stages, header, sweep)
+
     with stages.stage("figures and report"):
-        figures = _figures(out, sweep, ns, fit, ratios, proj, pca_n, standard)
+        figures = writeup.figures(out, sweep, ns, fit, ratios, proj, pca_n, standard)
+        figures.append(writeup.large_figure(out, large, flow))
     return {
         **header,
         **scaling,
         **_sweep_fields(sweep, ns),
         "confinement": confinement,
         "standard": standard_summary,
+        "large_n": large,
         "figures": figures,
     }
+
+
+def _large_n(stages: Stages, header: dict, sweep: dict) -> tuple[dict, dict]:
+    """The gradient flow one N per stage, the plateau, and the fits over large N."""
+    log, ns, seeds = stages.log, header["flow_ns"], header["flow_seeds"]
+    log(f"Gradient flow N={ns}, seeds={seeds} (plus the population)")
+    flow: dict = {}
+    large: dict = {"ns": ns, "seeds": seeds, "rtol": 1e-8, "atol": 1e-10}
+    for n in ns:
+        with stages.stage(f"gradient flow N={n}"):
+            flow.update(flow_sweep([n], seeds, log=log))
+        large.update(_flow_fields(flow))
+        stages.save({"large_n": _jsonable(large)})
+    with stages.stage("plateau"):
+        plateau_ns = [n for n in ns if n >= 16 and n in {4**k for k in range(2, 12)}] or ns
+        large["plateau"] = [plateau(n) for n in plateau_ns]
+    t_pop = [flow[n]["t_icl_population"] for n in ns]
+    # over the largest N: every seed's point, and the population alone; without seeds
+    # the population's points are the fit
+    largest, largest_pop = fit_largest(flow, ns, LARGEST) if seeds else (_pop_fit(flow, ns), None)
+    log_ns = [n for n in ns if n >= LOG_FIT_FROM] if len(ns) > 3 else ns
+    if len(log_ns) < 3:
+        log_ns = ns
+    lc = fit_log_corrected(log_ns, [flow[n]["t_icl_population"] for n in log_ns])
+    large.update(
+        {
+            "local_slopes": local_slopes(ns, t_pop),
+            "log_prediction": {
+                f"{a}-{b}": 2 - 1 / math.log(math.sqrt(a * b)) for a, b in zip(ns, ns[1:])
+            },
+            "fit_largest": _fit_dict(largest, sorted(ns)[-LARGEST:]),
+            "fit_largest_population": (
+                None if largest_pop is None else _fit_dict(largest_pop, sorted(ns)[-LARGEST:])
+            ),
+            "fit_log_corrected": {**lc._asdict(), "ns": log_ns},
+            "t_ln_over_n2": {n: t * math.log(n) / n**2 for n, t in zip(ns, t_pop)},
+            "gd_vs_flow": {
+                n: {
+                    "gd": sweep[n]["t_icl_population"],
+                    "flow": flow[n]["t_icl_population"],
+                    "relative": sweep[n]["t_icl_population"] / flow[n]["t_icl_population"] - 1,
+                }
+                for n in ns
+                if n in sweep
+            },
+        }
+    )
+    f = large["fit_largest"]
+    log(
+        f"  slope over N={f['ns']}: {f['slope']:.3f} [{f['slope_ci'][0]:.3f}, "
+        f"{f['slope_ci'][1]:.3f}]; log-corrected: N^{lc.slope:.3f} / (ln N)^{lc.power:.3f}"
+    )
+    stages.save({"large_n": _jsonable(large)})
+    return large, flow
+
+
+def _pop_fit(flow: dict, ns: Sequence[int]):
+    top = sorted(ns)[-LARGEST:]
+    return fit_loglog(top, [flow[n]["t_icl_population"] for n in top])
+
+
+def _fit_dict(fit, ns: Sequence[int]) -> dict:
+    return {
+        "ns": list(ns),
+        "slope": fit.slope,
+        "slope_ci": list(fit.slope_ci),
+        "n_points": fit.n_points,
+        "method": fit.method,
+    }
+
+
+def _flow_fields(flow: dict) -> dict:
+    """The per-N results of the gradient flow, as results.json holds them."""
+    keys = ("t_icl_population", "t_attention_population", "t_icl", "t_attention",
+            "onsets_population", "evaluations", "seconds")  # fmt: skip
+    return {k: {n: flow[n][k] for n in flow} for k in keys}
 
 
 def _sweep_fields(sweep: dict, ns: Sequence[int]) -> dict:
@@ -244,206 +350,6 @@ def _jsonable(x):
     return x
 
 
-def _figures(out: Path, sweep, ns, fit: Fit, ratios, proj, pca_n, standard) -> list[str]:
-    from mechjax import plotting
-
-    names = Ansatz.induction(4, 6).names
-    highlight = {"alpha_3": "C3", "beta_2": "C2", "gamma_3": "C0"}
-    fig, axes = plotting.subplots(1, len(ns), figsize=(4 * len(ns), 3.4), squeeze=False)
-    for ax, n in zip(axes[0], ns):
-        run = sweep[n]["population"]
-        for i, name in enumerate(names):
-            if name in highlight:
-                ax.plot(run.theta[:, i], color=highlight[name], lw=2, label=name)
-            else:
-                ax.plot(run.theta[:, i], color="0.75", lw=0.8)
-        ax.axvline(sweep[n]["t_icl_population"], color="k", ls=":", lw=1)
-        ax2 = ax.twinx()
-        ax2.plot(run.loss, color="k", lw=1)
-        ax2.set_ylim(0, 0.55)
-        ax.set_title(f"N = {n}")
-        ax.set_xlabel("GD step")
-    axes[0][0].set_ylabel("coordinate (grey: the other 16)")
-    axes[0][0].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "trajectories.png", dpi=110)
-
-    fig, ax = plotting.subplots(figsize=(4.5, 3.6))
-    for n in ns:
-        ax.scatter([n] * len(sweep[n]["t_icl"]), sweep[n]["t_icl"], color="C0", s=14)
-    grid = np.linspace(min(ns), max(ns), 50)
-    ax.plot(
-        grid,
-        np.exp(fit.intercept) * grid**fit.slope,
-        "C0-",
-        label=f"fit slope {fit.slope:.2f} [{fit.slope_ci[0]:.2f}, {fit.slope_ci[1]:.2f}]",
-    )
-    t_ref = sweep[ns[-1]]["t_icl_population"]
-    ax.plot(grid, t_ref * (grid / ns[-1]) ** 2, "k:", label="slope 2")
-    ax.set(xscale="log", yscale="log", xlabel="N (pairs in context)", ylabel="t_ICL (steps)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "loglog_fit.png", dpi=110)
-
-    fig, axes = plotting.subplots(1, 2, figsize=(8, 3.4))
-    k = min(8, len(ratios))
-    axes[0].bar(np.arange(1, k + 1), ratios[:k])
-    axes[0].set(
-        xlabel="principal component",
-        ylabel="variance ratio",
-        title=f"PCA of the trajectory, N = {pca_n}",
-    )
-    axes[1].plot(proj[:, 0], proj[:, 1], lw=1)
-    axes[1].set(xlabel="PC1", ylabel="PC2", title=f"top 3: {ratios[:3].sum():.4f}")
-    fig.tight_layout()
-    fig.savefig(out / "pca.png", dpi=110)
-
-    c = standard["curves"]
-    fig, axes = plotting.subplots(1, 2, figsize=(9, 3.4))
-    axes[0].plot(c["step"], c["loss"], "k", label="eval loss")
-    ax2 = axes[0].twinx()
-    ax2.plot(c["step"], c["induction_score"], "C1", label="induction score")
-    ax2.plot(c["step"], c["previous_token_score"], "C4", label="previous-token score")
-    ax2.set_ylim(0, 1.05)
-    axes[0].set_xlabel("step")
-    axes[0].legend(loc="upper right", fontsize=8)
-    ax2.legend(loc="center right", fontsize=8)
-    for name, color in highlight.items():
-        x = np.asarray(c[name])
-        dev = x - x[0]
-        axes[1].plot(
-            c["step"],
-            dev / max(np.abs(dev).max(), 1e-12),
-            color=color,
-            label=f"{name} (Eq. {20 + ['alpha_3', 'beta_2', 'gamma_3'].index(name)})",
-        )
-    axes[1].set(xlabel="step", ylabel="change / max |change|", title="progress measures")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "standard_transformer.png", dpi=110)
-    return ["trajectories.png", "loglog_fit.png", "pca.png", "standard_transformer.png"]
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.0f}"
-
-
-def _report(r: dict) -> str:
-    ns = r["ns"]
-    lines = [
-        "# Emergence of induction heads: reproduction report",
-        "",
-        f"Paper: {r['paper']}. Mode: {'quick' if r['quick'] else 'full'}; "
-        f"runtime {r['seconds']:.0f} s. The reconstruction of the disentangled model and of "
-        "the 19-dim ansatz is documented in `mechjax.analyses.induction`.",
-        "",
-        "## Scaling of the emergence time",
-        "",
-        f"- Context lengths N = {ns}; seeds {r['seeds']} (each a finite training set of "
-        "N sequences with random query indices) plus the exact population (each index once); "
-        f"gradient descent on the 19 coordinates from zero with lr {r['lr']}; steps per N: "
-        + ", ".join(f"{n}: {r['steps'][n]}" for n in ns)
-        + ".",
-        f"- Fitted slope of log t_ICL against log N: **{r['slope']:.3f}**, 95% CI "
-        f"[{r['slope_ci'][0]:.3f}, {r['slope_ci'][1]:.3f}] ({r['slope_ci_method']}, "
-        f"all N x seed points). Paper: about 2 (t_ICL = Theta(N^2)).",
-    ]
-    if r["slope_population"] is not None:
-        lines.append(
-            f"- Exact population only: slope {r['slope_population']:.3f}, 95% CI "
-            f"[{r['slope_population_ci'][0]:.3f}, {r['slope_population_ci'][1]:.3f}]."
-        )
-    lines.append(
-        "- Local slopes between consecutive N (population): "
-        + ", ".join(f"{k}: {v:.2f}" for k, v in r["local_slopes"].items())
-        + "."
-    )
-    lines += [
-        "",
-        "t_ICL = first step with loss < 0.25 (half the initial loss):",
-        "",
-        "| N | population | "
-        + " | ".join(f"seed {s}" for s in r["seeds"])
-        + " | attention >= 0.5 (seeds) |",
-        "|---|---|" + "---|" * len(r["seeds"]) + "---|",
-    ]
-    for n in ns:
-        lines.append(
-            f"| {n} | {_fmt(r['t_icl_population'][n])} | "
-            + " | ".join(_fmt(t) for t in r["t_icl"][n])
-            + " | "
-            + ", ".join(_fmt(t) for t in r["t_attention"][n])
-            + " |"
-        )
-    lines += [
-        "",
-        "## Emergence order",
-        "",
-        "Onset = first step at which a coordinate reaches 10% of its final value "
-        "(population runs):",
-        "",
-        "| N | gamma_3 | beta_2 | alpha_3 |",
-        "|---|---|---|---|",
-    ]
-    for n in ns:
-        o = r["onsets_population"][n]
-        lines.append(f"| {n} | {_fmt(o['gamma_3'])} | {_fmt(o['beta_2'])} | {_fmt(o['alpha_3'])} |")
-    oc = r["emergence_order"]["counts"]
-    lines += [
-        "",
-        "Observed orders over all runs (population and seeds): "
-        + "; ".join(f"{k}: {v}" for k, v in oc.items())
-        + ". Paper: gamma_3 < beta_2 < alpha_3.",
-        "",
-        "Final coordinates of the population runs (coordinates other than alpha_3, "
-        "beta_2, gamma_3 that end far from 0 depart from the paper's picture):",
-        "",
-    ]
-    for n in ns:
-        fc = r["final_coordinates_population"][n]
-        big = {k: v for k, v in fc.items() if abs(v) >= 0.1}
-        lines.append(f"- N = {n}: " + ", ".join(f"{k} {v:+.2f}" for k, v in big.items()))
-    c = r["confinement"]
-    p = r["pca"]
-    lines += [
-        "",
-        "## Theorem 1 and PCA",
-        "",
-        f"- Full weights trained from zero on the exactly symmetric population (N = "
-        f"{c['n_pairs']}, {c['population_size']} sequences, {c['steps']} steps, lr {c['lr']}): "
-        f"largest off-ansatz residual {c['max_relative_residual']:.2e} of the weight norm "
-        f"(final {c['final_relative_residual']:.2e}); loss {c['loss_start']:.3f} -> "
-        f"{c['loss_end']:.4f}; the full run's 19 coordinates match the reduced run to "
-        f"{c['max_coordinate_gap']:.1e}.",
-        f"- PCA of the parameter trajectory (N = {p['n_pairs']}, population run, centred): "
-        "explained variance "
-        + ", ".join(f"{v:.4f}" for v in p["explained_variance"])
-        + f"; top 3: **{p['top3']:.4f}**. Paper: about 3 dominant directions.",
-        "- Share of the final squared coordinates in (alpha_3, beta_2, gamma_3), population "
-        "runs: "
-        + ", ".join(f"N = {n}: {v:.3f}" for n, v in r["three_coordinate_share"].items())
-        + ".",
-    ]
-    s = r["standard"]
-    lines += [
-        "",
-        "## Standard two-layer attention-only transformer",
-        "",
-        f"- Setup: {s['setup']}; {s['checkpoints']} checkpoints, training "
-        f"{s['train_seconds']:.0f} s; heads used: {s['heads']}.",
-        f"- Loss drop (eval loss < half its initial value) at step {_fmt(s['t_loss_drop'])}.",
-        "- Onset of each progress measure (first checkpoint where its change from step 0 "
-        "reaches 10% of its final change): "
-        + ", ".join(f"{k} {_fmt(v)}" for k, v in s["onsets"].items())
-        + ". Signs and curves: `standard_transformer.png`, `standard_curves.json`.",
-        "",
-        "## Figures",
-        "",
-    ]
-    lines += [f"- `{f}`" for f in r["figures"]]
-    return "\n".join(lines) + "\n"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The options of `mechjax reproduce induction-emergence`."""
     from mechjax.cli.main import HelpFormatter
@@ -457,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output folder for report.md, figures and results.json"
     )
     ap.add_argument(
-        "--quick", action="store_true", help="small version, under 5 minutes on 2 cores"
+        "--quick", action="store_true", help="small version, under 10 minutes on 2 cores"
     )
     ap.add_argument(
         "--seeds",
@@ -471,7 +377,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         default=None,
-        help="context lengths N (default: 4 8 16 32, full runs add 64)",
+        help="context lengths N of the GD sweep (default: 4 8 16 32, full runs add 64)",
+    )
+    ap.add_argument(
+        "--flow-ns",
+        type=int,
+        nargs="+",
+        default=None,
+        help="context lengths N of the gradient flow (default: 256 512 1024 2048 with "
+        "--quick, else 4 8 ... 16384)",
+    )
+    ap.add_argument(
+        "--flow-seeds",
+        type=int,
+        nargs="*",
+        default=None,
+        help="seeds of the gradient flow besides the population (default: none with "
+        "--quick, else the sweep's seeds)",
     )
     ap.add_argument("--lr", type=float, default=1.0, help="GD step on the 19 coordinates")
     ap.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (tests)")
@@ -488,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds=args.seeds,
         ns=args.ns,
         lr=args.lr,
+        flow_ns=args.flow_ns,
+        flow_seeds=args.flow_seeds,
         smoke=args.smoke,
         progress=False if args.quiet else None,
     )

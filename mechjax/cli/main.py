@@ -25,6 +25,7 @@ import argparse
 import sys
 
 from mechjax.cli import circuit as circuit_cmd
+from mechjax.cli import coref as coref_cmd
 from mechjax.cli import evaluate as eval_cmd
 from mechjax.cli import generate as generate_cmd
 from mechjax.cli import info as info_cmd
@@ -210,7 +211,7 @@ def _add_steer(subparsers) -> None:
 
 
 def _add_eval(subparsers) -> None:
-    """Add `eval hle FILE MODEL` and `eval questions OUT`."""
+    """Add `eval hle FILE MODEL`, `eval questions OUT` and `eval coref KEY RESPONSE`."""
     e = subparsers.add_parser(
         "eval",
         help="evaluations: HLE's metrics on a local question file",
@@ -220,7 +221,8 @@ def _add_eval(subparsers) -> None:
         dest="evaluation",
         required=True,
         metavar="EVALUATION",
-        help="hle: score a question file as HLE does; questions: write one",
+        help="hle: score a question file as HLE does; questions: write one; "
+        "coref: CoNLL coreference scores of a response file",
     )
     h = sub.add_parser(
         "hle",
@@ -240,6 +242,7 @@ def _add_eval(subparsers) -> None:
     q.add_argument("--seed", type=int, default=0, help="generator seed")
     q.add_argument("--choices", action="store_true", help="every second one multiple choice")
     q.set_defaults(fn=eval_cmd.cmd_questions)
+    coref_cmd.add_to(sub)
     for parser in sub.choices.values():
         parser.formatter_class = HelpFormatter
 

@@ -18,6 +18,10 @@ project's reference list):
   types as generators of (base, intervened) problem pairs; `number_probs`: P(R) over
   candidate numbers from a model (multi-token numbers by mean token log-probability).
 
+- `coref`, `conll`: the CoNLL coreference scores (MUC, B-cubed, CEAF-m, CEAF-e, BLANC,
+  LEA, the CoNLL average; paper 2) equal to the official reference scorer on its test
+  cases, and reading/writing of the CoNLL-2012 format.
+
 Everything here is pure Python / numpy except `hle.run_jsonl` and `number_probs`, which
 run a model.
 """
@@ -26,6 +30,8 @@ from mechjax.evals import (
     answers,
     biases,
     calibration,
+    conll,
+    coref,
     hle,
     number_probs,
     robustness,
@@ -39,6 +45,8 @@ __all__ = [
     "answers",
     "biases",
     "calibration",
+    "conll",
+    "coref",
     "hle",
     "number_probs",
     "robustness",

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from mechjax.evals import templates as T
 
 __all__ = [
     "AGENTS",
     "CONTAINERS",
+    "Holding",
     "RELATIONS",
     "Relation",
     "Style",
@@ -38,6 +39,7 @@ __all__ = [
     "apply_op",
     "generate",
     "generate_many",
+    "holdings",
     "random_style",
     "render",
     "sample_world",
@@ -166,38 +168,62 @@ def _holder_forms(plural: bool) -> dict[str, str]:
     return {"has": "has", "does": "does", "do": "does", "own": "owns"}
 
 
+class Holding(NamedTuple):
+    """Who holds the quantity of a world at one point, and what it counts (plural noun)."""
+
+    holder: str
+    plural: bool  # the holder is two agents ("A and B"), after a part-whole step
+    entity: str
+
+
+def holdings(world: World) -> list[Holding]:
+    """The holding before the first relation, then after each one (`len(relations) + 1`):
+    a comparison hands the quantity to the other agent, a part-whole step joins the two,
+    a rate turns containers into their content (*) or the content into containers (/)."""
+    _, cp, content = CONTAINERS[world.container]
+    h = Holding(world.agent, False, cp if world.start_in_containers else content)
+    out = [h]
+    for r in world.relations:
+        if r.kind == "comparison":
+            h = Holding(str(r.other), False, h.entity)
+        elif r.kind == "part_whole":
+            h = Holding(f"{h.holder} and {r.other}", True, h.entity)
+        elif r.kind == "rate":
+            h = h._replace(entity=content if r.op == "*" else cp)
+        elif r.kind != "transfer":
+            raise ValueError(f"unknown relation kind {r.kind!r}; known: {RELATIONS}")
+        out.append(h)
+    return out
+
+
 def render(world: World, style: Style = Style()) -> WordProblem:
     """The text of `world` in `style`; answer, equation and operands from the world."""
     cs, cp, content = CONTAINERS[world.container]
-    entity = cp if world.start_in_containers else content
-    holder, plural = world.agent, False
+    hs = holdings(world)
     pick = lambda options, i: options[i % len(options)]
-    fill = {"H": holder, "v": world.start, "E": entity, **_holder_forms(plural)}
+    fill = {"H": world.agent, "v": world.start, "E": hs[0].entity, **_holder_forms(False)}
     sentences = [pick(T.START, style.start).format(**fill)]
     for k, r in enumerate(world.relations):
+        h = hs[k]
         idx = style.relations[k] if k < len(style.relations) else 0
-        fill = {"H": holder, "Q": r.other, "y": r.operand, "E": entity, "C": cs, "Cs": cp}
-        fill.update(_holder_forms(plural))
+        fill = {"H": h.holder, "Q": r.other, "y": r.operand, "E": h.entity, "C": cs, "Cs": cp}
+        fill.update(_holder_forms(h.plural))
         if r.kind == "transfer":
             text = pick(T.TRANSFER[r.op], idx)
         elif r.kind == "comparison":
             text = pick(T.COMPARISON[(r.op, style.consistent)], idx)
-            holder, plural = str(r.other), False
         elif r.kind == "part_whole":
             text = pick(T.PART_WHOLE, idx)
-            holder, plural = f"{holder} and {r.other}", True
-        elif r.kind == "rate":
-            fill["E"] = content if r.op == "*" else entity
+        else:  # rate (holdings() has refused any other kind)
+            fill["E"] = content if r.op == "*" else h.entity
             text = pick(T.RATE[r.op], idx)
-            entity = content if r.op == "*" else cp
-        else:
-            raise ValueError(f"unknown relation kind {r.kind!r}; known: {RELATIONS}")
         s = text.format(**fill)
         sentences.append(s[0].upper() + s[1:])
     last = world.relations[-1].kind if world.relations else ""
-    now = " now" if last == "transfer" else (" together" if plural else "")
+    end = hs[-1]
+    now = " now" if last == "transfer" else (" together" if end.plural else "")
     q = pick(T.QUESTION, style.question)
-    q = q.format(H=holder, E=entity, now=now, **_holder_forms(plural))
+    q = q.format(H=end.holder, E=end.entity, now=now, **_holder_forms(end.plural))
     return WordProblem(
         body=" ".join(sentences),
         question=q,

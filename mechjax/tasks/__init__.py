@@ -16,6 +16,9 @@ One module per task family:
 - `induction`: repeated random tokens.
 - `mcqa`: MIB's copy-colors multiple choice and ARC-style questions from a local JSONL
   file (`multiple_choice`), each with the symbol counterfactual.
+- `blocksworld`: the PlanBench Blocksworld domain (simulator, plan validator, planner,
+  random walks) with renameable action and predicate names (`STANDARD`, `MYSTERY`,
+  `random_naming`); text, not a `TaskBatch`.
 - `batch`: `TaskBatch`, `single_token`, `from_pair`, `check_spacing` and the shared batch
   builder.
 
@@ -23,6 +26,7 @@ An answer that is not a single token raises `TaskError`: metrics read one logit 
 answer. A word answer without its leading space after a word warns (`check_spacing`).
 """
 
+from mechjax.tasks import blocksworld
 from mechjax.tasks.arithmetic import ARITHMETIC_TEMPLATES, arithmetic
 from mechjax.tasks.batch import TaskBatch, TaskError, check_spacing, from_pair, single_token
 from mechjax.tasks.greater_than import greater_than
@@ -39,6 +43,7 @@ __all__ = [
     "TaskBatch",
     "TaskError",
     "arithmetic",
+    "blocksworld",
     "check_spacing",
     "factual_recall",
     "from_pair",
