@@ -37,6 +37,7 @@ from mechjax.circuits.graph import (
 from mechjax.errors import InputError
 from mechjax.model import Model, run
 from mechjax.patching import join_static, split_static
+from mechjax.patching.blocks import metric_of_final
 
 __all__ = ["ABLATIONS", "ablated_outputs", "evaluate_graph"]
 
@@ -61,6 +62,7 @@ class _GraphHook:
         # [b, p, n_src, d] (or broadcastable), [n_src, n_dst], [n_src, d] or None
         self.ablated, self.off, self.keep = ablated, off, keep
         self.seen: list = []
+        self.final = None  # the last stream after the hook (set when the logits input runs)
         self.block: dict = {}  # layer -> (sources seen, [b, p, 3h + 1, d] updates)
 
     def wants(self, name):
@@ -71,6 +73,8 @@ class _GraphHook:
             x = x + (self._delta(name, x) if self.post is not None else self._linear(name, x))
         if name in self.outs:
             self.seen.append(x if x.ndim == 4 else x[:, :, None])
+        if name == self.ins[-1]:  # the logits' input: the last layer's resid_post
+            self.final = x
         return x
 
     def _diff(self, lo: int, hi: int):
@@ -171,8 +175,13 @@ def _check_ablation(ablation: str) -> None:
 
 
 def _graph_metric(model, clean, ablated, off, keep, metric, mask):
+    """The metric of one circuit. The unembedding is applied only where the metric reads
+    (`metric_of_final`: one position per row for `mechjax.metrics`), to the last stream
+    as the graph hook left it; the forward's own full logits go unused and XLA drops
+    them (on Gemma 3's 262k vocabulary they were most of a circuit's memory)."""
     hook = _GraphHook(model, ablated, off, keep, post_attn_norm(model))
-    return metric(model.forward(clean, hook=hook, attention_mask=mask))
+    model.forward(clean, hook=hook, attention_mask=mask)
+    return metric_of_final(model, hook.final, clean, mask, metric)
 
 
 def evaluate_graph(
@@ -229,13 +238,30 @@ def _evaluate(model, clean, corrupted, mask, in_circuit, keep, valid, arrays, *,
     if off.ndim == 2:
         return _graph_metric(model, clean, ablated, off, keep, metric, mask)
     if keep is None:
-        return jax.lax.map(
-            lambda o: _graph_metric(model, clean, ablated, o, None, metric, mask),
-            off,
-            batch_size=16,
+        return _map_circuits(
+            lambda o: _graph_metric(model, clean, ablated, o, None, metric, mask), off
         )
-    return jax.lax.map(
-        lambda ok: _graph_metric(model, clean, ablated, ok[0], ok[1], metric, mask),
-        (off, keep),
-        batch_size=16,
+    return _map_circuits(
+        lambda ok: _graph_metric(model, clean, ablated, ok[0], ok[1], metric, mask), (off, keep)
     )
+
+
+CIRCUIT_BATCH = 16  # circuits evaluated side by side (vmapped) in one step of the loop
+
+
+def _map_circuits(fn, xs, batch: int = CIRCUIT_BATCH):
+    """fn over the leading axis of `xs` (a pytree): vmapped up to `batch` circuits at a
+    time, looping over batches. The circuits are padded to a whole number of batches
+    (copies of the last one, dropped from the result), so the loop body is the only
+    program: `lax.map(batch_size=...)` would compile the remainder as a second one."""
+    n = jax.tree.leaves(xs)[0].shape[0]
+    if n <= batch:
+        return jax.vmap(fn)(xs)
+    pad = -n % batch
+
+    def chunks(x):
+        x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]) if pad else x
+        return x.reshape((-1, batch) + x.shape[1:])
+
+    out = jax.lax.map(jax.vmap(fn), jax.tree.map(chunks, xs))
+    return out.reshape((-1,) + out.shape[2:])[:n]
