@@ -1,11 +1,15 @@
-"""Every edge of a parallel NeoX, a Gemma 3 and a Llama tiny model against hand patching.
+"""Every edge of a tiny model of each family with a graph against hand patching.
 
 For each edge u -> v, the reference is a clean forward pass written by hand with
 `mj.run`: v's input site gets what u adds to the residual stream in the corrupted run
 minus what it adds in the clean run. What a head adds is read from the model itself
-(`hook_attn_out` with that head's `attn.hook_result` patched), so Gemma 3's
-post-attention norm is inside the reference, not assumed away. `evaluate_graph` with
-only that edge off, and `exact_edge_scores`, must equal it for every edge.
+(`hook_attn_out` with that head's `attn.hook_result` patched), so a post-attention norm
+(Gemma 3) is inside the reference, not assumed away. `exact_edge_scores` (the circuit
+with only that edge off, through `evaluate_graph`) must equal it for every edge; the
+same call checks the full circuit (the clean run: entries off the graph, such as a
+parallel block's same-layer head -> MLP pairs, change nothing), the empty one (the
+corrupted run) and every out-edge of head a0.h0 off (= patching that head's result:
+exact, not additive, under a post-norm). One compiled evaluation per family.
 """
 
 import jax
@@ -15,17 +19,15 @@ import pytest
 from conftest import jrun, max_diff
 
 import mechjax as mj
-from mechjax import circuits, metrics
+from mechjax import circuits
 from mechjax.io.families import family_of_module
 from mechjax.models import gemma3, neox
 
-B, P = 2, 5
 
-
-def _neox():
+def _neox(parallel=True):
     cfg = neox.Config(
         d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=48, d_vocab=50, n_ctx=64,
-        rotary_dim=4, parallel_residual=True,
+        rotary_dim=4, parallel_residual=parallel,
     )  # fmt: skip
     return mj.Model(neox.init(jax.random.PRNGKey(2), cfg, scale=0.3), cfg, family_of_module("neox"))
 
@@ -41,11 +43,8 @@ def _gemma3():
 
 
 @pytest.fixture(scope="module")
-def pair():
-    rng = np.random.RandomState(5)
-    clean = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
-    corrupted = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
-    return clean, corrupted, metrics.Negate(metrics.LogitDiff(jnp.array([1, 2]), jnp.array([3, 4])))
+def pair(circuit_pair):
+    return circuit_pair
 
 
 @jax.jit
@@ -61,18 +60,23 @@ def _attn_outs(model, clean, results):
     return jax.vmap(one)(results)
 
 
-def _source_deltas(model, clean, corrupted, graph):
-    """[n_src, b, p, d]: what each source adds to the stream, corrupted minus clean."""
+def _source_deltas(model, clean, corrupted, graph, metric):
+    """[n_src, b, p, d]: what each source adds to the stream, corrupted minus clean; and
+    the metric of the clean run, the corrupted run and the clean run with head a0.h0's
+    result patched from the corrupted one (all read from the model's own runs)."""
     n, h = model.config.n_layers, model.config.n_heads
     res = [f"blocks.{l}.attn.hook_result" for l in range(n)]
     sites = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_mlp_out" for l in range(n)] + res
-    c = jrun(model, clean, capture=sites).cache
-    k = jrun(model, corrupted, capture=sites).cache
+    c_run, k_run = jrun(model, clean, capture=sites), jrun(model, corrupted, capture=sites)
+    c, k = c_run.cache, k_run.cache
     # one row per head: the clean results with that one head's corrupted
     clean_res = jnp.stack([c[x] for x in res])  # [n, b, p, h, d]
     rows = [clean_res.at[l, :, :, i].set(k[res[l]][:, :, i]) for l in range(n) for i in range(h)]
     att = _attn_outs(model, clean, jnp.stack(rows + [clean_res]))  # [rows + 1, n, b, p, d]
     heads = att[:-1] - att[-1:]
+    head0 = {res[0]: mj.patch(rows[0][0])}  # a0.h0's result from the corrupted run
+    refs = {"clean": float(metric(c_run.logits)), "corrupted": float(metric(k_run.logits)),
+            "head0": float(metric(jrun(model, clean, head0).logits))}  # fmt: skip
     out = []
     for name in graph.src:
         if name == "input":
@@ -83,7 +87,7 @@ def _source_deltas(model, clean, corrupted, graph):
         else:  # the layer's attention output with this one head's result corrupted
             l, i = (int(x[1:]) for x in name.split("."))
             out.append(heads[l * h + i, l])
-    return jnp.stack(out)
+    return jnp.stack(out), refs
 
 
 @jax.jit
@@ -105,9 +109,11 @@ def _dst_site(name, n_layers):
 
 
 def _hand_edges(model, clean, corrupted, metric, graph):
-    """metric of the hand-patched forward with each edge alone corrupted, [n_edges]."""
+    """metric of the hand-patched forward with each edge alone corrupted, [n_edges], and
+    the reference runs of `_source_deltas`."""
     model = circuits.ungroup_gqa(model)  # every head its own k and v input, as the graph
-    deltas = np.asarray(_source_deltas(model, clean, corrupted, graph))
+    deltas, refs = _source_deltas(model, clean, corrupted, graph, metric)
+    deltas = np.asarray(deltas)
     idx = np.argwhere(graph.valid)
     n, h = model.config.n_layers, model.config.n_heads
     b, p, d = deltas.shape[1:]
@@ -123,24 +129,49 @@ def _hand_edges(model, clean, corrupted, metric, graph):
         else:
             per_site[site][e, :, :, head] = deltas[u]
     arrays = {s: jnp.asarray(x) for s, x in per_site.items()}
-    return np.asarray(_patched(model, clean, metric, arrays))
+    return np.asarray(_patched(model, clean, metric, arrays)), refs
+
+
+BUILDERS = {"neox": _neox, "gemma3": _gemma3}
+
+
+def check_every_edge(model, pair):
+    """The module docstring's checks for one model; returns its graph."""
+    clean, corrupted, metric = pair
+    graph = circuits.graph_of(model)
+    idx = np.argwhere(graph.valid)
+    hand, ref = _hand_edges(model, clean, corrupted, metric, graph)
+    base = ref["clean"]
+    assert np.abs(hand - base).max() > 1e-2  # edges matter, so the comparison can fail
+    assert abs(ref["head0"] - base) > 1e-3
+    # the single-edge circuits, then the full, the empty and all of a0.h0's out-edges off
+    masks = np.ones((len(idx) + 3,) + graph.valid.shape, bool)
+    masks[np.arange(len(idx)), idx[:, 0], idx[:, 1]] = False
+    masks[-3], masks[-2], masks[-1] = graph.valid, False, graph.valid
+    masks[-1, graph.src.index("a0.h0")] = False
+    got = np.asarray(circuits.evaluate_graph(model, clean, corrupted, metric, masks))
+    np.testing.assert_allclose(got[:-3], hand, atol=2e-5, err_msg=max_diff(got[:-3], hand))
+    want = [base, ref["corrupted"], ref["head0"]]
+    np.testing.assert_allclose(got[-3:], want, atol=5e-5)
+    exact, _ = circuits.exact_edge_scores(model, clean, corrupted, metric)
+    ex = np.asarray(exact)[idx[:, 0], idx[:, 1]]
+    np.testing.assert_allclose(ex, hand - base, atol=2e-5, err_msg=max_diff(ex, hand - base))
+    assert np.all(np.asarray(exact)[~graph.valid] == 0)
+    return graph
 
 
 @pytest.mark.parametrize("family", ["neox", "gemma3", "llama"])
 def test_every_edge_equals_hand_patching(family, tiny_llama, pair):
-    model = {"neox": _neox, "gemma3": _gemma3}.get(family, lambda: tiny_llama)()
-    clean, corrupted, metric = pair
-    graph = circuits.graph_of(model)
-    if family == "neox":
-        assert graph.n_edges == 102  # no same-layer head -> MLP edges in a parallel block
-    idx = np.argwhere(graph.valid)
-    hand = _hand_edges(model, clean, corrupted, metric, graph)
-    base = float(metric(jrun(model, clean).logits))
-    assert np.abs(hand - base).max() > 1e-2  # edges matter, so the comparison can fail
-    masks = np.repeat(graph.valid[None], len(idx), 0)
-    masks[np.arange(len(idx)), idx[:, 0], idx[:, 1]] = False
-    got = np.asarray(circuits.evaluate_graph(model, clean, corrupted, metric, masks))
-    np.testing.assert_allclose(got, hand, atol=2e-5, err_msg=max_diff(got, hand))
-    exact, _ = circuits.exact_edge_scores(model, clean, corrupted, metric)
-    ex = np.asarray(exact)[idx[:, 0], idx[:, 1]]
-    np.testing.assert_allclose(ex, hand - base, atol=2e-5, err_msg=max_diff(ex, hand - base))
+    model = BUILDERS.get(family, lambda: tiny_llama)()
+    graph = check_every_edge(model, pair)
+    if family == "neox":  # parallel: no same-layer head -> MLP edges (EAP-IG: 110 - 2 x 4)
+        assert graph.n_edges == 102
+        S, D = graph.src.index, graph.dst.index
+        for l in range(2):
+            assert not graph.valid[S(f"a{l}.h0"), D(f"m{l}")]
+            np.testing.assert_array_equal(
+                graph.valid[:, D(f"m{l}")], graph.valid[:, D(f"a{l}.h0<q>")]
+            )
+        assert graph.valid[S("a0.h0"), D("m1")] and graph.valid[S("m0"), D("a1.h0<q>")]
+        # control: the sequential NeoX keeps them
+        assert circuits.graph_of(_neox(parallel=False)).n_edges == 110

@@ -12,19 +12,13 @@ import pytest
 from conftest import jrun
 
 import mechjax as mj
-from mechjax import circuits, metrics
+from mechjax import circuits
 from mechjax.circuits import construction as C
-
-B, P = 4, 5
 
 
 @pytest.fixture(scope="module")
-def pair():
-    rng = np.random.RandomState(7)
-    clean = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
-    corrupted = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
-    ans, wr = rng.randint(0, 50, B), rng.randint(0, 50, B)
-    return clean, corrupted, metrics.LogitDiff(jnp.asarray(ans), jnp.asarray(wr))
+def pair(circuit_pair):
+    return circuit_pair
 
 
 @pytest.fixture(scope="module")

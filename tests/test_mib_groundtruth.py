@@ -10,9 +10,8 @@ from mechjax.analyses.mib import groundtruth as G
 
 
 @pytest.fixture(scope="module")
-def trained():
-    s = G.SETTINGS["smoke"]
-    model, loss = G.train_model(s)
+def trained(mib_truth_model):
+    s, model, loss = mib_truth_model
     batch = G.induction_pairs(s["d_vocab"], s["n"], s["half"], seed=1)
     return s, model, loss, batch
 

@@ -55,7 +55,7 @@ METHODS = (
 def _settings(quick: bool, smoke: bool = False) -> dict:
     if smoke:
         return {"n_attr": 4, "n_eval": 4, "batch": 4, "ig_steps": 2, "act_steps": 1,
-                "mask_steps": 3, "mask_batch": 4, "gt": "smoke", "tasks": list(TASKS),
+                "mask_steps": 3, "mask_batch": 4, "gt": "smoke", "tasks": ["ioi"],
                 "methods": list(METHODS)}  # fmt: skip
     if quick:
         return {"n_attr": 8, "n_eval": 8, "batch": 8, "ig_steps": 5, "act_steps": 1,

@@ -197,8 +197,9 @@ def evaluate_graph(
 ):
     """The metric with every edge outside `in_circuit` ([n_src, n_dst] bool) ablated.
 
-    `in_circuit` may carry leading batch axes (one circuit each, evaluated in one
-    compiled program); entries outside the graph (`graph_of(model).valid`) are ignored.
+    `in_circuit` may carry leading batch axes (one circuit each; up to `CIRCUIT_BATCH`
+    side by side in one compiled program, reused for every chunk); entries outside the
+    graph (`graph_of(model).valid`) are ignored.
     `neurons` ([n_src, d_model] bool, with the same leading axes if any) keeps part of each
     source's output (MIB's neuron level); `ablation` is "corrupted", "mean" or "zero".
     Pass circuits through `construction.prune` first to evaluate them as MIB does.
@@ -219,49 +220,61 @@ def evaluate_graph(
         if keep.shape != want:
             raise InputError(f"neurons has shape {tuple(keep.shape)}; expected {want}")
     arrays, static = split_static(metric)
-    return _evaluate(
-        model, clean, corrupted, attention_mask, circ, keep, valid, arrays,
-        static=static, ablation=ablation,
-    )  # fmt: skip
+    ablated = _ablated(model, clean, corrupted, attention_mask, ablation=ablation)
+    args = (model, clean, attention_mask, ablated, valid, arrays)
+    if circ.ndim == 2:
+        return _evaluate(*args, circ, keep, static=static)
+    lead, n = circ.shape[:-2], int(np.prod(circ.shape[:-2]))
+    circ = circ.reshape((n,) + valid.shape)
+    keep = None if keep is None else keep.reshape((n,) + keep.shape[-2:])
+    size = min(CIRCUIT_BATCH, 1 << (n - 1).bit_length())  # 1, 2, 4, 8 or 16 side by side
+    pad = -n % size
+
+    def padded(x):  # copies of the last circuit fill the last chunk; dropped below
+        return jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]) if pad else x
+
+    circ = padded(circ)
+    keep = None if keep is None else padded(keep)
+    out = [
+        _evaluate_many(
+            *args, circ[i : i + size], None if keep is None else keep[i : i + size], static=static
+        )  # fmt: skip
+        for i in range(0, n + pad, size)
+    ]
+    return jnp.concatenate(out)[:n].reshape(lead)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "ablation"))
-def _evaluate(model, clean, corrupted, mask, in_circuit, keep, valid, arrays, *, static, ablation):
-    metric = join_static(arrays, static)
-    ablated = ablated_outputs(model, clean, corrupted, mask, ablation)
+CIRCUIT_BATCH = 16  # at most this many circuits evaluated side by side (vmapped)
+
+
+@functools.partial(jax.jit, static_argnames=("ablation",))
+def _ablated(model, clean, corrupted, mask, *, ablation):
+    return ablated_outputs(model, clean, corrupted, mask, ablation)
+
+
+def _metric_of(model, clean, mask, ablated, valid, metric, in_circuit, keep):
     circ = in_circuit.astype(bool)
     if keep is not None:  # an edge counts as in only if its source is wholly kept (EAP-IG)
         circ = circ & (keep.sum(-1) == keep.shape[-1])[..., None]
     # only edges of the graph carry ablated values: in a parallel block a layer's heads
     # are computed before its MLP reads the block input, but have no edge to it
     off = (valid & ~circ).astype(ablated.dtype)
-    if off.ndim == 2:
-        return _graph_metric(model, clean, ablated, off, keep, metric, mask)
-    if keep is None:
-        return _map_circuits(
-            lambda o: _graph_metric(model, clean, ablated, o, None, metric, mask), off
-        )
-    return _map_circuits(
-        lambda ok: _graph_metric(model, clean, ablated, ok[0], ok[1], metric, mask), (off, keep)
+    return _graph_metric(model, clean, ablated, off, keep, metric, mask)
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def _evaluate(model, clean, mask, ablated, valid, arrays, in_circuit, keep, *, static):
+    """One circuit."""
+    metric = join_static(arrays, static)
+    return _metric_of(model, clean, mask, ablated, valid, metric, in_circuit, keep)
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def _evaluate_many(model, clean, mask, ablated, valid, arrays, in_circuit, keep, *, static):
+    """A chunk of circuits side by side (vmapped). `evaluate_graph` calls this one
+    compiled program for every chunk, so any number of circuits on the same model and
+    prompts compiles once per chunk size (and the ablated run is computed once)."""
+    metric = join_static(arrays, static)
+    return jax.vmap(lambda c, k: _metric_of(model, clean, mask, ablated, valid, metric, c, k))(
+        in_circuit, keep
     )
-
-
-CIRCUIT_BATCH = 16  # circuits evaluated side by side (vmapped) in one step of the loop
-
-
-def _map_circuits(fn, xs, batch: int = CIRCUIT_BATCH):
-    """fn over the leading axis of `xs` (a pytree): vmapped up to `batch` circuits at a
-    time, looping over batches. The circuits are padded to a whole number of batches
-    (copies of the last one, dropped from the result), so the loop body is the only
-    program: `lax.map(batch_size=...)` would compile the remainder as a second one."""
-    n = jax.tree.leaves(xs)[0].shape[0]
-    if n <= batch:
-        return jax.vmap(fn)(xs)
-    pad = -n % batch
-
-    def chunks(x):
-        x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]) if pad else x
-        return x.reshape((-1, batch) + x.shape[1:])
-
-    out = jax.lax.map(jax.vmap(fn), jax.tree.map(chunks, xs))
-    return out.reshape((-1,) + out.shape[2:])[:n]
