@@ -25,7 +25,7 @@ def test_graph_and_ungrouping(tiny_llama, pair):
     assert not g.valid[g.src.index("a0.h0"), g.dst.index("a0.h1<q>")]
     un = circuits.ungroup_gqa(tiny_llama)
     np.testing.assert_allclose(
-        mj.run(un, pair[0]).logits, mj.run(tiny_llama, pair[0]).logits, atol=1e-5
+        jrun(un, pair[0]).logits, jrun(tiny_llama, pair[0]).logits, atol=1e-5
     )
 
 

@@ -132,7 +132,33 @@ def _hand_edges(model, clean, corrupted, metric, graph):
     return np.asarray(_patched(model, clean, metric, arrays)), refs
 
 
-BUILDERS = {"neox": _neox, "gemma3": _gemma3}
+def _tiny(family, **extra):
+    """A tiny random model of `family` (2 layers, 4 heads, GQA where the family has it)."""
+    import importlib
+
+    def build():
+        mod = importlib.import_module(f"mechjax.models.{family}")
+        kw = dict(d_model=32, n_layers=2, n_heads=4, d_head=8, d_mlp=48, d_vocab=50, n_ctx=64)
+        cfg = mod.Config(**kw, **extra)
+        p = mod.init(jax.random.PRNGKey(4), cfg, scale=0.3)
+        for b in p["blocks"]:  # post-norm gains far from their neutral value
+            if "ln1_post" in b:
+                b["ln1_post"]["w"] = b["ln1_post"]["w"] + 0.5
+        return mj.Model(p, cfg, family_of_module(family))
+
+    return build
+
+
+BUILDERS = {
+    "neox": _neox,
+    "gemma3": _gemma3,
+    "qwen3": _tiny("qwen3", n_kv_heads=2),
+    "phi3": _tiny("phi3", n_kv_heads=2),
+    "mixtral": _tiny("mixtral", n_kv_heads=2, n_experts=4, top_k=2),
+    "gptj": _tiny("gptj", rotary_dim=4),
+    "gemma2": _tiny("gemma2", n_kv_heads=2),
+    "olmo2": _tiny("olmo2", n_kv_heads=2),
+}
 
 
 def check_every_edge(model, pair):
@@ -141,7 +167,8 @@ def check_every_edge(model, pair):
     graph = circuits.graph_of(model)
     idx = np.argwhere(graph.valid)
     hand, ref = _hand_edges(model, clean, corrupted, metric, graph)
-    base = ref["clean"]
+    base = ref["clean"]  # of the ungrouped model, which must be the same function
+    np.testing.assert_allclose(base, float(metric(jrun(model, clean).logits)), atol=1e-5)
     assert np.abs(hand - base).max() > 1e-2  # edges matter, so the comparison can fail
     assert abs(ref["head0"] - base) > 1e-3
     # the single-edge circuits, then the full, the empty and all of a0.h0's out-edges off
@@ -160,12 +187,13 @@ def check_every_edge(model, pair):
     return graph
 
 
-@pytest.mark.parametrize("family", ["neox", "gemma3", "llama"])
+@pytest.mark.parametrize("family", ["llama", *BUILDERS])
 def test_every_edge_equals_hand_patching(family, tiny_llama, pair):
     model = BUILDERS.get(family, lambda: tiny_llama)()
     graph = check_every_edge(model, pair)
-    if family == "neox":  # parallel: no same-layer head -> MLP edges (EAP-IG: 110 - 2 x 4)
-        assert graph.n_edges == 102
+    parallel = family in ("neox", "gptj")
+    assert graph.n_edges == (102 if parallel else 110)
+    if parallel:  # no same-layer head -> MLP edges (EAP-IG: 110 - 2 x 4)
         S, D = graph.src.index, graph.dst.index
         for l in range(2):
             assert not graph.valid[S(f"a{l}.h0"), D(f"m{l}")]
@@ -173,5 +201,5 @@ def test_every_edge_equals_hand_patching(family, tiny_llama, pair):
                 graph.valid[:, D(f"m{l}")], graph.valid[:, D(f"a{l}.h0<q>")]
             )
         assert graph.valid[S("a0.h0"), D("m1")] and graph.valid[S("m0"), D("a1.h0<q>")]
-        # control: the sequential NeoX keeps them
+    if family == "neox":  # control: the sequential NeoX keeps them
         assert circuits.graph_of(_neox(parallel=False)).n_edges == 110

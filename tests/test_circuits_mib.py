@@ -149,7 +149,7 @@ def test_eap_zero_ablation_is_minus_clean_output(tiny_llama, pair):
     model = circuits.ungroup_gqa(tiny_llama)
     emb = jrun(model, clean, capture=["blocks.0.hook_resid_pre"]).cache["blocks.0.hook_resid_pre"]
     site = "blocks.1.hook_mlp_in"
-    grad = jax.grad(lambda d: metric(mj.run(model, clean, {site: mj.add(d)}).logits))(
+    grad = jax.jit(jax.grad(lambda d: metric(mj.run(model, clean, {site: mj.add(d)}).logits)))(
         jnp.zeros_like(emb)
     )
     np.testing.assert_allclose(s[0, g.dst.index("m1")], jnp.sum(-emb * grad), rtol=1e-4)
