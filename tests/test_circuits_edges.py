@@ -48,16 +48,18 @@ def pair(circuit_pair):
 
 
 @jax.jit
-def _attn_outs(model, clean, results):
-    """hook_attn_out of every layer with each layer's head results replaced, vmapped."""
+def _attn_outs(model, clean, adds, metric):
+    """(hook_attn_out of every layer, metric) of the clean run with `adds[l]` added to
+    layer l's head results, vmapped over the rows of `adds`."""
     n = model.config.n_layers
     names = tuple(f"blocks.{l}.hook_attn_out" for l in range(n))
 
-    def one(res):
-        hooks = {f"blocks.{l}.attn.hook_result": mj.patch(res[l]) for l in range(n)}
-        return jnp.stack([mj.run(model, clean, hooks, capture=names).cache[x] for x in names])
+    def one(add):
+        hooks = {f"blocks.{l}.attn.hook_result": mj.add(add[l]) for l in range(n)}
+        out = mj.run(model, clean, hooks, capture=names)
+        return jnp.stack([out.cache[x] for x in names]), metric(out.logits)
 
-    return jax.vmap(one)(results)
+    return jax.vmap(one)(adds)
 
 
 def _source_deltas(model, clean, corrupted, graph, metric):
@@ -69,14 +71,15 @@ def _source_deltas(model, clean, corrupted, graph, metric):
     sites = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_mlp_out" for l in range(n)] + res
     c_run, k_run = jrun(model, clean, capture=sites), jrun(model, corrupted, capture=sites)
     c, k = c_run.cache, k_run.cache
-    # one row per head: the clean results with that one head's corrupted
-    clean_res = jnp.stack([c[x] for x in res])  # [n, b, p, h, d]
-    rows = [clean_res.at[l, :, :, i].set(k[res[l]][:, :, i]) for l in range(n) for i in range(h)]
-    att = _attn_outs(model, clean, jnp.stack(rows + [clean_res]))  # [rows + 1, n, b, p, d]
-    heads = att[:-1] - att[-1:]
-    head0 = {res[0]: mj.patch(rows[0][0])}  # a0.h0's result from the corrupted run
+    # one row per head: only that head's result moved to its corrupted value (the
+    # layers after it run freely), and a last row with nothing moved
+    diff = jnp.stack([k[x] - c[x] for x in res])  # [n, b, p, h, d]
+    zero = jnp.zeros_like(diff)
+    rows = [zero.at[l, :, :, i].set(diff[l, :, :, i]) for l in range(n) for i in range(h)]
+    att, m = _attn_outs(model, clean, jnp.stack(rows + [zero]), metric)
+    heads = att[:-1] - att[-1:]  # att: [rows + 1, n, b, p, d]
     refs = {"clean": float(metric(c_run.logits)), "corrupted": float(metric(k_run.logits)),
-            "head0": float(metric(jrun(model, clean, head0).logits))}  # fmt: skip
+            "head0": float(m[0]), "clean_again": float(m[-1])}  # fmt: skip
     out = []
     for name in graph.src:
         if name == "input":
@@ -110,10 +113,10 @@ def _dst_site(name, n_layers):
 
 def _hand_edges(model, clean, corrupted, metric, graph):
     """metric of the hand-patched forward with each edge alone corrupted, [n_edges], and
-    the reference runs of `_source_deltas`."""
-    model = circuits.ungroup_gqa(model)  # every head its own k and v input, as the graph
+    the reference runs of `_source_deltas` (on `model` itself, not ungrouped)."""
     deltas, refs = _source_deltas(model, clean, corrupted, graph, metric)
     deltas = np.asarray(deltas)
+    model = circuits.ungroup_gqa(model)  # every head its own k and v input, as the graph
     idx = np.argwhere(graph.valid)
     n, h = model.config.n_layers, model.config.n_heads
     b, p, d = deltas.shape[1:]
@@ -167,8 +170,8 @@ def check_every_edge(model, pair):
     graph = circuits.graph_of(model)
     idx = np.argwhere(graph.valid)
     hand, ref = _hand_edges(model, clean, corrupted, metric, graph)
-    base = ref["clean"]  # of the ungrouped model, which must be the same function
-    np.testing.assert_allclose(base, float(metric(jrun(model, clean).logits)), atol=1e-5)
+    base = ref["clean"]  # of the model as given (the circuit code ungroups its heads)
+    np.testing.assert_allclose(ref["clean_again"], base, atol=1e-5)
     assert np.abs(hand - base).max() > 1e-2  # edges matter, so the comparison can fail
     assert abs(ref["head0"] - base) > 1e-3
     # the single-edge circuits, then the full, the empty and all of a0.h0's out-edges off
