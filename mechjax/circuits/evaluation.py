@@ -104,26 +104,31 @@ class _GraphHook:
         return self._shape(d, x)
 
     def _delta(self, name, x):
+        """Post-norm families: the input and the MLPs stay additive; each seen layer's
+        heads go through that layer's norm, all layers in one batched op (so the program
+        grows with the layers, not with their square)."""
         cur = jnp.concatenate(self.seen, 2)
         k = cur.shape[2]
         start, stop = self._columns(name)
         diff, off = self.ablated[:, :, :k] - cur, self.off[:k, start:stop]
         if self.keep is not None:  # dimensions of a source in the circuit stay as they are
             diff = diff * (1 - self.keep[:k])
-        if self.post is None:
-            return self._shape(jnp.einsum("bpsd,st->bptd", diff, off), x)
-        # the input and the MLPs stay additive; each seen layer's heads go through the norm
         h = self.h
-        layers = [l for l in range(self.model.config.n_layers) if (l + 1) * (h + 1) <= k]
+        n_seen = sum(1 for l in range(self.model.config.n_layers) if (l + 1) * (h + 1) <= k)
         additive = np.ones(k, bool)
-        for l in layers:
-            additive[1 + l * (h + 1) : 1 + l * (h + 1) + h] = False
+        heads = np.asarray([[1 + l * (h + 1) + i for i in range(h)] for l in range(n_seen)], int)
+        additive[heads.reshape(-1)] = False
         d = jnp.einsum("bpsd,st->bptd", diff, off * jnp.asarray(additive, off.dtype)[:, None])
-        for l in layers:
-            heads = slice(1 + l * (h + 1), 1 + l * (h + 1) + h)
-            base = cur[:, :, heads].sum(2)  # this run's summed head results, before the norm
-            mixed = base[:, :, None] + jnp.einsum("bpsd,st->bptd", diff[:, :, heads], off[heads])
-            d = d + self.post(self.model, l, mixed) - self.post(self.model, l, base)[:, :, None]
+        if n_seen:
+            res = cur[:, :, heads]  # [b, p, layers, h, d]: this run's head results
+            base = res.sum(3)  # each layer's summed head results, before its norm
+            mixed = base[:, :, :, None] + jnp.einsum(
+                "bplhd,lht->bpltd", diff[:, :, heads], off[heads]
+            )  # [b, p, layers, t, d]
+            layers = list(range(n_seen))
+            normed = self.post(self.model, layers, mixed)
+            clean = self.post(self.model, layers, base[:, :, :, None])
+            d = d + (normed - clean).sum(2)
         return self._shape(d, x)
 
     @staticmethod

@@ -88,28 +88,34 @@ class Graph(NamedTuple):
         return [(self.src[i], self.dst[j], float(s[i, j])) for i, j in zip(*np.nonzero(self.valid))]
 
 
-def _gemma3_post_attn(model: Model, layer: int, x):
-    """Gemma 3's `ln1_post` on a summed attention output `x` [..., d_model]."""
+def _stacked_gains(model: Model, layers, name: str = "ln1_post"):
+    """[len(layers), 1, d_model]: each layer's norm gain, broadcast over [..., layers, t, d]."""
+    return jnp.stack([model.params["blocks"][l][name]["w"] for l in layers])[:, None, :]
+
+
+def _gemma3_post_attn(model: Model, layers, x):
+    """Gemma 2/3's `ln1_post` of each layer on summed attention outputs
+    `x` [..., len(layers), t, d_model] (slice l normalised with layer l's gain)."""
     # the model's own norm (a package-dir mapping, so reached through the importer)
     norm = importlib.import_module("mechjax.models.gemma3")._norm
-    w = model.params["blocks"][layer]["ln1_post"]["w"]
-    return norm(x, w, model.config, NULL_HOOK, "")
+    return norm(x, _stacked_gains(model, layers), model.config, NULL_HOOK, "")
 
 
-def _rms_post_attn(model: Model, layer: int, x):
-    """OLMo 2's `ln1_post`: a plain RMSNorm (gain w) on a summed attention output."""
+def _rms_post_attn(model: Model, layers, x):
+    """OLMo 2's `ln1_post` (a plain RMSNorm, gain w), as `_gemma3_post_attn`."""
     from mechjax import nn
 
-    w = model.params["blocks"][layer]["ln1_post"]["w"]
-    return nn.rms_norm(x, w, model.config.eps, NULL_HOOK, "")
+    return nn.rms_norm(x, _stacked_gains(model, layers), model.config.eps, NULL_HOOK, "")
 
 
 class FamilyGraph(NamedTuple):
     """How a family's blocks map onto the edge graph (one row of `FAMILY_GRAPHS`).
 
     parallel: config -> whether attention and MLP both read the block input;
-    post_attn_norm: f(model, layer, summed head results) = what joins the residual
-      stream, for families that normalise the attention output (None: it joins as is).
+    post_attn_norm: f(model, layers, x) = what joins the residual stream for summed head
+      results x [..., len(layers), t, d_model] of those layers (slice by slice, each with
+      its layer's norm), for families that normalise the attention output (None: it
+      joins as is). One call covers every layer, so programs grow linearly in depth.
     """
 
     parallel: Callable[[Any], bool] = lambda cfg: False
