@@ -231,3 +231,13 @@ def test_neuron_level_evaluation(tiny_llama, pair, graph):
     mixed = e[0].at[:, :, 16:].set(e[1][:, :, 16:])  # what every reader of the input sees
     ref = metric(jrun(model, clean, {site: mj.patch(mixed)}).logits)
     np.testing.assert_allclose(half, ref, atol=1e-4)
+
+
+def test_circuit_chunks_shrink_with_the_stream_copies():
+    """evaluate_graph runs up to 16 circuits side by side, fewer where one circuit's
+    copies of the sources' outputs are large (Gemma 3 270M on 8 x 15 tokens: 4)."""
+    from mechjax.circuits.evaluation import _chunk_cap
+
+    assert _chunk_cap((4, 5), 11, 32) == 16  # the tiny test models
+    assert _chunk_cap((8, 15), 1 + 18 * 5, 640) == 4  # Gemma 3 270M: 18 layers, 4 heads
+    assert _chunk_cap((8, 15), 1 + 30 * 10, 576) == 1  # SmolLM2-135M: 30 layers, 9 heads

@@ -232,7 +232,9 @@ def evaluate_graph(
     lead, n = circ.shape[:-2], int(np.prod(circ.shape[:-2]))
     circ = circ.reshape((n,) + valid.shape)
     keep = None if keep is None else keep.reshape((n,) + keep.shape[-2:])
-    size = min(CIRCUIT_BATCH, 1 << (n - 1).bit_length())  # 1, 2, 4, 8 or 16 side by side
+    # 1, 2, 4, 8 or 16 side by side, fewer where one circuit's stream copies are large
+    size = min(_chunk_cap(clean.shape, valid.shape[0], model.config.d_model),
+               1 << (n - 1).bit_length())  # fmt: skip
     pad = -n % size
 
     def padded(x):  # copies of the last circuit fill the last chunk; dropped below
@@ -250,6 +252,16 @@ def evaluate_graph(
 
 
 CIRCUIT_BATCH = 16  # at most this many circuits evaluated side by side (vmapped)
+CHUNK_BYTES = 1 << 30  # about what a chunk's copies of the sources' outputs may take
+
+
+def _chunk_cap(tokens_shape, n_src: int, d_model: int) -> int:
+    """Circuits per chunk: a circuit's evaluation holds several [b, p, n_src, d] float32
+    copies of the sources' outputs (about 8 live at once), so Gemma 3 270M on 8 prompts
+    of 15 tokens (28 MB a copy) runs 4 at a time, tiny test models 16."""
+    one = int(np.prod(tokens_shape)) * n_src * d_model * 4 * 8
+    cap = max(1, CHUNK_BYTES // max(one, 1))
+    return min(CIRCUIT_BATCH, 1 << (cap.bit_length() - 1))
 
 
 @functools.partial(jax.jit, static_argnames=("ablation",))
