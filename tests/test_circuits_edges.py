@@ -3,8 +3,8 @@
 For each edge u -> v, the reference is a clean forward pass written by hand with
 `mj.run`: v's input site gets what u adds to the residual stream in the corrupted run
 minus what it adds in the clean run. What a head adds is read from the model itself
-(`hook_attn_out` with that head's `attn.hook_result` patched), so a post-attention norm
-(Gemma 3) is inside the reference, not assumed away. `exact_edge_scores` (the circuit
+(`hook_attn_out` with that head's `attn.hook_result` moved to its corrupted value), so
+a post-attention norm (Gemma 2 and 3, OLMo 2) is inside the reference, not assumed away. `exact_edge_scores` (the circuit
 with only that edge off, through `evaluate_graph`) must equal it for every edge; the
 same call checks the full circuit (the clean run: entries off the graph, such as a
 parallel block's same-layer head -> MLP pairs, change nothing), the empty one (the
@@ -48,38 +48,43 @@ def pair(circuit_pair):
 
 
 @jax.jit
-def _attn_outs(model, clean, adds, metric):
-    """(hook_attn_out of every layer, metric) of the clean run with `adds[l]` added to
-    layer l's head results, vmapped over the rows of `adds`."""
+def _hand_runs(model, clean, metric, result_adds, input_adds):
+    """(hook_attn_out of every layer, metric) of the clean run with `result_adds[l]`
+    added to layer l's head results and `input_adds[site]` at each input site, vmapped
+    over rows. Both uses below pass the same number of rows: one compiled program."""
     n = model.config.n_layers
     names = tuple(f"blocks.{l}.hook_attn_out" for l in range(n))
 
-    def one(add):
-        hooks = {f"blocks.{l}.attn.hook_result": mj.add(add[l]) for l in range(n)}
+    def one(ra, ia):
+        hooks = {f"blocks.{l}.attn.hook_result": mj.add(ra[l]) for l in range(n)}
+        hooks.update({s: mj.add(x) for s, x in ia.items()})
         out = mj.run(model, clean, hooks, capture=names)
         return jnp.stack([out.cache[x] for x in names]), metric(out.logits)
 
-    return jax.vmap(one)(adds)
+    return jax.vmap(one)(result_adds, input_adds)
 
 
-def _source_deltas(model, clean, corrupted, graph, metric):
+def _source_deltas(given, model, clean, corrupted, graph, metric, zero_inputs):
     """[n_src, b, p, d]: what each source adds to the stream, corrupted minus clean; and
-    the metric of the clean run, the corrupted run and the clean run with head a0.h0's
-    result patched from the corrupted one (all read from the model's own runs)."""
+    the metric of the clean run with head a0.h0's result patched from the corrupted
+    one and of the clean run through the same program (read from the model's runs)."""
     n, h = model.config.n_layers, model.config.n_heads
     res = [f"blocks.{l}.attn.hook_result" for l in range(n)]
     sites = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_mlp_out" for l in range(n)] + res
-    c_run, k_run = jrun(model, clean, capture=sites), jrun(model, corrupted, capture=sites)
-    c, k = c_run.cache, k_run.cache
+    runs = [jrun(given, t, capture=sites) for t in (clean, corrupted)]  # the model as given
+    c, k = runs[0].cache, runs[1].cache
     # one row per head: only that head's result moved to its corrupted value (the
-    # layers after it run freely), and a last row with nothing moved
+    # layers after it run freely), then rows with nothing moved (the first is the
+    # clean reference, the others pad to the edge count)
     diff = jnp.stack([k[x] - c[x] for x in res])  # [n, b, p, h, d]
     zero = jnp.zeros_like(diff)
     rows = [zero.at[l, :, :, i].set(diff[l, :, :, i]) for l in range(n) for i in range(h)]
-    att, m = _attn_outs(model, clean, jnp.stack(rows + [zero]), metric)
-    heads = att[:-1] - att[-1:]  # att: [rows + 1, n, b, p, d]
-    refs = {"clean": float(metric(c_run.logits)), "corrupted": float(metric(k_run.logits)),
-            "head0": float(m[0]), "clean_again": float(m[-1])}  # fmt: skip
+    n_rows = len(next(iter(zero_inputs.values())))
+    rows += [zero] * (n_rows - len(rows))
+    att, m = _hand_runs(model, clean, metric, jnp.stack(rows), zero_inputs)
+    heads = att[: n * h] - att[n * h : n * h + 1]  # att: [rows, n, b, p, d]
+    refs = {"head0": float(m[0]), "clean_again": float(m[n * h]),
+            "clean": float(metric(runs[0].logits)), "corrupted": float(metric(runs[1].logits))}  # fmt: skip
     out = []
     for name in graph.src:
         if name == "input":
@@ -90,15 +95,7 @@ def _source_deltas(model, clean, corrupted, graph, metric):
         else:  # the layer's attention output with this one head's result corrupted
             l, i = (int(x[1:]) for x in name.split("."))
             out.append(heads[l * h + i, l])
-    return jnp.stack(out), refs
-
-
-@jax.jit
-def _patched(model, clean, metric, deltas):
-    """metric(clean run with every input site += its delta), vmapped over the edges."""
-    return jax.vmap(
-        lambda d: metric(mj.run(model, clean, {s: mj.add(x) for s, x in d.items()}).logits)
-    )(deltas)
+    return np.asarray(jnp.stack(out)), refs
 
 
 def _dst_site(name, n_layers):
@@ -113,18 +110,18 @@ def _dst_site(name, n_layers):
 
 def _hand_edges(model, clean, corrupted, metric, graph):
     """metric of the hand-patched forward with each edge alone corrupted, [n_edges], and
-    the reference runs of `_source_deltas` (on `model` itself, not ungrouped)."""
-    deltas, refs = _source_deltas(model, clean, corrupted, graph, metric)
-    deltas = np.asarray(deltas)
-    model = circuits.ungroup_gqa(model)  # every head its own k and v input, as the graph
+    the reference runs of `_source_deltas`."""
+    given, model = model, circuits.ungroup_gqa(model)  # every head its own k and v input
     idx = np.argwhere(graph.valid)
-    n, h = model.config.n_layers, model.config.n_heads
-    b, p, d = deltas.shape[1:]
+    n, h, d = model.config.n_layers, model.config.n_heads, model.config.d_model
+    b, p = clean.shape
     sites = {_dst_site(x, n)[0] for x in graph.dst}
     per_site = {
         s: np.zeros((len(idx), b, p) + ((h,) if "_input" in s else ()) + (d,), np.float32)
         for s in sites
     }
+    zero = {s: jnp.asarray(x) for s, x in per_site.items()}
+    deltas, refs = _source_deltas(given, model, clean, corrupted, graph, metric, zero)
     for e, (u, v) in enumerate(idx):  # edge e: only v's input site (and head) moves
         site, head = _dst_site(graph.dst[v], n)
         if head is None:
@@ -132,7 +129,8 @@ def _hand_edges(model, clean, corrupted, metric, graph):
         else:
             per_site[site][e, :, :, head] = deltas[u]
     arrays = {s: jnp.asarray(x) for s, x in per_site.items()}
-    return np.asarray(_patched(model, clean, metric, arrays)), refs
+    rows = jnp.zeros((len(idx), n, b, p, h, d))
+    return np.asarray(_hand_runs(model, clean, metric, rows, arrays)[1]), refs
 
 
 def _tiny(family, **extra):
@@ -170,7 +168,8 @@ def check_every_edge(model, pair):
     graph = circuits.graph_of(model)
     idx = np.argwhere(graph.valid)
     hand, ref = _hand_edges(model, clean, corrupted, metric, graph)
-    base = ref["clean"]  # of the model as given (the circuit code ungroups its heads)
+    # runs of the model as given; the circuit code and the hand runs ungroup its heads
+    base, corr = ref["clean"], ref["corrupted"]
     np.testing.assert_allclose(ref["clean_again"], base, atol=1e-5)
     assert np.abs(hand - base).max() > 1e-2  # edges matter, so the comparison can fail
     assert abs(ref["head0"] - base) > 1e-3
@@ -181,7 +180,7 @@ def check_every_edge(model, pair):
     masks[-1, graph.src.index("a0.h0")] = False
     got = np.asarray(circuits.evaluate_graph(model, clean, corrupted, metric, masks))
     np.testing.assert_allclose(got[:-3], hand, atol=2e-5, err_msg=max_diff(got[:-3], hand))
-    want = [base, ref["corrupted"], ref["head0"]]
+    want = [base, corr, ref["head0"]]
     np.testing.assert_allclose(got[-3:], want, atol=5e-5)
     exact, _ = circuits.exact_edge_scores(model, clean, corrupted, metric)
     ex = np.asarray(exact)[idx[:, 0], idx[:, 1]]
