@@ -37,6 +37,30 @@ def tiny_llama() -> mj.Model:
 
 
 @pytest.fixture(scope="session")
+def circuit_pair():
+    """(clean, corrupted, logit-difference metric) [4, 5] for the circuit tests: one shape
+    and metric across their files, so each compiled circuit program is reused."""
+    from mechjax import metrics
+
+    rng = np.random.RandomState(7)
+    clean = jnp.asarray(rng.randint(0, 50, (4, 5)), jnp.int32)
+    corrupted = jnp.asarray(rng.randint(0, 50, (4, 5)), jnp.int32)
+    ans, wrong = rng.randint(0, 50, 4), rng.randint(0, 50, 4)
+    return clean, corrupted, metrics.LogitDiff(jnp.asarray(ans), jnp.asarray(wrong))
+
+
+@pytest.fixture(scope="session")
+def mib_truth_model():
+    """The MIB reproduction's ground-truth induction model at smoke size, trained once
+    (settings, model, final loss) for its own tests and the reproduction's smoke run."""
+    from mechjax.analyses.mib import groundtruth
+
+    s = groundtruth.SETTINGS["smoke"]
+    model, loss = groundtruth.train_model(s)
+    return s, model, loss
+
+
+@pytest.fixture(scope="session")
 def tokens() -> jnp.ndarray:
     return jnp.asarray(np.random.RandomState(0).randint(0, 50, (3, 7)), jnp.int32)
 

@@ -1,6 +1,7 @@
 """Learned edge masks: the gates' plumbing against the clean and corrupted runs, and a
 vmapped training over sparsity targets that reaches each target's density."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,27 +10,26 @@ from conftest import jrun
 from mechjax import circuits
 from mechjax.circuits import masks as M
 
-B, P = 4, 5
-
 
 @pytest.fixture(scope="module")
-def pair():
-    rng = np.random.RandomState(11)
-    clean = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
-    corrupted = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
-    return clean, corrupted
+def pair(circuit_pair):
+    return circuit_pair[:2]
 
 
 def test_gates_open_and_closed(tiny_llama, pair):
     clean, corrupted = pair
     model = circuits.ungroup_gqa(tiny_llama)
     g = circuits.graph_of(model)
-    abl = M.ablated_outputs(model, clean, corrupted, None, "corrupted")
+    abl = jax.jit(M.ablated_outputs, static_argnums=(3, 4))(
+        model, clean, corrupted, None, "corrupted"
+    )
     cfg = M.MaskConfig()
+    masked = jax.jit(
+        lambda gate: M._masked_logits(model, clean, abl, gate, jnp.asarray(g.valid), None)
+    )
     for la, ref in ((50.0, clean), (-50.0, corrupted)):
         gate = M._gates(jnp.full(g.valid.shape, la), jnp.zeros(2, jnp.uint32), cfg)
-        got = M._masked_logits(model, clean, abl, gate, jnp.asarray(g.valid), None)
-        np.testing.assert_allclose(got, jrun(model, ref).logits, atol=1e-4)
+        np.testing.assert_allclose(masked(gate), jrun(model, ref).logits, atol=1e-4)
 
 
 def test_targets_train_together(tiny_llama, pair):

@@ -12,19 +12,13 @@ import pytest
 from conftest import jrun
 
 import mechjax as mj
-from mechjax import circuits, metrics
+from mechjax import circuits
 from mechjax.circuits import construction as C
-
-B, P = 4, 5
 
 
 @pytest.fixture(scope="module")
-def pair():
-    rng = np.random.RandomState(7)
-    clean = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
-    corrupted = jnp.asarray(rng.randint(0, 50, (B, P)), jnp.int32)
-    ans, wr = rng.randint(0, 50, B), rng.randint(0, 50, B)
-    return clean, corrupted, metrics.LogitDiff(jnp.asarray(ans), jnp.asarray(wr))
+def pair(circuit_pair):
+    return circuit_pair
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +57,20 @@ def test_prune_removes_dangling_nodes(graph):
     neurons = np.zeros((len(graph.src), 32), bool)
     neurons[S("input"), :8] = neurons[S("a1.h2")] = True
     assert C.weighted_edge_count(got, neurons) == 0.25 + 1.0
+
+
+def test_signed_ranking_drops_a_negative_gateway_edge(graph):
+    """The clean-corrupted pattern on SmolLM2 IOI: the edge nearly every path needs
+    (input -> m0) has a negative score, so a signed circuit without it prunes to nothing
+    (f = 0) while the |score| ranking keeps it first."""
+    S, D = graph.src.index, graph.dst.index
+    s = np.zeros(graph.valid.shape)
+    s[S("input"), D("m0")] = -5.0  # the gateway, negative
+    s[S("m0"), D("a1.h0<v>")] = s[S("a1.h0"), D("logits")] = s[S("m0"), D("logits")] = 1.0
+    signed = C.circuits_at(s, graph, [0.05], absolute=False)[0]
+    assert signed.sum() == 0  # 5 edges kept, none on a path from the input
+    absolute = C.circuits_at(s, graph, [0.05], absolute=True)[0]
+    assert absolute[S("input"), D("m0")] and absolute[S("a1.h0"), D("logits")]
 
 
 def test_greedy_grows_from_the_logits(graph):
@@ -141,7 +149,7 @@ def test_eap_zero_ablation_is_minus_clean_output(tiny_llama, pair):
     model = circuits.ungroup_gqa(tiny_llama)
     emb = jrun(model, clean, capture=["blocks.0.hook_resid_pre"]).cache["blocks.0.hook_resid_pre"]
     site = "blocks.1.hook_mlp_in"
-    grad = jax.grad(lambda d: metric(mj.run(model, clean, {site: mj.add(d)}).logits))(
+    grad = jax.jit(jax.grad(lambda d: metric(mj.run(model, clean, {site: mj.add(d)}).logits)))(
         jnp.zeros_like(emb)
     )
     np.testing.assert_allclose(s[0, g.dst.index("m1")], jnp.sum(-emb * grad), rtol=1e-4)
@@ -223,3 +231,13 @@ def test_neuron_level_evaluation(tiny_llama, pair, graph):
     mixed = e[0].at[:, :, 16:].set(e[1][:, :, 16:])  # what every reader of the input sees
     ref = metric(jrun(model, clean, {site: mj.patch(mixed)}).logits)
     np.testing.assert_allclose(half, ref, atol=1e-4)
+
+
+def test_circuit_chunks_shrink_with_the_stream_copies():
+    """evaluate_graph runs up to 16 circuits side by side, fewer where one circuit's
+    copies of the sources' outputs are large (Gemma 3 270M on 8 x 15 tokens: 4)."""
+    from mechjax.circuits.evaluation import _chunk_cap
+
+    assert _chunk_cap((4, 5), 11, 32) == 16  # the tiny test models
+    assert _chunk_cap((8, 15), 1 + 18 * 5, 640) == 4  # Gemma 3 270M: 18 layers, 4 heads
+    assert _chunk_cap((8, 15), 1 + 30 * 10, 576) == 1  # SmolLM2-135M: 30 layers, 9 heads

@@ -37,6 +37,7 @@ from mechjax.circuits.graph import (
 from mechjax.errors import InputError
 from mechjax.model import Model, run
 from mechjax.patching import join_static, split_static
+from mechjax.patching.blocks import metric_of_final
 
 __all__ = ["ABLATIONS", "ablated_outputs", "evaluate_graph"]
 
@@ -61,6 +62,7 @@ class _GraphHook:
         # [b, p, n_src, d] (or broadcastable), [n_src, n_dst], [n_src, d] or None
         self.ablated, self.off, self.keep = ablated, off, keep
         self.seen: list = []
+        self.final = None  # the last stream after the hook (set when the logits input runs)
         self.block: dict = {}  # layer -> (sources seen, [b, p, 3h + 1, d] updates)
 
     def wants(self, name):
@@ -71,6 +73,8 @@ class _GraphHook:
             x = x + (self._delta(name, x) if self.post is not None else self._linear(name, x))
         if name in self.outs:
             self.seen.append(x if x.ndim == 4 else x[:, :, None])
+        if name == self.ins[-1]:  # the logits' input: the last layer's resid_post
+            self.final = x
         return x
 
     def _diff(self, lo: int, hi: int):
@@ -100,26 +104,31 @@ class _GraphHook:
         return self._shape(d, x)
 
     def _delta(self, name, x):
+        """Post-norm families: the input and the MLPs stay additive; each seen layer's
+        heads go through that layer's norm, all layers in one batched op (so the program
+        grows with the layers, not with their square)."""
         cur = jnp.concatenate(self.seen, 2)
         k = cur.shape[2]
         start, stop = self._columns(name)
         diff, off = self.ablated[:, :, :k] - cur, self.off[:k, start:stop]
         if self.keep is not None:  # dimensions of a source in the circuit stay as they are
             diff = diff * (1 - self.keep[:k])
-        if self.post is None:
-            return self._shape(jnp.einsum("bpsd,st->bptd", diff, off), x)
-        # the input and the MLPs stay additive; each seen layer's heads go through the norm
         h = self.h
-        layers = [l for l in range(self.model.config.n_layers) if (l + 1) * (h + 1) <= k]
+        n_seen = sum(1 for l in range(self.model.config.n_layers) if (l + 1) * (h + 1) <= k)
         additive = np.ones(k, bool)
-        for l in layers:
-            additive[1 + l * (h + 1) : 1 + l * (h + 1) + h] = False
+        heads = np.asarray([[1 + l * (h + 1) + i for i in range(h)] for l in range(n_seen)], int)
+        additive[heads.reshape(-1)] = False
         d = jnp.einsum("bpsd,st->bptd", diff, off * jnp.asarray(additive, off.dtype)[:, None])
-        for l in layers:
-            heads = slice(1 + l * (h + 1), 1 + l * (h + 1) + h)
-            base = cur[:, :, heads].sum(2)  # this run's summed head results, before the norm
-            mixed = base[:, :, None] + jnp.einsum("bpsd,st->bptd", diff[:, :, heads], off[heads])
-            d = d + self.post(self.model, l, mixed) - self.post(self.model, l, base)[:, :, None]
+        if n_seen:
+            res = cur[:, :, heads]  # [b, p, layers, h, d]: this run's head results
+            base = res.sum(3)  # each layer's summed head results, before its norm
+            mixed = base[:, :, :, None] + jnp.einsum(
+                "bplhd,lht->bpltd", diff[:, :, heads], off[heads]
+            )  # [b, p, layers, t, d]
+            layers = list(range(n_seen))
+            normed = self.post(self.model, layers, mixed)
+            clean = self.post(self.model, layers, base[:, :, :, None])
+            d = d + (normed - clean).sum(2)
         return self._shape(d, x)
 
     @staticmethod
@@ -171,8 +180,13 @@ def _check_ablation(ablation: str) -> None:
 
 
 def _graph_metric(model, clean, ablated, off, keep, metric, mask):
+    """The metric of one circuit. The unembedding is applied only where the metric reads
+    (`metric_of_final`: one position per row for `mechjax.metrics`), to the last stream
+    as the graph hook left it; the forward's own full logits go unused and XLA drops
+    them (on Gemma 3's 262k vocabulary they were most of a circuit's memory)."""
     hook = _GraphHook(model, ablated, off, keep, post_attn_norm(model))
-    return metric(model.forward(clean, hook=hook, attention_mask=mask))
+    model.forward(clean, hook=hook, attention_mask=mask)
+    return metric_of_final(model, hook.final, clean, mask, metric)
 
 
 def evaluate_graph(
@@ -188,8 +202,9 @@ def evaluate_graph(
 ):
     """The metric with every edge outside `in_circuit` ([n_src, n_dst] bool) ablated.
 
-    `in_circuit` may carry leading batch axes (one circuit each, evaluated in one
-    compiled program); entries outside the graph (`graph_of(model).valid`) are ignored.
+    `in_circuit` may carry leading batch axes (one circuit each; up to `CIRCUIT_BATCH`
+    side by side in one compiled program, reused for every chunk); entries outside the
+    graph (`graph_of(model).valid`) are ignored.
     `neurons` ([n_src, d_model] bool, with the same leading axes if any) keeps part of each
     source's output (MIB's neuron level); `ablation` is "corrupted", "mean" or "zero".
     Pass circuits through `construction.prune` first to evaluate them as MIB does.
@@ -210,32 +225,73 @@ def evaluate_graph(
         if keep.shape != want:
             raise InputError(f"neurons has shape {tuple(keep.shape)}; expected {want}")
     arrays, static = split_static(metric)
-    return _evaluate(
-        model, clean, corrupted, attention_mask, circ, keep, valid, arrays,
-        static=static, ablation=ablation,
-    )  # fmt: skip
+    ablated = _ablated(model, clean, corrupted, attention_mask, ablation=ablation)
+    args = (model, clean, attention_mask, ablated, valid, arrays)
+    if circ.ndim == 2:
+        return _evaluate(*args, circ, keep, static=static)
+    lead, n = circ.shape[:-2], int(np.prod(circ.shape[:-2]))
+    circ = circ.reshape((n,) + valid.shape)
+    keep = None if keep is None else keep.reshape((n,) + keep.shape[-2:])
+    # 1, 2, 4, 8 or 16 side by side, fewer where one circuit's stream copies are large
+    size = min(_chunk_cap(clean.shape, valid.shape[0], model.config.d_model),
+               1 << (n - 1).bit_length())  # fmt: skip
+    pad = -n % size
+
+    def padded(x):  # copies of the last circuit fill the last chunk; dropped below
+        return jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]) if pad else x
+
+    circ = padded(circ)
+    keep = None if keep is None else padded(keep)
+    out = [
+        _evaluate_many(
+            *args, circ[i : i + size], None if keep is None else keep[i : i + size], static=static
+        )  # fmt: skip
+        for i in range(0, n + pad, size)
+    ]
+    return jnp.concatenate(out)[:n].reshape(lead)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "ablation"))
-def _evaluate(model, clean, corrupted, mask, in_circuit, keep, valid, arrays, *, static, ablation):
-    metric = join_static(arrays, static)
-    ablated = ablated_outputs(model, clean, corrupted, mask, ablation)
+CIRCUIT_BATCH = 16  # at most this many circuits evaluated side by side (vmapped)
+CHUNK_BYTES = 1 << 30  # about what a chunk's copies of the sources' outputs may take
+
+
+def _chunk_cap(tokens_shape, n_src: int, d_model: int) -> int:
+    """Circuits per chunk: a circuit's evaluation holds several [b, p, n_src, d] float32
+    copies of the sources' outputs (about 8 live at once), so Gemma 3 270M on 8 prompts
+    of 15 tokens (28 MB a copy) runs 4 at a time, tiny test models 16."""
+    one = int(np.prod(tokens_shape)) * n_src * d_model * 4 * 8
+    cap = max(1, CHUNK_BYTES // max(one, 1))
+    return min(CIRCUIT_BATCH, 1 << (cap.bit_length() - 1))
+
+
+@functools.partial(jax.jit, static_argnames=("ablation",))
+def _ablated(model, clean, corrupted, mask, *, ablation):
+    return ablated_outputs(model, clean, corrupted, mask, ablation)
+
+
+def _metric_of(model, clean, mask, ablated, valid, metric, in_circuit, keep):
     circ = in_circuit.astype(bool)
     if keep is not None:  # an edge counts as in only if its source is wholly kept (EAP-IG)
         circ = circ & (keep.sum(-1) == keep.shape[-1])[..., None]
     # only edges of the graph carry ablated values: in a parallel block a layer's heads
     # are computed before its MLP reads the block input, but have no edge to it
     off = (valid & ~circ).astype(ablated.dtype)
-    if off.ndim == 2:
-        return _graph_metric(model, clean, ablated, off, keep, metric, mask)
-    if keep is None:
-        return jax.lax.map(
-            lambda o: _graph_metric(model, clean, ablated, o, None, metric, mask),
-            off,
-            batch_size=16,
-        )
-    return jax.lax.map(
-        lambda ok: _graph_metric(model, clean, ablated, ok[0], ok[1], metric, mask),
-        (off, keep),
-        batch_size=16,
+    return _graph_metric(model, clean, ablated, off, keep, metric, mask)
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def _evaluate(model, clean, mask, ablated, valid, arrays, in_circuit, keep, *, static):
+    """One circuit."""
+    metric = join_static(arrays, static)
+    return _metric_of(model, clean, mask, ablated, valid, metric, in_circuit, keep)
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def _evaluate_many(model, clean, mask, ablated, valid, arrays, in_circuit, keep, *, static):
+    """A chunk of circuits side by side (vmapped). `evaluate_graph` calls this one
+    compiled program for every chunk, so any number of circuits on the same model and
+    prompts compiles once per chunk size (and the ablated run is computed once)."""
+    metric = join_static(arrays, static)
+    return jax.vmap(lambda c, k: _metric_of(model, clean, mask, ablated, valid, metric, c, k))(
+        in_circuit, keep
     )

@@ -15,10 +15,15 @@ Families whose graph differs from the sequential pre-norm one:
   and the MLP of a layer both read the block input, so the MLP's upstream set is the
   attention's (the input and every node of earlier layers) and there is no edge from a
   layer's heads to its own MLP (EAP-IG's `Graph` for parallel models does the same);
-- a post-attention norm (Gemma 3's `ln1_post`, applied to the summed attention output
-  before it joins the residual stream): the per-head results are not additive in the
-  residual stream, so circuit evaluation recomputes the norm of the head results as
-  mixed for each downstream input (see `mechjax.circuits.evaluation`);
+- GPT-J: always parallel (attention and MLP both read the block's one layer norm);
+- a post-attention norm (Gemma 2 and 3's `ln1_post`, OLMo 2's plain RMSNorm, applied to
+  the summed attention output before it joins the residual stream): the per-head
+  results are not additive in the residual stream, so circuit evaluation recomputes
+  the norm of the head results as mixed for each downstream input (see
+  `mechjax.circuits.evaluation`); the post-MLP norm is inside `hook_mlp_out`, so an
+  MLP node stays additive;
+- a mixture of experts (Mixtral) is one MLP node per layer (`hook_mlp_out` sums the
+  experts);
 - post-LN encoders (BERT): each sublayer's output is normalised together with the
   residual it joins, so no node's output is a summand of a later input; the graph is
   not defined and `graph_of` refuses them.
@@ -53,6 +58,12 @@ def ungroup_gqa(model: Model) -> Model:
         for k in ("W_K", "W_V", "b_K", "b_V"):
             if k in attn:
                 attn[k] = jnp.repeat(attn[k], g, axis=0)
+        w = attn.get("k_norm", {}).get("w")
+        if w is not None and w.shape[-1] == cfg.n_kv_heads * cfg.d_head != cfg.d_head:
+            # a QK-norm over the whole key (OLMo 2): repeat each head's gains; the mean
+            # square over the repeated heads is the same, so the function is unchanged
+            w = jnp.repeat(w.reshape(cfg.n_kv_heads, cfg.d_head), g, axis=0).reshape(-1)
+            attn["k_norm"] = {**attn["k_norm"], "w": w}
         blocks.append({**b, "attn": attn})
     params = {**model.params, "blocks": blocks}
     return dataclasses.replace(
@@ -77,20 +88,34 @@ class Graph(NamedTuple):
         return [(self.src[i], self.dst[j], float(s[i, j])) for i, j in zip(*np.nonzero(self.valid))]
 
 
-def _gemma3_post_attn(model: Model, layer: int, x):
-    """Gemma 3's `ln1_post` on a summed attention output `x` [..., d_model]."""
+def _stacked_gains(model: Model, layers, name: str = "ln1_post"):
+    """[len(layers), 1, d_model]: each layer's norm gain, broadcast over [..., layers, t, d]."""
+    return jnp.stack([model.params["blocks"][l][name]["w"] for l in layers])[:, None, :]
+
+
+def _gemma3_post_attn(model: Model, layers, x):
+    """Gemma 2/3's `ln1_post` of each layer on summed attention outputs
+    `x` [..., len(layers), t, d_model] (slice l normalised with layer l's gain)."""
     # the model's own norm (a package-dir mapping, so reached through the importer)
     norm = importlib.import_module("mechjax.models.gemma3")._norm
-    w = model.params["blocks"][layer]["ln1_post"]["w"]
-    return norm(x, w, model.config, NULL_HOOK, "")
+    return norm(x, _stacked_gains(model, layers), model.config, NULL_HOOK, "")
+
+
+def _rms_post_attn(model: Model, layers, x):
+    """OLMo 2's `ln1_post` (a plain RMSNorm, gain w), as `_gemma3_post_attn`."""
+    from mechjax import nn
+
+    return nn.rms_norm(x, _stacked_gains(model, layers), model.config.eps, NULL_HOOK, "")
 
 
 class FamilyGraph(NamedTuple):
     """How a family's blocks map onto the edge graph (one row of `FAMILY_GRAPHS`).
 
     parallel: config -> whether attention and MLP both read the block input;
-    post_attn_norm: f(model, layer, summed head results) = what joins the residual
-      stream, for families that normalise the attention output (None: it joins as is).
+    post_attn_norm: f(model, layers, x) = what joins the residual stream for summed head
+      results x [..., len(layers), t, d_model] of those layers (slice by slice, each with
+      its layer's norm), for families that normalise the attention output (None: it
+      joins as is). One call covers every layer, so programs grow linearly in depth.
     """
 
     parallel: Callable[[Any], bool] = lambda cfg: False
@@ -105,6 +130,12 @@ FAMILY_GRAPHS: dict[str, FamilyGraph | str] = {
     "llama": FamilyGraph(),
     "neox": FamilyGraph(parallel=lambda cfg: bool(getattr(cfg, "parallel_residual", False))),
     "gemma3": FamilyGraph(post_attn_norm=_gemma3_post_attn),
+    "gemma2": FamilyGraph(post_attn_norm=_gemma3_post_attn),  # Gemma 3's block and norm
+    "olmo2": FamilyGraph(post_attn_norm=_rms_post_attn),
+    "qwen3": FamilyGraph(),
+    "phi3": FamilyGraph(),
+    "mixtral": FamilyGraph(),  # the mixture of experts is one MLP node per layer
+    "gptj": FamilyGraph(parallel=lambda cfg: True),  # attention and MLP read ln1(resid)
     "bert": "a post-LN encoder: each sublayer's output is normalised with the residual "
     "stream it joins, so node outputs are not additive",
     "toy": "the toy family has no split q/k/v input sites (hook_q_input/k_input/v_input)",

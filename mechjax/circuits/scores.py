@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechjax.circuits.evaluation import _check_ablation, _evaluate, ablated_outputs
+from mechjax.circuits.evaluation import _check_ablation, ablated_outputs, evaluate_graph
 from mechjax.circuits.graph import _in_sites, _out_sites, _prepare, _stack_nodes, graph_of
 from mechjax.errors import InputError
 from mechjax.interventions import Add, Apply
@@ -305,14 +305,13 @@ def exact_edge_scores(
     model, clean, corrupted = _prepare(model, clean, corrupted)
     graph = graph_of(model)
     idx = np.argwhere(graph.valid)
-    masks = np.ones((len(idx),) + graph.valid.shape, bool)
+    masks = np.ones((len(idx) + 1,) + graph.valid.shape, bool)  # the last: the full circuit
     masks[np.arange(len(idx)), idx[:, 0], idx[:, 1]] = False
-    arrays, static = split_static(metric)
-    vals = _evaluate(
-        model, clean, corrupted, attention_mask, jnp.asarray(masks), None,
-        jnp.asarray(graph.valid), arrays, static=static, ablation=ablation,
-    )  # fmt: skip
-    base = metric(run(model, clean, attention_mask=attention_mask).logits)
+    vals = evaluate_graph(
+        model, clean, corrupted, metric, masks, ablation=ablation, attention_mask=attention_mask
+    )
+    base = vals[-1]  # the clean run (tested equal to metric(run(model, clean).logits))
+    vals = vals[:-1]
     scores = np.zeros(graph.valid.shape, np.float32)
     scores[idx[:, 0], idx[:, 1]] = np.asarray(vals - base)
     return jnp.asarray(scores), graph
