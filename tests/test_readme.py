@@ -70,6 +70,14 @@ LONG = {
         "minutes of SmolLM2 over long documents; tests/test_coreference_repro.py runs every "
         "stage at smoke size"
     ),
+    "mechjax reproduce groundedness --out out/grounded --quick": (
+        "minutes of generation on two models; tests/test_groundedness.py runs every stage at "
+        "smoke size"
+    ),
+    "mechjax reproduce fluid-representations --out out/fluid --quick": (
+        "minutes of SmolLM2 and Gemma 3 over long contexts; "
+        "tests/test_fluid_representations.py runs every stage at smoke size"
+    ),
     "mechjax eval coref key.conll response.conll": (
         "needs two CoNLL files; tests/test_evals_coref.py::test_cli_scores_conll_files runs "
         "the command on the reference scorer's cases"
