@@ -1,27 +1,13 @@
 """Shared fixtures: tiny random models of each family, built without any download."""
 
-import os
-from pathlib import Path
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-# One persistent XLA compilation cache for the test session, shared by both pytest-xdist
-# workers and the command-line subprocesses some tests start (they inherit the
-# environment): a program another process already compiled is read back, not compiled
-# again. Only the backend compile is skipped (tracing and lowering still run, so trace
-# counts in tests are unchanged); the key is the program's HLO, so a changed program
-# compiles anew. Set JAX_COMPILATION_CACHE_DIR yourself to put it elsewhere.
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "xla-tests")
-)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import mechjax as mj  # noqa: E402
-from mechjax.io.families import family_of_module  # noqa: E402
-from mechjax.models.llama import Config as LlamaConfig  # noqa: E402
+import mechjax as mj
+from mechjax.io.families import family_of_module
+from mechjax.models.llama import Config as LlamaConfig
 
 jax.config.update("jax_enable_x64", False)
 
