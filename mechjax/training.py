@@ -146,7 +146,7 @@ def lr_schedule(
 
 
 def train(
-    loss_fn: LossFn,
+    loss_fn: LossFn | None,
     optimizer: optax.GradientTransformation,
     params: Any,
     batch_fn: BatchFn,
@@ -169,7 +169,8 @@ def train(
     """Train `params` for `steps` updates; resumable and deterministic for a seed.
 
     Args:
-      loss_fn: `loss_fn(params, batch, key) -> (loss, metrics)`.
+      loss_fn: `loss_fn(params, batch, key) -> (loss, metrics)`; None when `step_fn`
+        is given.
       optimizer: an optax transformation.
       params: initial parameters (ignored when a checkpoint is resumed).
       batch_fn: `batch_fn(key, step) -> batch`; called with `fold_in(data_key, step)`
@@ -198,7 +199,10 @@ def train(
     root = jax.random.PRNGKey(seed)
     data_key, rng = jax.random.split(root)
     state = init_train_state(params, optimizer, rng)
-    step_fn = step_fn or make_train_step(loss_fn, optimizer)
+    if step_fn is None:
+        if loss_fn is None:
+            raise ValueError("train needs a loss_fn, or a prebuilt step_fn")
+        step_fn = make_train_step(loss_fn, optimizer)
     out = Path(out_dir) if out_dir is not None else None
     manager = None
     if out is not None:

@@ -170,3 +170,8 @@ def test_mismatched_tree_is_a_clear_error(full_run, tmp_path):
         _run(tmp_path, steps=20, seed=8)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         T.load_checkpoint_stack(tmp_path / "empty_run_dir_that_does_not_exist")
+
+
+def test_train_needs_a_loss_or_a_prebuilt_step():
+    with pytest.raises(ValueError, match="loss_fn, or a prebuilt step_fn"):
+        T.train(None, optax.sgd(0.1), {"w": jnp.zeros(2)}, lambda k, s: None, steps=1)

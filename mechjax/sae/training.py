@@ -293,7 +293,7 @@ def train_sae(
         ex, ey = jnp.asarray(ex), (None if ey is None else jnp.asarray(ey))
         eval_fn = lambda p: _eval_rows(p["sae"], p["stats"], ex, ey, kw["dead_steps"])
     res = T.train(
-        _unused_loss,
+        None,  # the SAE step is prebuilt (step_fn)
         opt,
         params,
         batch_fn,
@@ -325,10 +325,6 @@ def _cached_step(cfg: SAETrainConfig, kw: dict) -> tuple[optax.GradientTransform
         opt = optimizer(cfg)
         _STEPS[key] = (opt, make_sae_step(cfg, opt, **kw))
     return _STEPS[key]
-
-
-def _unused_loss(params, batch, key):  # pragma: no cover - train() is given step_fn
-    raise NotImplementedError
 
 
 def _sharded(cfg, opt, params, mesh, draw, kw):
