@@ -219,6 +219,27 @@ def test_learned_masks_train_and_harden(model):
         assert set(np.unique(hard)) <= {0.0, 1.0}
 
 
+def test_mask_logits_learn_at_their_own_rate(model):
+    """The mask logits train at `mask_lr`, the rotation at `lr`: Adam moves a leaf by at
+    most about its rate per step, so at a rotation's rate a mask starting at logit -1
+    could never open (every hard mask closed: the intervention a no-op)."""
+    data = _data(n=32)
+    steps = 30
+    f0 = C.boundless_rotation(jax.random.PRNGKey(13), D, 8)
+    slow = C.TrainConfig(steps=steps, lr=1e-3, mask_lr=1e-3, batch_size=16)
+    fast = C.TrainConfig(steps=steps, lr=1e-3, mask_lr=0.1, batch_size=16)
+    moved = {}
+    for name, cfg in (("slow", slow), ("fast", fast)):
+        out = C.train(model, data, f0, layer=1, config=cfg)
+        moved[name] = np.abs(np.asarray(out.featurizer.logits) - np.asarray(f0.logits)).max()
+        # the rotation's own rate is unchanged by mask_lr
+        assert (
+            np.abs(np.asarray(out.featurizer.raw) - np.asarray(f0.raw)).max() <= 1.1 * steps * 1e-3
+        )
+    assert moved["slow"] <= 1.1 * steps * 1e-3
+    assert moved["fast"] > 1.0  # past the hard mask's threshold at 0
+
+
 def test_save_and_load_round_trip(model, tmp_path):
     r = C.rotation(jax.random.PRNGKey(14), D, 3)
     site = mj.act_name("resid_pre", 1)

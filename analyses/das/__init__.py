@@ -50,12 +50,15 @@ def _settings(quick: bool, smoke: bool = False) -> dict:
     # full d x d QR per step is most of a step's time)
     if smoke:
         return {"n": 48, "n_train": 32, "n_test": 16, "k": 4, "steps": 4, "batch": 8,
-                "lr": 1e-2, "toy": "smoke", "n_search_layers": 2, "boundless_m": 8}  # fmt: skip
+                "lr": 1e-2, "mask_lr": 5e-2, "toy": "smoke", "n_search_layers": 2,
+                "boundless_m": 8}  # fmt: skip
     if quick:
         return {"n": 128, "n_train": 96, "n_test": 48, "k": 32, "steps": 20, "batch": 16,
-                "lr": 3e-3, "toy": "quick", "n_search_layers": 3, "boundless_m": 64}  # fmt: skip
+                "lr": 3e-3, "mask_lr": 1e-1, "toy": "quick", "n_search_layers": 3,
+                "boundless_m": 64}  # fmt: skip
     return {"n": 320, "n_train": 256, "n_test": 96, "k": 64, "steps": 200, "batch": 32,
-            "lr": 3e-3, "toy": "full", "n_search_layers": 6, "boundless_m": 128}  # fmt: skip
+            "lr": 3e-3, "mask_lr": 5e-2, "toy": "full", "n_search_layers": 6,
+            "boundless_m": 128}  # fmt: skip
 
 
 def layers_of(n_layers: int, settings: dict) -> list[int]:
@@ -179,7 +182,10 @@ def run_model(
         test_acts = das.site_acts(model, test, layers)
         pca_data = base_vectors(model, train, layers)
         cfg = das.TrainConfig(
-            steps=settings["steps"], batch_size=settings["batch"], lr=settings["lr"]
+            steps=settings["steps"],
+            batch_size=settings["batch"],
+            lr=settings["lr"],
+            mask_lr=settings["mask_lr"],
         )
         for f in FEATURIZERS:
             if f in done:  # resumed: the earlier run's result for this featurizer
@@ -351,17 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce das --out DIR [--quick] [--models ...]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(
-        args.out,
-        quick=args.quick,
-        models=args.models,
-        smoke=args.smoke,
-        progress=False if args.quiet else None,
-        resume=args.resume,
-        sae=args.sae,
-    )
-    return 0
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(argv, build_parser(), reproduce, resume="resume", sae="sae")
 
 
 if __name__ == "__main__":

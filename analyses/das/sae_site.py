@@ -62,7 +62,12 @@ def run(model, sae, settings: dict, st, log, model_name: str, prior: dict | None
     layer = resid_pre_layer(sae.meta.hook_name, model.config.n_layers)
     out: dict = {"site": sae.meta.hook_name, "layer": layer, "d_sae": sae.d_sae}
     prior = prior or {}
-    cfg = das.TrainConfig(steps=settings["steps"], batch_size=settings["batch"], lr=settings["lr"])
+    cfg = das.TrainConfig(
+        steps=settings["steps"],
+        batch_size=settings["batch"],
+        lr=settings["lr"],
+        mask_lr=settings["mask_lr"],
+    )
     inits = {
         "sae": lambda: F.from_sae(sae, learned=True),
         "neurons_dbm": lambda: F.neuron_mask(d),
