@@ -147,6 +147,24 @@ def reproduction_parser(
     return ap
 
 
+def reproduction_main(
+    argv: Sequence[str] | None, parser: argparse.ArgumentParser, reproduce, **extra
+) -> int:
+    """A reproduction's `main`: parse `argv` with `parser` (from `reproduction_parser`) and
+    call `reproduce(out, quick=, smoke=, progress=, models=)` (`models` when the parser
+    has --models). `extra` maps more keyword arguments of `reproduce` to the option
+    (attribute name) that gives each, or to a function of the parsed arguments."""
+    args = parser.parse_args(argv)
+    kw: dict = {"quick": args.quick, "smoke": args.smoke}
+    kw["progress"] = False if args.quiet else None
+    if hasattr(args, "models"):
+        kw["models"] = args.models
+    for name, how in extra.items():
+        kw[name] = how(args) if callable(how) else getattr(args, how)
+    reproduce(args.out, **kw)
+    return 0
+
+
 def report_main(argv: Sequence[str] | None, name: str, write_report, results_table) -> int:
     """`python -m mechjax.analyses.NAME.report DIR`: report.md and results.json again from
     DIR/details.json alone (after a partial run, or after the report code changed).

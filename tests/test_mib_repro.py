@@ -46,3 +46,21 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2, mib_
 
     assert rep.main([str(out)]) == 0
     assert (out / "report.md").read_text() == report
+
+    # --resume keeps the ground truth and every finished method and runs what is missing
+    details["smollm2-135m"]["ioi"].pop("masks")
+    (out / "details.json").write_text(json.dumps(details))
+    logs: list = []
+    repro.reproduce(out, smoke=True, models=["smollm2-135m"], resume=True, log=logs.append)
+    again = json.loads((out / "details.json").read_text())
+    assert again["complete"] is True
+    assert again["groundtruth"] == details["groundtruth"]
+    for m in ("random", "ifr"):
+        assert again["smollm2-135m"]["ioi"][m] == ioi[m]
+    assert "masks" in again["smollm2-135m"]["ioi"]
+    assert "smollm2-135m: ioi: masks" not in again["resumed"]
+    assert "ground truth" in again["resumed"] and any("kept" in x for x in logs)
+    assert "Resumed (`--resume`)" in (out / "report.md").read_text()
+    # a resume with other settings is refused, naming them
+    with pytest.raises(mj.errors.InputError, match="settings"):
+        repro.reproduce(out, quick=True, models=["smollm2-135m"], resume=True, log=logs.append)

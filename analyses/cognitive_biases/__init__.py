@@ -205,16 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce cognitive-biases --out DIR [--quick] [--models ...]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(
-        args.out,
-        quick=args.quick,
-        models=args.models,
-        smoke=args.smoke,
-        progress=False if args.quiet else None,
-        digit_model=not args.no_digit_model,
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(
+        argv, build_parser(), reproduce, digit_model=lambda a: not a.no_digit_model
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -370,16 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce coreference --out DIR [--quick] [--smoke]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(
-        args.out,
-        quick=args.quick,
-        smoke=args.smoke,
-        model_name=args.model,
-        progress=False if args.quiet else None,
-        keep_features=args.keep_features,
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(
+        argv, build_parser(), reproduce, model_name="model", keep_features="keep_features"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -336,6 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce dense-latents --out DIR [--quick]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(args.out, quick=args.quick, smoke=args.smoke, progress=False if args.quiet else None)
-    return 0
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(argv, build_parser(), reproduce)

@@ -244,15 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce fluid-representations --out DIR [--quick] [--models ...]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(
-        args.out,
-        quick=args.quick,
-        models=args.models,
-        smoke=args.smoke,
-        progress=False if args.quiet else None,
-    )
-    return 0
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(argv, build_parser(), reproduce)
 
 
 if __name__ == "__main__":

@@ -508,16 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce mechanistic-probe --out DIR [--quick] [--smoke] [--k K]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(
-        args.out,
-        quick=args.quick,
-        smoke=args.smoke,
-        k=args.k,
-        double_softmax=args.double_softmax,
-        progress=False if args.quiet else None,
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(
+        argv, build_parser(), reproduce, k="k", double_softmax="double_softmax"
     )
-    return 0
 
 
 if __name__ == "__main__":

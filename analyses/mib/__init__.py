@@ -116,12 +116,14 @@ def method_scores(model, method: str, attr, s: dict):
     raise ValueError(f"method {method!r}; valid: {METHODS}")
 
 
-def run_task(model, task: str, s: dict, st, name: str) -> dict:
-    """Every method on one task: CPR, CMD, the f curves, seconds."""
+def run_task(model, task: str, s: dict, st, name: str, prior: dict | None = None) -> dict:
+    """Every method on one task: CPR, CMD, the f curves, seconds. `prior`: this task's row
+    of an earlier run with the same settings (`--resume`); a method it holds is kept."""
     import jax.numpy as jnp
 
     from mechjax import circuits
 
+    prior = prior or {}
     attr = task_pairs(model, task, s["n_attr"], seed=0)
     ev = task_pairs(model, task, s["n_eval"], seed=1)
     c, k = jnp.asarray(ev.clean), jnp.asarray(ev.corrupted)
@@ -129,6 +131,10 @@ def run_task(model, task: str, s: dict, st, name: str) -> dict:
     row: dict = {"n_edges": graph.n_edges, "n_attr": len(attr), "n_eval": len(ev),
                  "prompt_tokens": int(ev.clean.shape[1]), "example": ev.clean_text[0]}  # fmt: skip
     for m in s["methods"]:
+        if m in prior:  # resumed: the earlier run's result for this method
+            row[m] = prior[m]
+            st.log(f"  {task} {m}: kept from the earlier run")
+            continue
         with st.stage(f"{name}: {task}: {m}"):
             t0 = time.perf_counter()
             scores, construction = method_scores(model, m, attr, s)
@@ -175,14 +181,19 @@ def reproduce(
     models: Sequence[str] = DEFAULT_MODELS,
     smoke: bool = False,
     progress: bool | None = None,
+    resume: bool = False,
     log=print,
 ) -> dict:
     """Every model and task, then the ground-truth model; details.json, results.json,
-    report.md and figures."""
+    report.md and figures.
+
+    `resume`: keep what an earlier run with the same settings left in
+    `out_dir/details.json` (the ground truth, each finished method of each model and
+    task) and run the rest; details.json lists the kept stages under "resumed"."""
     import mechjax as mj
     from mechjax.analyses.mib import groundtruth
     from mechjax.analyses.mib.report import write_report
-    from mechjax.analyses.stages import Stages, write_json
+    from mechjax.analyses.stages import Stages, prior_details, write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,19 +203,33 @@ def reproduce(
     t0 = time.time()
     meta: dict = {"settings": {**s, "quick": quick, "models": list(models)}}
     details: dict = {}
-    n_stages = 1 + len(models) * len(s["tasks"]) * len(s["methods"])
+    prior = prior_details(out / "details.json", meta["settings"], ("models",)) if resume else {}
+    kept = _kept_stages(prior, models, s)
+    if kept:
+        meta["resumed"] = kept
+        if prior.get("note"):  # what the earlier run's own note says about its stages
+            meta["earlier_note"] = prior["note"]
+        # the earlier stages' seconds count in the total
+        t0 -= sum(v.get("seconds", 0) for v in prior.get("stage_seconds", {}).values())
+    n_stages = 1 + len(models) * len(s["tasks"]) * len(s["methods"]) - len(kept)
     with Stages(out / "details.json", n_stages, progress=progress, log=log) as st:
+        st.timings.update({k: v for k, v in prior.get("stage_seconds", {}).items() if k in kept})
         st.save(meta)
-        with st.stage("ground truth"):
-            gs = groundtruth.SETTINGS[s["gt"]]
-            gm = s.get("gt_methods", METHODS)  # EAP-IG activations too: cheap here
-            details["groundtruth"] = groundtruth.run(gs, gm, log=st.log)
+        if "groundtruth" in prior:
+            details["groundtruth"] = prior["groundtruth"]
+            st.log("ground truth: kept from the earlier run")
+        else:
+            with st.stage("ground truth"):
+                gs = groundtruth.SETTINGS[s["gt"]]
+                gm = s.get("gt_methods", METHODS)  # EAP-IG activations too: cheap here
+                details["groundtruth"] = groundtruth.run(gs, gm, log=st.log)
         st.save({"groundtruth": details["groundtruth"]})
         for name in models:
             model = mj.load(name)
             details[name] = {}
             for task in s["tasks"]:
-                details[name][task] = run_task(model, task, s, st, name)
+                before = prior.get(name, {}).get(task)
+                details[name][task] = run_task(model, task, s, st, name, before)
         meta["seconds"] = round(time.time() - t0, 1)
         final = st.finish({**details, **meta})
     write_json(out / "results.json", {**results_table(details, models), "complete": True})
@@ -213,29 +238,40 @@ def reproduce(
     return final
 
 
+def _kept_stages(prior: dict, models, s: dict) -> list[str]:
+    """The stages an earlier run finished that a resumed run keeps, named as its
+    stage_seconds names them."""
+    kept = ["ground truth"] if "groundtruth" in prior else []
+    for name in models:
+        for task in s["tasks"]:
+            row = prior.get(name, {}).get(task, {})
+            kept += [f"{name}: {task}: {m}" for m in s["methods"] if m in row]
+    return kept
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mechjax.analyses.stages import reproduction_parser
 
-    return reproduction_parser(
+    ap = reproduction_parser(
         "mib",
         "Reproduce MIB's circuit track: CPR/CMD of EAP, EAP-IG, clean-corrupted, IFR, learned "
         "masks and random on IOI and addition; AUROC against a known induction circuit.",
         quick_help="SmolLM2 on IOI only, 8 pairs, no EAP-IG activations, 10 mask steps",
         models=DEFAULT_MODELS,
     )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep what an earlier run with the same settings left in OUT and run the rest",
+    )
+    return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce mib --out DIR [--quick] [--models ...]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(
-        args.out,
-        quick=args.quick,
-        models=args.models,
-        smoke=args.smoke,
-        progress=False if args.quiet else None,
-    )
-    return 0
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(argv, build_parser(), reproduce, resume="resume")
 
 
 if __name__ == "__main__":

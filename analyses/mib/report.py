@@ -251,6 +251,19 @@ def _missing(details: dict, s: dict) -> list[str]:
     ]
 
 
+def _resumed(details: dict) -> list[str]:
+    """A resumed run names the stages it kept from the earlier one."""
+    kept = details.get("resumed") or []
+    if not kept:
+        return []
+    note = f" About that run: {details['earlier_note']}" if details.get("earlier_note") else ""
+    return [
+        f"Resumed (`--resume`): {len(kept)} stages were kept from an earlier run with the "
+        f"same settings ({'; '.join(kept)}); their seconds count in the total.{note}",
+        "",
+    ]
+
+
 def write_report(out: Path, details: dict, meta: dict) -> None:
     models = [m for m in meta["settings"]["models"] if m in details]
     s = meta["settings"]
@@ -279,6 +292,7 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         ),
         "",
         *_missing(details, s),
+        *_resumed({**meta, **details}),
         "## Claims",
         "",
         *_claims(details, models),

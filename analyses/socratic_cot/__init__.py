@@ -296,15 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce socratic-cot --out DIR [--quick] [--smoke]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(
-        args.out,
-        quick=args.quick,
-        smoke=args.smoke,
-        progress=False if args.quiet else None,
-        keep_checkpoints=args.keep_checkpoints,
-    )
-    return 0
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(argv, build_parser(), reproduce, keep_checkpoints="keep_checkpoints")
 
 
 if __name__ == "__main__":

@@ -496,17 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`mechjax reproduce steering --out DIR [--quick] [--models ...]`."""
-    args = build_parser().parse_args(argv)
-    reproduce(
-        args.out,
-        quick=args.quick,
-        models=args.models,
-        smoke=args.smoke,
-        progress=False if args.quiet else None,
-        resume=args.resume,
-        instructions=args.instructions,
+    from mechjax.analyses.stages import reproduction_main
+
+    return reproduction_main(
+        argv, build_parser(), reproduce, resume="resume", instructions="instructions"
     )
-    return 0
 
 
 if __name__ == "__main__":
