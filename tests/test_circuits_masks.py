@@ -45,3 +45,24 @@ def test_targets_train_together(tiny_llama, pair):
     keep = np.asarray(M.keep_probability(res.log_alpha))
     circ = circuits.circuits_at(keep, g, targets, absolute=False)
     assert circ.shape == (3,) + g.valid.shape and circ[2].sum() == g.n_edges
+
+
+def test_a_second_training_compiles_nothing(tiny_llama, pair):
+    """Training again (new targets' values, another seed) reuses the compiled step: the
+    optimiser was once a static argument rebuilt per call, so every call compiled again."""
+    clean, corrupted = pair
+    M.train_masks(tiny_llama, clean, corrupted, (0.1, 0.5), config=M.MaskConfig(steps=2))
+    compiles = []
+
+    def listen(event, secs, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        M.train_masks(
+            tiny_llama, clean, corrupted, (0.2, 0.7), config=M.MaskConfig(steps=2, seed=1)
+        )
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []

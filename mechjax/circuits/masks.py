@@ -110,6 +110,9 @@ def train_masks(
     pos = None if positions is None else jnp.asarray(positions, jnp.int32)
     mask = None if attention_mask is None else jnp.asarray(attention_mask)
     key = jax.random.PRNGKey(config.seed)
+    # the step is compiled for what it reads (lr, lam, the gate's constants): a new seed,
+    # step count, batch size or init reuses it
+    step_cfg = config._replace(steps=0, batch_size=0, init=0.0, seed=0)
     losses = []
     for step in range(config.steps):
         k_rows, k_gate = jax.random.split(jax.random.fold_in(key, step))
@@ -118,7 +121,7 @@ def train_masks(
             model, clean[rows], corrupted[rows], None if mask is None else mask[rows],
             None if pos is None else pos[rows], params, state, jnp.asarray(t),
             jax.random.split(k_gate, len(t)), jnp.asarray(graph.valid),
-            cfg=config, ablation=ablation, opt=opt,
+            cfg=step_cfg, ablation=ablation,
         )  # fmt: skip
         losses.append(loss)
     log_alpha = params[0]
@@ -138,9 +141,12 @@ def _masked_logits(model, clean, ablated, gate, valid, mask):
     return model.forward(clean, hook=hook, attention_mask=mask)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "ablation", "opt"))
+@functools.partial(jax.jit, static_argnames=("cfg", "ablation"))
 def _step(model, clean, corrupted, mask, pos, params, state, targets, keys, valid,
-          *, cfg, ablation, opt):  # fmt: skip
+          *, cfg, ablation):  # fmt: skip
+    # the optimiser is rebuilt from the (hashable) config here: a new optax object per
+    # train_masks call as a static argument compiled the step again on every call
+    opt = optax.adam(cfg.lr)
     ablated = jax.lax.stop_gradient(ablated_outputs(model, clean, corrupted, mask, ablation))
     ref = jax.nn.log_softmax(logits_at(model.forward(clean, attention_mask=mask), pos), -1)
 
