@@ -90,3 +90,6 @@ def test_layers_of_spans_the_network():
     assert repro.layers_of(30, {"n_search_layers": 8}) == [0, 4, 8, 12, 17, 21, 25, 29]
     assert repro.layers_of(18, {"n_search_layers": 4}) == [0, 6, 11, 17]
     assert repro.layers_of(2, {"n_search_layers": 5}) == [0, 1]
+    by = {"n_search_layers": 6, "layers_by_model": {"gemma3-270m": 4}}
+    assert repro.layers_of(18, by, "gemma3-270m") == [0, 6, 11, 17]
+    assert repro.layers_of(30, by, "smollm2-135m") == [0, 6, 12, 17, 23, 29]

@@ -18,7 +18,8 @@ FIDELITY = """\
   learns k orthonormal directions (a QR-parametrised rotation) by cross-entropy against
   the counterfactual label; boundless DAS learns a sigmoid mask over a full rotation,
   differential binary masking (DBM) a sigmoid mask over neurons, both with an annealed
-  temperature and a small sparsity penalty; PCA takes the top-k components of the
+  temperature and a small sparsity penalty, the mask logits at their own learning rate
+  (`mask_lr`, as boundless DAS trains its boundaries faster than its rotation); PCA takes the top-k components of the
   training bases' activations at the intervened position, untrained.
 - **Site.** `resid_pre` of a layer at the last token, where the answer is produced. MIB
   also searches token positions and other components; this run does not.
@@ -205,6 +206,24 @@ def _figure(out: Path, details: dict, models) -> str | None:
     return path.name
 
 
+def _layers_by_model(s: dict) -> str:
+    by = s.get("layers_by_model") or {}
+    return "".join(f" ({m}: {k} layers)" for m, k in by.items() if m in s.get("models", []))
+
+
+def _seconds(details: dict, meta: dict) -> str:
+    """The run's time: the last process's seconds, and the stages' own sum when stages
+    were kept from an earlier process (`--resume`)."""
+    own = meta.get("seconds", 0)
+    stages = sum(v.get("seconds", 0) for v in (details.get("stage_seconds") or {}).values())
+    if stages > own + 1:
+        return (
+            f"{stages:.0f} s of stages ({own:.0f} s in the last process; the others were "
+            "kept from an earlier one with --resume)"
+        )
+    return f"{own:.0f} s"
+
+
 def write_report(out: Path, details: dict, meta: dict) -> None:
     models = [m for m in meta["settings"]["models"] if m in details]
     s = meta["settings"]
@@ -220,9 +239,10 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         "",
         f"Settings: {s.get('n')} + {s.get('n_test')} pairs per variable before filtering, "
         f"k = {s.get('k')}, {s.get('steps')} Adam steps of batch {s.get('batch')} at lr "
-        f"{s.get('lr')}, {s.get('n_search_layers')} layers evenly spaced; "
-        f"{'quick' if s.get('quick') else 'smoke' if s.get('smoke') else 'full'} run, "
-        f"{meta.get('seconds', 0):.0f} s.",
+        f"{s.get('lr')} (mask logits at {s.get('mask_lr')}; boundless DAS over "
+        f"{s.get('boundless_m')} rotated directions), {s.get('n_search_layers')} layers "
+        f"evenly spaced{_layers_by_model(s)}; {'quick' if s.get('quick') else 'smoke' if s.get('smoke') else 'full'} "
+        f"run, {_seconds(details, meta)}.",
         "",
         "## Claims",
         "",
