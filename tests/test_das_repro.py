@@ -93,3 +93,21 @@ def test_layers_of_spans_the_network():
     by = {"n_search_layers": 6, "layers_by_model": {"gemma3-270m": 4}}
     assert repro.layers_of(18, by, "gemma3-270m") == [0, 6, 11, 17]
     assert repro.layers_of(30, by, "smollm2-135m") == [0, 6, 12, 17, 23, 29]
+
+
+def test_sae_claim_is_untested_where_no_featurizer_finds_the_variable():
+    """At a layer where SAE latents, neurons and DAS all stay at the no-intervention rate
+    (1 - label_changes), 'SAE not better than neurons' holds trivially: the report says
+    untested, not agrees."""
+    from mechjax.analyses.das import report as R
+
+    row = {"label_changes": 0.5625, "sae": 0.4375, "neurons_dbm": 0.4375, "das": 0.36}
+    d = {"sae": {"m": {"layer": 16, "v": row}}}
+    (line,) = R._sae_claims(d, ["m"])
+    assert "untested" in line and "0.44" in line
+    row["das"] = 0.8  # DAS finds it where SAE latents and neurons do not
+    (line,) = R._sae_claims(d, ["m"])
+    assert "agrees" in line and "untested" not in line
+    row["sae"] = 0.9
+    (line,) = R._sae_claims(d, ["m"])
+    assert "does not agree" in line

@@ -101,6 +101,15 @@ def _sae_claims(details: dict, models) -> list[str]:
             s, n, d = r.get("sae"), r.get("neurons_dbm"), r.get("das")
             better = s is not None and n is not None and s > n + 0.05
             verdict = "does not agree: SAE features beat neurons" if better else "agrees"
+            # IIA of an intervention that changes nothing: the pairs whose label is the
+            # base's own
+            noop = 1.0 - r["label_changes"] if "label_changes" in r else None
+            found = [x for x in (s, n, d) if x is not None]
+            if noop is not None and found and max(found) <= noop + 0.02:
+                verdict = (
+                    f"untested: no featurizer raises IIA above the no-intervention rate "
+                    f"({noop:.2f}) at this layer, so none finds the variable there"
+                )
             lines.append(
                 f"| SAE features are not better than neurons ({m}, {var}, layer {row['layer']}) | "
                 f"SAE latents {_f(s)}, neurons {_f(n)}, DAS {_f(d)}; {verdict} (a margin "
