@@ -66,3 +66,21 @@ def test_a_second_training_compiles_nothing(tiny_llama, pair):
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     assert compiles == []
+
+
+@pytest.mark.parametrize("pos", [None, np.array([3, -1, 0, 2])])
+def test_masked_logits_at_the_read_position_equal_the_full_logits(tiny_llama, pair, pos):
+    """Training unembeds only the position the KL reads; it equals the full forward's
+    logits there, for random gates (the last position by default, or one per row)."""
+    clean, corrupted = pair
+    model = circuits.ungroup_gqa(tiny_llama)
+    g = circuits.graph_of(model)
+    valid = jnp.asarray(g.valid)
+    abl = M.ablated_outputs(model, clean, corrupted, None, "corrupted")
+    gate = jax.random.uniform(jax.random.PRNGKey(3), g.valid.shape)
+    rows = clean[: len(pos)] if pos is not None else clean
+    ab = abl if abl.shape[0] == 1 else abl[: rows.shape[0]]
+    full = M._masked_logits(model, rows, ab, gate, valid, None)
+    want = full[:, -1] if pos is None else full[np.arange(len(pos)), pos]
+    got = M._masked_logits_at(model, rows, ab, gate, valid, None, pos)
+    np.testing.assert_allclose(got, want, atol=1e-5)
