@@ -156,6 +156,7 @@ def _masked_logits_at(model, clean, ablated, gate, valid, mask, pos):
         p = jnp.broadcast_to(jnp.asarray(pos, jnp.int32), clean.shape[:1])
         p = jnp.where(p < 0, p + n, p)
     rows = p[:, None]
+    assert hook.final is not None  # set when the logits' input ran
     final = jnp.take_along_axis(hook.final, rows[:, :, None], axis=1)
     tokens = jnp.take_along_axis(clean, rows, axis=1)
     m = None if mask is None else jnp.take_along_axis(mask, rows, axis=1)
