@@ -60,6 +60,26 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
     )
     assert not any("iia" in line or "[" in line for line in logs), logs
     assert json.loads((out / "results.json").read_text()) == res
+    # a resumed run that stops in its first new stage still holds everything it kept
+    details = json.loads((out / "details.json").read_text())
+    details["smollm2-135m"]["io_name"].pop("pca")
+    (out / "details.json").write_text(json.dumps(details))
+    from mechjax.causal import das as das_mod
+
+    def crash(*a, **k):
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(das_mod, "search", crash)
+    with pytest.raises(RuntimeError):
+        repro.reproduce(
+            out, smoke=True, models=["smollm2-135m"], resume=True, log=logs.append, sae=sae_dir
+        )
+    left = json.loads((out / "details.json").read_text())
+    for var in ("io_position", "io_name"):
+        for f in repro.FEATURIZERS:
+            if (var, f) != ("io_name", "pca"):
+                assert left["smollm2-135m"][var][f] == details["smollm2-135m"][var][f], (var, f)
+    assert left["sae"] == details["sae"] and left["toy"] == details["toy"]
     # a resume with other settings is refused, naming them
     from mechjax.errors import InputError
 

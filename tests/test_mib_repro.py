@@ -61,6 +61,19 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2, mib_
     assert "smollm2-135m: ioi: masks" not in again["resumed"]
     assert "ground truth" in again["resumed"] and any("kept" in x for x in logs)
     assert "Resumed (`--resume`)" in (out / "report.md").read_text()
+    # a resumed run that stops before its first task still holds what it kept
+    details = json.loads((out / "details.json").read_text())
+    details["smollm2-135m"]["ioi"].pop("masks")
+    (out / "details.json").write_text(json.dumps(details))
+
+    def crash(*a, **k):
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(repro, "run_task", crash)
+    with pytest.raises(RuntimeError):
+        repro.reproduce(out, smoke=True, models=["smollm2-135m"], resume=True, log=logs.append)
+    left = json.loads((out / "details.json").read_text())
+    assert left["smollm2-135m"]["ioi"]["ifr"] == ioi["ifr"] and "groundtruth" in left
     # a resume with other settings is refused, naming them
     with pytest.raises(mj.errors.InputError, match="settings"):
         repro.reproduce(out, quick=True, models=["smollm2-135m"], resume=True, log=logs.append)

@@ -169,8 +169,10 @@ def run_model(
 
     d, n_layers = model.config.d_model, model.config.n_layers
     layers = layers_of(n_layers, settings, model_name)
-    out: dict = {"layers": layers}
     prior = prior or {}
+    # every kept result is in `out` (and so in each save) from the start: a resumed run
+    # that stops early never drops what the earlier run finished
+    out: dict = {"layers": layers, **{v: prior[v] for _, v in VARIABLES if v in prior}}
     for task, var in VARIABLES:
         done = prior.get(var, {})
         if all(f in done for f in FEATURIZERS):
@@ -185,6 +187,10 @@ def run_model(
         train_acts = das.site_acts(model, train, layers)
         test_acts = das.site_acts(model, test, layers)
         pca_data = base_vectors(model, train, layers)
+        for f in FEATURIZERS:
+            if f in done:  # resumed: the earlier run's result for this featurizer
+                row[f], row[f"{f}_seconds"] = done[f], done.get(f"{f}_seconds")
+        out[var] = row
         cfg = das.TrainConfig(
             steps=settings["steps"],
             batch_size=settings["batch"],
@@ -192,8 +198,7 @@ def run_model(
             mask_lr=settings["mask_lr"],
         )
         for f in FEATURIZERS:
-            if f in done:  # resumed: the earlier run's result for this featurizer
-                row[f], row[f"{f}_seconds"] = done[f], done.get(f"{f}_seconds")
+            if f in done:
                 continue
             with st.stage(f"{model_name}: {var}: {f}"):
                 t0 = time.perf_counter()
@@ -294,6 +299,9 @@ def reproduce(
     with Stages(out / "details.json", n_stages, progress=progress, log=log) as st:
         st.timings.update(prior.get("stage_seconds", {}))
         st.save(meta)
+        # what the earlier run finished is on disk again before anything runs
+        keep = [*models, "toy"] + (["sae"] if the_sae is not None else [])
+        st.save({k: prior[k] for k in keep if k in prior})
         for name in models:
             model = mj.load(name)
             details[name] = run_model(model, settings, st, st.log, name, prior.get(name))

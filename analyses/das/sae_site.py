@@ -60,8 +60,9 @@ def run(model, sae, settings: dict, st, log, model_name: str, prior: dict | None
     if sae.d_in != d:
         raise InputError(f"the SAE reads width {sae.d_in}, but {model_name}'s d_model is {d}")
     layer = resid_pre_layer(sae.meta.hook_name, model.config.n_layers)
-    out: dict = {"site": sae.meta.hook_name, "layer": layer, "d_sae": sae.d_sae}
     prior = prior or {}
+    out: dict = {"site": sae.meta.hook_name, "layer": layer, "d_sae": sae.d_sae}
+    out.update({v: prior[v] for _, v in VARIABLES if v in prior})  # kept from the start
     cfg = das.TrainConfig(
         steps=settings["steps"],
         batch_size=settings["batch"],
@@ -81,9 +82,10 @@ def run(model, sae, settings: dict, st, log, model_name: str, prior: dict | None
         train, test, row = split_pairs(model, task, var, settings)
         train_acts = das.site_acts(model, train, [layer])
         test_acts = das.site_acts(model, test, [layer])
+        row.update({k: v for k, v in done.items() if k not in row})  # kept results
+        out[var] = row
         for f in SAE_FEATURIZERS:
             if f in done:
-                row[f] = done[f]
                 continue
             with st.stage(f"{model_name}: {var}: {f} at the SAE's layer {layer}"):
                 t0 = time.perf_counter()

@@ -224,6 +224,12 @@ def reproduce(
                 gm = s.get("gt_methods", METHODS)  # EAP-IG activations too: cheap here
                 details["groundtruth"] = groundtruth.run(gs, gm, log=st.log)
         st.save({"groundtruth": details["groundtruth"]})
+        # the kept results go to details.json now, so a resumed run that stops early
+        # never loses what the earlier one finished
+        for name in models:
+            rows = {t: prior[name][t] for t in s["tasks"] if t in prior.get(name, {})}
+            if rows:
+                st.save({name: rows})
         for name in models:
             model = mj.load(name)
             details[name] = {}
