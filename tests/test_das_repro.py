@@ -131,3 +131,17 @@ def test_sae_claim_is_untested_where_no_featurizer_finds_the_variable():
     row["sae"] = 0.9
     (line,) = R._sae_claims(d, ["m"])
     assert "does not agree" in line
+
+
+def test_report_names_what_a_partial_run_lacks():
+    from mechjax.analyses.das import report as R
+
+    full = {f: [0.5] for f in repro.FEATURIZERS}
+    d = {"a": {"io_position": full, "io_name": full}, "b": {"io_position": {"das": [0.2]}}}
+    (line, _) = R._missing(d, {"models": ["a", "b"]})
+    assert "io_position on b: boundless_das, pca, neurons_dbm" in line
+    assert "io_name on b: das, boundless_das, pca, neurons_dbm" in line
+    assert "the toy model" in line and "on a" not in line
+    d["b"] = {"io_position": full, "io_name": full}
+    d["toy"] = {"iia_right_site": 1.0}
+    assert R._missing(d, {"models": ["a", "b"]}) == []

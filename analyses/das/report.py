@@ -233,6 +233,32 @@ def _seconds(details: dict, meta: dict) -> str:
     return f"{own:.0f} s"
 
 
+def _missing(details: dict, s: dict) -> list[str]:
+    """The (model, variable, featurizer) runs the settings asked for and details.json
+    lacks, and the toy model if it did not run."""
+    from mechjax.analyses.das import FEATURIZERS, VARIABLES
+
+    if s.get("smoke"):
+        return []
+    gone = []
+    for m in s.get("models", []):
+        for _, var in VARIABLES:
+            row = details.get(m, {}).get(var, {})
+            lost = [f for f in FEATURIZERS if f not in row]
+            if lost:
+                gone.append(f"{var} on {m}: {', '.join(lost)}")
+    if "toy" not in details:
+        gone.append("the toy model")
+    if not gone:
+        return []
+    note = f" {details['note']}" if details.get("note") else ""
+    return [
+        "**This run is partial**: these did not finish (nothing was dropped from the "
+        "tables): " + "; ".join(gone) + "." + note,
+        "",
+    ]
+
+
 def write_report(out: Path, details: dict, meta: dict) -> None:
     models = [m for m in meta["settings"]["models"] if m in details]
     s = meta["settings"]
@@ -253,6 +279,7 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         f"evenly spaced{_layers_by_model(s)}; {'quick' if s.get('quick') else 'smoke' if s.get('smoke') else 'full'} "
         f"run, {_seconds(details, meta)}.",
         "",
+        *_missing(details, s),
         "## Claims",
         "",
         *_claims(details, models),
