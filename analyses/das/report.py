@@ -225,6 +225,8 @@ def _seconds(details: dict, meta: dict) -> str:
     were kept from an earlier process (`--resume`)."""
     own = meta.get("seconds", 0)
     stages = sum(v.get("seconds", 0) for v in (details.get("stage_seconds") or {}).values())
+    if own <= 0 and stages > 0:  # merged from several processes: no one process's time
+        return f"{stages:.0f} s of stages"
     if stages > own + 1:
         return (
             f"{stages:.0f} s of stages ({own:.0f} s in the last process; the others were "
@@ -280,6 +282,7 @@ def write_report(out: Path, details: dict, meta: dict) -> None:
         f"run, {_seconds(details, meta)}.",
         "",
         *_missing(details, s),
+        *([details["note"], ""] if details.get("note") and not _missing(details, s) else []),
         "## Claims",
         "",
         *_claims(details, models),
