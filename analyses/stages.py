@@ -165,6 +165,19 @@ def reproduction_main(
     return 0
 
 
+def partial_lines(gone: Sequence[str], details: dict) -> list[str]:
+    """The report's paragraph for a run that did not finish: what is missing (`gone`),
+    then details.json's own "note", if any; [] when nothing is missing."""
+    if not gone:
+        return []
+    note = f" {details['note']}" if details.get("note") else ""
+    return [
+        "**This run is partial**: these did not finish (nothing was dropped from the "
+        "tables): " + "; ".join(gone) + "." + note,
+        "",
+    ]
+
+
 def report_main(argv: Sequence[str] | None, name: str, write_report, results_table) -> int:
     """`python -m mechjax.analyses.NAME.report DIR`: report.md and results.json again from
     DIR/details.json alone (after a partial run, or after the report code changed).

@@ -43,21 +43,36 @@ from pathlib import Path
 import numpy as np
 
 
-def tl_model(model):
-    """A TransformerLens HookedTransformer with mechjax's SmolLM2 weights."""
+def tl_config(model, grouped: bool = True):
+    """TransformerLens config of mechjax's SmolLM2 (`grouped=False`: one key/value head
+    per query head, for TransformerLens 1.x, which has no ungrouped-GQA option)."""
     import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformerConfig
 
     c = model.config
-    cfg = HookedTransformerConfig(
-        d_model=c.d_model, d_head=c.d_head, n_heads=c.n_heads, n_key_value_heads=c.n_kv_heads,
-        d_mlp=c.d_mlp, n_layers=c.n_layers, n_ctx=2048, d_vocab=c.d_vocab, act_fn="silu",
+    gqa = {"n_key_value_heads": c.n_kv_heads} if grouped else {}
+    return HookedTransformerConfig(
+        d_model=c.d_model, d_head=c.d_head, n_heads=c.n_heads, d_mlp=c.d_mlp,
+        n_layers=c.n_layers, n_ctx=2048, d_vocab=c.d_vocab, act_fn="silu",
         normalization_type="RMS", positional_embedding_type="rotary", rotary_base=c.rope_theta,
         rotary_dim=c.d_head, gated_mlp=True, final_rms=True, eps=c.eps,
         original_architecture="LlamaForCausalLM", default_prepend_bos=False, dtype=torch.float32,
+        **gqa,
     )  # fmt: skip
-    tl = HookedTransformer(cfg)
+
+
+def tl_state_dict(model, grouped: bool = True) -> dict:
+    """mechjax's SmolLM2 weights under TransformerLens's names (they share shapes); with
+    `grouped=False` each key/value head is repeated for its query heads (the same
+    function)."""
+    import torch
+
+    c = model.config
+    n_kv = c.n_kv_heads if grouped else c.n_heads
+    rep = 1 if grouped else c.n_heads // c.n_kv_heads
+    k = "_" if grouped else ""  # TransformerLens's grouped key/value weights are _W_K, _W_V
     t = lambda x: torch.as_tensor(np.asarray(x, np.float32))  # noqa: E731
+    kv = lambda x: t(np.repeat(np.asarray(x, np.float32), rep, axis=0))  # noqa: E731
     p = model.params
     sd = {"embed.W_E": t(p["embed"]["W_E"]), "ln_final.w": t(p["ln_final"]["w"]),
           "unembed.W_U": t(p["unembed"]["W_U"]), "unembed.b_U": torch.zeros(c.d_vocab)}  # fmt: skip
@@ -65,17 +80,25 @@ def tl_model(model):
         a, m = b["attn"], b["mlp"]
         sd.update({
             f"blocks.{l}.ln1.w": t(b["ln1"]["w"]), f"blocks.{l}.ln2.w": t(b["ln2"]["w"]),
-            f"blocks.{l}.attn.W_Q": t(a["W_Q"]), f"blocks.{l}.attn._W_K": t(a["W_K"]),
-            f"blocks.{l}.attn._W_V": t(a["W_V"]), f"blocks.{l}.attn.W_O": t(a["W_O"]),
+            f"blocks.{l}.attn.W_Q": t(a["W_Q"]), f"blocks.{l}.attn.{k}W_K": kv(a["W_K"]),
+            f"blocks.{l}.attn.{k}W_V": kv(a["W_V"]), f"blocks.{l}.attn.W_O": t(a["W_O"]),
             f"blocks.{l}.attn.b_Q": torch.zeros(c.n_heads, c.d_head),
-            f"blocks.{l}.attn._b_K": torch.zeros(c.n_kv_heads, c.d_head),
-            f"blocks.{l}.attn._b_V": torch.zeros(c.n_kv_heads, c.d_head),
+            f"blocks.{l}.attn.{k}b_K": torch.zeros(n_kv, c.d_head),
+            f"blocks.{l}.attn.{k}b_V": torch.zeros(n_kv, c.d_head),
             f"blocks.{l}.attn.b_O": torch.zeros(c.d_model),
             f"blocks.{l}.mlp.W_in": t(m["W_in"]), f"blocks.{l}.mlp.W_gate": t(m["W_gate"]),
             f"blocks.{l}.mlp.W_out": t(m["W_out"]), f"blocks.{l}.mlp.b_in": torch.zeros(c.d_mlp),
             f"blocks.{l}.mlp.b_out": torch.zeros(c.d_model),
         })  # fmt: skip
-    tl.load_state_dict(sd, strict=False)
+    return sd
+
+
+def tl_model(model):
+    """A TransformerLens HookedTransformer with mechjax's SmolLM2 weights."""
+    from transformer_lens import HookedTransformer
+
+    tl = HookedTransformer(tl_config(model))
+    tl.load_state_dict(tl_state_dict(model), strict=False)
     tl.cfg.use_split_qkv_input = True
     tl.cfg.use_attn_result = True
     tl.cfg.use_hook_mlp_in = True

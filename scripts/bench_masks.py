@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -42,40 +43,13 @@ import numpy as np
 def tl_model_mha(model):
     """A TransformerLens 1.x HookedTransformer with mechjax's SmolLM2 weights, grouped
     key/value heads repeated per query head (the same function)."""
-    import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformer
 
-    c = model.config
-    rep = c.n_heads // c.n_kv_heads
-    cfg = HookedTransformerConfig(
-        d_model=c.d_model, d_head=c.d_head, n_heads=c.n_heads, d_mlp=c.d_mlp,
-        n_layers=c.n_layers, n_ctx=2048, d_vocab=c.d_vocab, act_fn="silu",
-        normalization_type="RMS", positional_embedding_type="rotary", rotary_base=c.rope_theta,
-        rotary_dim=c.d_head, gated_mlp=True, final_rms=True, eps=c.eps,
-        original_architecture="LlamaForCausalLM", default_prepend_bos=False, dtype=torch.float32,
-    )  # fmt: skip
-    tl = HookedTransformer(cfg)
-    t = lambda x: torch.as_tensor(np.asarray(x, np.float32))  # noqa: E731
-    p = model.params
-    sd = {"embed.W_E": t(p["embed"]["W_E"]), "ln_final.w": t(p["ln_final"]["w"]),
-          "unembed.W_U": t(p["unembed"]["W_U"]), "unembed.b_U": torch.zeros(c.d_vocab)}  # fmt: skip
-    for l, b in enumerate(p["blocks"]):
-        a, m = b["attn"], b["mlp"]
-        wk = np.repeat(np.asarray(a["W_K"], np.float32), rep, axis=0)
-        wv = np.repeat(np.asarray(a["W_V"], np.float32), rep, axis=0)
-        sd.update({
-            f"blocks.{l}.ln1.w": t(b["ln1"]["w"]), f"blocks.{l}.ln2.w": t(b["ln2"]["w"]),
-            f"blocks.{l}.attn.W_Q": t(a["W_Q"]), f"blocks.{l}.attn.W_K": t(wk),
-            f"blocks.{l}.attn.W_V": t(wv), f"blocks.{l}.attn.W_O": t(a["W_O"]),
-            f"blocks.{l}.attn.b_Q": torch.zeros(c.n_heads, c.d_head),
-            f"blocks.{l}.attn.b_K": torch.zeros(c.n_heads, c.d_head),
-            f"blocks.{l}.attn.b_V": torch.zeros(c.n_heads, c.d_head),
-            f"blocks.{l}.attn.b_O": torch.zeros(c.d_model),
-            f"blocks.{l}.mlp.W_in": t(m["W_in"]), f"blocks.{l}.mlp.W_gate": t(m["W_gate"]),
-            f"blocks.{l}.mlp.W_out": t(m["W_out"]), f"blocks.{l}.mlp.b_in": torch.zeros(c.d_mlp),
-            f"blocks.{l}.mlp.b_out": torch.zeros(c.d_model),
-        })  # fmt: skip
-    tl.load_state_dict(sd, strict=False)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_circuits import tl_config, tl_state_dict
+
+    tl = HookedTransformer(tl_config(model, grouped=False))
+    tl.load_state_dict(tl_state_dict(model, grouped=False), strict=False)
     # what auto-circuit's factorized (edge-level) graph reads
     tl.set_use_attn_result(True)
     tl.set_use_split_qkv_input(True)

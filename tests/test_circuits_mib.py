@@ -241,3 +241,29 @@ def test_circuit_chunks_shrink_with_the_stream_copies():
     assert _chunk_cap((4, 5), 11, 32) == 16  # the tiny test models
     assert _chunk_cap((8, 15), 1 + 18 * 5, 640) == 4  # Gemma 3 270M: 18 layers, 4 heads
     assert _chunk_cap((8, 15), 1 + 30 * 10, 576) == 1  # SmolLM2-135M: 30 layers, 9 heads
+
+
+def test_a_second_curve_compiles_nothing(tiny_llama, pair, graph):
+    """The reproduction evaluates one method after another on the same prompts, each with
+    new scores and a new metric object of the same pairs: the curve's program is reused
+    (a recompile there cost minutes a method on the real models)."""
+    clean, corrupted, metric = pair
+    rng = np.random.RandomState(3)
+    circuits.faithfulness(
+        tiny_llama, clean, corrupted, metric, rng.randn(*graph.valid.shape), graph
+    )
+    compiles = []
+
+    def listen(event, secs, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    again = mj.metrics.LogitDiff(np.asarray(metric.answers), np.asarray(metric.wrongs))
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        circuits.faithfulness(
+            tiny_llama, clean, corrupted, again, rng.randn(*graph.valid.shape), graph
+        )
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []

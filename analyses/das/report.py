@@ -251,14 +251,9 @@ def _missing(details: dict, s: dict) -> list[str]:
                 gone.append(f"{var} on {m}: {', '.join(lost)}")
     if "toy" not in details:
         gone.append("the toy model")
-    if not gone:
-        return []
-    note = f" {details['note']}" if details.get("note") else ""
-    return [
-        "**This run is partial**: these did not finish (nothing was dropped from the "
-        "tables): " + "; ".join(gone) + "." + note,
-        "",
-    ]
+    from mechjax.analyses.stages import partial_lines
+
+    return partial_lines(gone, details)
 
 
 def write_report(out: Path, details: dict, meta: dict) -> None:

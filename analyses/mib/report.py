@@ -241,14 +241,9 @@ def _missing(details: dict, s: dict) -> list[str]:
             lost = [x for x in s.get("methods", []) if x not in row]
             if lost:
                 gone.append(f"{t} on {m}: {', '.join(lost)}")
-    if not gone:
-        return []
-    note = f" {details['note']}" if details.get("note") else ""
-    return [
-        "**This run is partial**: these did not finish (nothing was dropped from the "
-        "tables): " + "; ".join(gone) + "." + note,
-        "",
-    ]
+    from mechjax.analyses.stages import partial_lines
+
+    return partial_lines(gone, details)
 
 
 def _resumed(details: dict) -> list[str]:

@@ -641,14 +641,5 @@ def _has_training(feat: F.Featurizer) -> bool:
     return isinstance(feat, F.Rotation) or feat.learned_mask
 
 
-def take(stacked_feats: F.Featurizer, i: int) -> F.Featurizer:
-    """Featurizer `i` of a stack (as `search` returns them)."""
-    return jax.tree.map(lambda x: x[i], stacked_feats)
-
-
-def stack(feats) -> F.Featurizer:
-    """Featurizers of one kind and shape stacked on a leading axis (for `search`)."""
-    return jax.tree.map(lambda *x: jnp.stack(x), *feats)
-
-
+from mechjax.causal.featurizers import stack, take  # noqa: E402, F401  (re-export)
 from mechjax.causal.store import describe, load, save  # noqa: E402, F401  (re-export)

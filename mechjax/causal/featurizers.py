@@ -364,3 +364,13 @@ def orthogonality_error(feat: Featurizer) -> float:
     if b is None:
         raise InputError(f"{type(feat).__name__} has no basis")
     return float(jnp.abs(b.T @ b - jnp.eye(b.shape[1])).max())
+
+
+def take(stacked_feats: Featurizer, i: int) -> Featurizer:
+    """Featurizer `i` of a stack (as `das.search` returns them)."""
+    return jax.tree.map(lambda x: x[i], stacked_feats)
+
+
+def stack(feats) -> Featurizer:
+    """Featurizers of one kind and shape stacked on a leading axis (for `das.search`)."""
+    return jax.tree.map(lambda *x: jnp.stack(x), *feats)
