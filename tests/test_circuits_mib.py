@@ -116,6 +116,16 @@ def test_faithfulness_cpr_signed_cmd_absolute_in_one_call(tiny_llama, pair, grap
     np.testing.assert_allclose([out["cpr"], out["cmd"]], [cpr, cmd], atol=1e-4)
     np.testing.assert_allclose(out["mean_f_signed"], f[False].mean(), atol=1e-4)
     assert out["n_edges_absolute"][-1] == graph.n_edges
+    # one ranking alone: the same curve from fractions + 2 circuits, CPR only
+    for r, a, key in (("signed", False, "cpr"), ("absolute", True, "cmd")):
+        one = circuits.faithfulness(
+            tiny_llama, clean, corrupted, metric, scores, graph, fractions=fr, rankings=[r]
+        )
+        np.testing.assert_allclose(one[f"f_{r}"], f[a], atol=1e-4)
+        np.testing.assert_allclose(one[key], out[key], atol=1e-6)
+        assert ({"cpr", "cmd"} - {key}).isdisjoint(one)
+    with pytest.raises(mj.errors.InputError, match="valid: one or both"):
+        circuits.faithfulness(tiny_llama, clean, corrupted, metric, scores, graph, rankings=["abs"])
 
 
 def test_mean_and_zero_ablation(tiny_llama, pair, graph):

@@ -77,3 +77,25 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2, mib_
     # a resume with other settings is refused, naming them
     with pytest.raises(mj.errors.InputError, match="settings"):
         repro.reproduce(out, quick=True, models=["smollm2-135m"], resume=True, log=logs.append)
+
+
+def test_resume_frees_only_the_settings_of_methods_without_a_kept_result(tmp_path):
+    """A resumed run may add a method or change its settings only where the earlier run
+    kept no result of it (the full run gained EAP-IG over activations this way); a
+    changed setting of a kept method is still refused."""
+    from mechjax.analyses.stages import prior_details
+
+    old = repro._settings(quick=False)
+    old.update(act_steps=1, methods=[m for m in repro.METHODS if m != "eap_ig_activations"])
+    prior = {"settings": old, "groundtruth": {"auroc": {}},
+             "smollm2-135m": {"ioi": {"n_edges": 3, "eap": {}, "masks": {}}}}  # fmt: skip
+    free = repro.resume_free(prior)
+    assert "act_steps" in free and "methods" in free and "ig_steps" in free
+    assert "mask_steps" not in free and "n_attr" not in free
+    path = tmp_path / "details.json"
+    path.write_text(json.dumps(prior))
+    assert prior_details(path, repro._settings(quick=False), free) == prior
+    with pytest.raises(mj.errors.InputError, match="mask_steps"):
+        prior_details(path, {**repro._settings(quick=False), "mask_steps": 9}, free)
+    prior["smollm2-135m"]["ioi"]["eap_ig_activations"] = {}
+    assert "act_steps" not in repro.resume_free(prior)

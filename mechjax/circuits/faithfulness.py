@@ -31,6 +31,7 @@ from mechjax.model import Model
 
 __all__ = ["MIB_FRACTIONS", "area_scores", "auroc", "faithfulness"]
 
+RANKINGS = ("signed", "absolute")  # CPR reads the first, CMD the second
 MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -54,6 +55,7 @@ def faithfulness(
     fractions: Sequence[float] | np.ndarray = MIB_FRACTIONS,
     construction: str = "topn",
     ablation: str = "corrupted",
+    rankings: Sequence[str] = RANKINGS,
     attention_mask=None,
 ) -> dict:
     """CPR (signed ranking), CMD (|score| ranking) and the f curves, in one program.
@@ -62,15 +64,19 @@ def faithfulness(
     `f_<ranking>` (f at each fraction), `mean_f_<ranking>`, `n_edges_<ranking>` and
     `weighted_edges_<ranking>` (after pruning); `empty` and `full` (the metric with every
     edge ablated and of the clean run). `construction` is "topn" or "greedy" (MIB uses
-    greedy for information flow routes).
+    greedy for information flow routes). `rankings=("signed",)` evaluates one curve
+    (CPR only, as MIB's `evaluate_area_under_curve` does per call): fractions + 2 circuits.
     """
     fr = np.asarray(fractions, np.float64)
     if fr.ndim != 1 or len(fr) < 2 or np.any(np.diff(fr) <= 0) or fr[0] < 0 or fr[-1] > 1:
         raise InputError(f"fractions must increase within [0, 1], got {list(fractions)}")
-    signed = circuits_at(scores, graph, fr, absolute=False, method=construction)
-    absolute = circuits_at(scores, graph, fr, absolute=True, method=construction)
+    rankings = tuple(rankings)
+    if not rankings or len(set(rankings)) < len(rankings) or set(rankings) - set(RANKINGS):
+        raise InputError(f"rankings {list(rankings)}; valid: one or both of {list(RANKINGS)}")
+    circs = {r: circuits_at(scores, graph, fr, absolute=r == "absolute", method=construction)
+             for r in rankings}  # fmt: skip
     empty = prune(np.zeros_like(graph.valid), graph)
-    masks = np.concatenate([signed, absolute, empty[None], graph.valid[None]])
+    masks = np.concatenate([*circs.values(), empty[None], graph.valid[None]])
     vals = np.asarray(
         evaluate_graph(
             model, clean, corrupted, metric, masks, ablation=ablation, attention_mask=attention_mask
@@ -81,13 +87,16 @@ def faithfulness(
     f = (vals[:-2] - m_empty) / (m_full - m_empty)
     n = len(fr)
     out: dict = {"fractions": fr.tolist(), "empty": float(m_empty), "full": float(m_full)}
-    for name, fs, circ in (("signed", f[:n], signed), ("absolute", f[n:], absolute)):
+    for i, (name, circ) in enumerate(circs.items()):
+        fs = f[i * n : (i + 1) * n]
         out[f"f_{name}"] = fs.tolist()
         out[f"mean_f_{name}"] = float(fs.mean())
         out[f"n_edges_{name}"] = [int(c.sum()) for c in circ]
         out[f"weighted_edges_{name}"] = [weighted_edge_count(c) for c in circ]
-    out["cpr"] = area_scores(fr, f[:n])[0]
-    out["cmd"] = area_scores(fr, f[n:])[1]
+    if "signed" in circs:
+        out["cpr"] = area_scores(fr, out["f_signed"])[0]
+    if "absolute" in circs:
+        out["cmd"] = area_scores(fr, out["f_absolute"])[1]
     return out
 
 
