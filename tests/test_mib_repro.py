@@ -99,3 +99,30 @@ def test_resume_frees_only_the_settings_of_methods_without_a_kept_result(tmp_pat
         prior_details(path, {**repro._settings(quick=False), "mask_steps": 9}, free)
     prior["smollm2-135m"]["ioi"]["eap_ig_activations"] = {}
     assert "act_steps" not in repro.resume_free(prior)
+
+
+def test_rows_of_a_task_the_model_does_not_do_are_flagged(tiny_llama):
+    """The clean prompts' top-1 rate is measured (answers made the argmax on half the
+    rows by hand), and a row under MIB's bar gets no method verdict: Gemma 3 270M on
+    addition had m(full) 0.12 against m(empty) 0.06 and CPRs of 8 to 24."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mechjax.analyses.mib import report as rep
+
+    rng = np.random.RandomState(0)
+    clean = rng.randint(0, 50, (4, 6))
+    top = np.asarray(mj.run(tiny_llama, clean).logits[:, -1].argmax(-1))
+    answers = np.where(np.arange(4) < 2, top, (top + 1) % 50)
+    batch = SimpleNamespace(clean=clean, answers=answers, wrongs=(answers + 7) % 50)
+    acc = repro.task_accuracy(tiny_llama, batch)
+    assert acc["clean_top1"] == 0.5 and 0 <= acc["clean_prefers_answer"] <= 1
+    r = {"cpr": 8.1, "cmd": 0.85, "full": 0.12, "empty": 0.06}
+    bad = {"n_edges": 9, "random": r, "clean_top1": 0.25, "clean_prefers_answer": 0.5}
+    good = {**bad, "clean_top1": 0.75}
+    claims = rep._claims({"m": {"arithmetic": bad, "ioi": good}}, ["m"])
+    flagged = [x for x in claims if "not measurable" in x]
+    assert len(flagged) == 1 and "arithmetic, m" in flagged[0] and "25%" in flagged[0]
+    assert any("random ranking" in x and "ioi, m" in x for x in claims)
+    assert not any("random ranking" in x and "arithmetic, m" in x for x in claims)

@@ -145,7 +145,8 @@ def run_task(model, task: str, s: dict, st, name: str, prior: dict | None = None
     c, k = jnp.asarray(ev.clean), jnp.asarray(ev.corrupted)
     graph = circuits.graph_of(model)
     row: dict = {"n_edges": graph.n_edges, "n_attr": len(attr), "n_eval": len(ev),
-                 "prompt_tokens": int(ev.clean.shape[1]), "example": ev.clean_text[0]}  # fmt: skip
+                 "prompt_tokens": int(ev.clean.shape[1]), "example": ev.clean_text[0],
+                 **task_accuracy(model, ev)}  # fmt: skip
     for m in s["methods"]:
         if m in prior:  # resumed: the earlier run's result for this method
             row[m] = prior[m]
@@ -164,6 +165,23 @@ def run_task(model, task: str, s: dict, st, name: str, prior: dict | None = None
                f"(m full {r['full']:.2f}, empty {r['empty']:.2f})")  # fmt: skip
         st.save({name: {**st_partial(st, name), task: row}})
     return row
+
+
+def task_accuracy(model, batch) -> dict:
+    """How well the model does the task on the evaluation pairs' clean prompts: the
+    answer's rank-1 rate and the rate at which it beats the wrong answer. MIB runs a
+    task only on models that do it (addition on Llama 3.1 8B alone); the report flags a
+    row whose model does not, since f divides by m(full) - m(empty)."""
+    import jax.numpy as jnp
+
+    import mechjax as mj
+    from mechjax import metrics
+
+    logits = metrics.logits_at(mj.run(model, jnp.asarray(batch.clean)).logits, None)
+    top = np.asarray(jnp.argmax(logits, -1))
+    diff = np.asarray(metrics.logit_diff(logits[:, None], batch.answers, batch.wrongs, mean=False))
+    return {"clean_top1": float(np.mean(top == np.asarray(batch.answers))),
+            "clean_prefers_answer": float(np.mean(diff > 0))}  # fmt: skip
 
 
 def st_partial(st, name: str) -> dict:

@@ -42,6 +42,24 @@ def _f(x, nd: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{nd}f}"
 
 
+SOLVES = 0.5  # a model does a task if its top token is the answer on half the prompts
+
+
+def _unsolved(row: dict) -> str | None:
+    """Why a (model, task) row measures no method, or None: the model does not do the
+    task (MIB runs addition on Llama 3.1 8B alone), so f divides noise by a small
+    m(full) - m(empty)."""
+    top = row.get("clean_top1")
+    if top is None or top >= SOLVES:
+        return None
+    r = next((row[x] for x in ("random", "eap") if x in row), None)
+    gap = f"; m(full) {_f(r['full'])} against m(empty) {_f(r['empty'])}" if r else ""
+    return (
+        f"not measurable: the model does not do this task (the answer is its top token on "
+        f"{top:.0%} of the clean prompts{gap}); MIB runs a task only on models that do it"
+    )
+
+
 def _rows(details, models):
     from mechjax.analyses.mib import TASKS
 
@@ -57,6 +75,10 @@ def _claims(details: dict, models) -> list[str]:
 
     lines = ["| claim (paper) | ours | verdict |", "|---|---|---|"]
     for m, t, row in _rows(details, models):
+        why = _unsolved(row)
+        if why:
+            lines.append(f"| every claim on {t}, {m} | see the table below | {why} |")
+            continue
         rnd = row.get("random")
         if rnd:
             ok = abs(rnd["cpr"] - 0.25) <= 0.1 and abs(rnd["cmd"] - 0.75) <= 0.1
@@ -154,7 +176,8 @@ def _tables(details: dict, models) -> list[str]:
             f"### {t}, {m}",
             "",
             f"{row['n_edges']} edges; {row['n_attr']} attribution pairs, {row['n_eval']} "
-            f"evaluation pairs of {row['prompt_tokens']} tokens, e.g. `{row['example']!r}`.",
+            f"evaluation pairs of {row['prompt_tokens']} tokens, e.g. `{row['example']!r}`."
+            + _accuracy(row),
             "",
             "| method | CPR (signed) | CMD (absolute) | mean f (signed) | m(full) | m(empty) "
             "| seconds (scores + evaluation) |",
@@ -172,6 +195,17 @@ def _tables(details: dict, models) -> list[str]:
             )
         out.append("")
     return out
+
+
+def _accuracy(row: dict) -> str:
+    if "clean_top1" not in row:
+        return ""
+    why = _unsolved(row)
+    return (
+        f" On the clean prompts the answer is the model's top token {row['clean_top1']:.0%} "
+        f"of the time and beats the wrong answer {row['clean_prefers_answer']:.0%}."
+        + (f" **This row is {why}.**" if why else "")
+    )
 
 
 def _gt_lines(gt: dict) -> list[str]:
