@@ -102,9 +102,11 @@ def test_resume_frees_only_the_settings_of_methods_without_a_kept_result(tmp_pat
 
 
 def test_rows_of_a_task_the_model_does_not_do_are_flagged(tiny_llama):
-    """The clean prompts' top-1 rate is measured (answers made the argmax on half the
-    rows by hand), and a row under MIB's bar gets no method verdict: Gemma 3 270M on
-    addition had m(full) 0.12 against m(empty) 0.06 and CPRs of 8 to 24."""
+    """The premise of every method claim is measured: the clean prompts' top-1 rate
+    (answers made the argmax on half the rows by hand) and the metric's clean-minus-
+    counterfactual gap per pair. A row whose gap is within the pairs' noise gets no
+    method verdict (Gemma 3 270M on addition: m(full) 0.12 against m(empty) 0.06 and
+    CPRs of 8 to 24); a measurable row whose model rarely gives the answer says so."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -112,17 +114,31 @@ def test_rows_of_a_task_the_model_does_not_do_are_flagged(tiny_llama):
     from mechjax.analyses.mib import report as rep
 
     rng = np.random.RandomState(0)
-    clean = rng.randint(0, 50, (4, 6))
-    top = np.asarray(mj.run(tiny_llama, clean).logits[:, -1].argmax(-1))
+    clean, corrupted = rng.randint(0, 50, (4, 6)), rng.randint(0, 50, (4, 6))
+    logits = np.asarray(mj.run(tiny_llama, clean).logits[:, -1])
+    top = logits.argmax(-1)
     answers = np.where(np.arange(4) < 2, top, (top + 1) % 50)
-    batch = SimpleNamespace(clean=clean, answers=answers, wrongs=(answers + 7) % 50)
+    wrongs = (answers + 7) % 50
+    batch = SimpleNamespace(clean=clean, corrupted=corrupted, answers=answers, wrongs=wrongs)
     acc = repro.task_accuracy(tiny_llama, batch)
-    assert acc["clean_top1"] == 0.5 and 0 <= acc["clean_prefers_answer"] <= 1
+    rows = np.arange(4)
+    k = np.asarray(mj.run(tiny_llama, corrupted).logits[:, -1])
+    d_clean = logits[rows, answers] - logits[rows, wrongs]
+    gap = d_clean - (k[rows, answers] - k[rows, wrongs])
+    assert acc["clean_top1"] == 0.5
+    np.testing.assert_allclose(acc["clean_prefers_answer"], np.mean(d_clean > 0))
+    np.testing.assert_allclose([acc["gap"], acc["gap_se"]], [gap.mean(), gap.std(ddof=1) / 2],
+                               rtol=1e-4)  # fmt: skip
     r = {"cpr": 8.1, "cmd": 0.85, "full": 0.12, "empty": 0.06}
-    bad = {"n_edges": 9, "random": r, "clean_top1": 0.25, "clean_prefers_answer": 0.5}
-    good = {**bad, "clean_top1": 0.75}
-    claims = rep._claims({"m": {"arithmetic": bad, "ioi": good}}, ["m"])
-    flagged = [x for x in claims if "not measurable" in x]
-    assert len(flagged) == 1 and "arithmetic, m" in flagged[0] and "25%" in flagged[0]
-    assert any("random ranking" in x and "ioi, m" in x for x in claims)
-    assert not any("random ranking" in x and "arithmetic, m" in x for x in claims)
+    noise = {"n_edges": 9, "random": r, "clean_top1": 0.12, "gap": 0.06, "gap_se": 0.05}
+    rare = {**noise, "gap": 1.4, "gap_se": 0.3}
+    good = {**rare, "clean_top1": 1.0}
+    details = {"m": {"arithmetic": noise, "ioi": good}, "n": {"arithmetic": rare}}
+    claims = rep._claims(details, ["m", "n"])
+    premise = [x for x in claims if "MIB's premise" in x]
+    assert len(premise) == 3
+    # rows in model, then task order: m's ioi, m's arithmetic, n's arithmetic
+    assert premise[0].endswith("| agrees |") and "| partly:" in premise[2]
+    assert "| no: not measurable" in premise[1] and "0.06 +- 0.05" in premise[1]
+    judged = [x for x in claims if "random ranking:" in x]
+    assert [("ioi, m" in x, "arithmetic, n" in x) for x in judged] == [(True, False), (False, True)]

@@ -155,6 +155,7 @@ def run_task(model, task: str, s: dict, st, name: str, prior: dict | None = None
         with st.stage(f"{name}: {task}: {m}"):
             t0 = time.perf_counter()
             scores, construction = method_scores(model, m, attr, s)
+            scores = np.asarray(scores)  # waits for the scores: JAX dispatches async
             t1 = time.perf_counter()
             r = circuits.faithfulness(model, c, k, ev.logit_diff(), scores, graph,
                                       construction=construction)  # fmt: skip
@@ -168,20 +169,30 @@ def run_task(model, task: str, s: dict, st, name: str, prior: dict | None = None
 
 
 def task_accuracy(model, batch) -> dict:
-    """How well the model does the task on the evaluation pairs' clean prompts: the
-    answer's rank-1 rate and the rate at which it beats the wrong answer. MIB runs a
-    task only on models that do it (addition on Llama 3.1 8B alone); the report flags a
-    row whose model does not, since f divides by m(full) - m(empty)."""
+    """How the model does the task on the evaluation pairs: the answer's top-1 rate and
+    the rate at which it beats the wrong answer on the clean prompts, and the metric's
+    clean-minus-counterfactual gap per pair (mean and standard error). f divides by that
+    gap (the empty circuit is the counterfactual run), so a gap within the noise of the
+    pairs makes every f noise; the report flags such a row and names a low top-1 rate."""
     import jax.numpy as jnp
 
     import mechjax as mj
     from mechjax import metrics
 
-    logits = metrics.logits_at(mj.run(model, jnp.asarray(batch.clean)).logits, None)
-    top = np.asarray(jnp.argmax(logits, -1))
-    diff = np.asarray(metrics.logit_diff(logits[:, None], batch.answers, batch.wrongs, mean=False))
+    def per_pair(tokens):
+        logits = mj.run(model, jnp.asarray(tokens)).logits
+        return logits[:, -1], np.asarray(
+            metrics.logit_diff(logits, batch.answers, batch.wrongs, mean=False), np.float64
+        )
+
+    last, clean = per_pair(batch.clean)
+    _, counter = per_pair(batch.corrupted)
+    gap = clean - counter
+    top = np.asarray(jnp.argmax(last, -1))
     return {"clean_top1": float(np.mean(top == np.asarray(batch.answers))),
-            "clean_prefers_answer": float(np.mean(diff > 0))}  # fmt: skip
+            "clean_prefers_answer": float(np.mean(clean > 0)),
+            "gap": float(gap.mean()),
+            "gap_se": float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else 0.0}  # fmt: skip
 
 
 def st_partial(st, name: str) -> dict:

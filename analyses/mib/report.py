@@ -42,22 +42,38 @@ def _f(x, nd: int = 2) -> str:
     return "n/a" if x is None else f"{x:.{nd}f}"
 
 
-SOLVES = 0.5  # a model does a task if its top token is the answer on half the prompts
+SOLVES = 0.5  # below this top-1 rate of the answer, the report says the model rarely does it
 
 
 def _unsolved(row: dict) -> str | None:
-    """Why a (model, task) row measures no method, or None: the model does not do the
-    task (MIB runs addition on Llama 3.1 8B alone), so f divides noise by a small
-    m(full) - m(empty)."""
-    top = row.get("clean_top1")
-    if top is None or top >= SOLVES:
+    """Why a (model, task) row measures no method, or None: f divides by the metric's
+    clean-minus-counterfactual gap, and a gap within two standard errors of the pairs'
+    gaps makes every f noise."""
+    gap, se = row.get("gap"), row.get("gap_se")
+    if gap is None or gap > 2 * se:
         return None
-    r = next((row[x] for x in ("random", "eap") if x in row), None)
-    gap = f"; m(full) {_f(r['full'])} against m(empty) {_f(r['empty'])}" if r else ""
     return (
-        f"not measurable: the model does not do this task (the answer is its top token on "
-        f"{top:.0%} of the clean prompts{gap}); MIB runs a task only on models that do it"
+        f"not measurable: the clean and counterfactual runs do not differ beyond the pairs' "
+        f"noise (metric gap {_f(gap)} +- {_f(se)} s.e.; f divides by it); the answer is "
+        f"the model's top token on {row['clean_top1']:.0%} of the clean prompts (MIB runs "
+        "a task only on models that do it: addition on Llama 3.1 8B alone)"
     )
+
+
+def _premise(row: dict) -> str | None:
+    """`ours | verdict` of the premise every method claim on a row rests on."""
+    if "clean_top1" not in row:
+        return None
+    ours = (f"answer top-1 on {row['clean_top1']:.0%} of the clean prompts; metric gap "
+            f"{_f(row['gap'])} +- {_f(row['gap_se'])}")  # fmt: skip
+    why = _unsolved(row)
+    if why:
+        return f"{ours} | no: {why}"
+    if row["clean_top1"] < SOLVES:
+        return (f"{ours} | partly: the gap is measurable, but the model rarely gives the "
+                "answer, so circuits here explain its preference for the answer over the "
+                "counterfactual's, not the task")  # fmt: skip
+    return f"{ours} | agrees"
 
 
 def _rows(details, models):
@@ -75,9 +91,10 @@ def _claims(details: dict, models) -> list[str]:
 
     lines = ["| claim (paper) | ours | verdict |", "|---|---|---|"]
     for m, t, row in _rows(details, models):
-        why = _unsolved(row)
-        if why:
-            lines.append(f"| every claim on {t}, {m} | see the table below | {why} |")
+        premise = _premise(row)
+        if premise:
+            lines.append(f"| the model does the task, MIB's premise ({t}, {m}) | {premise} |")
+        if _unsolved(row):  # no verdict on the methods where f is noise
             continue
         rnd = row.get("random")
         if rnd:
@@ -203,8 +220,9 @@ def _accuracy(row: dict) -> str:
     why = _unsolved(row)
     return (
         f" On the clean prompts the answer is the model's top token {row['clean_top1']:.0%} "
-        f"of the time and beats the wrong answer {row['clean_prefers_answer']:.0%}."
-        + (f" **This row is {why}.**" if why else "")
+        f"of the time and beats the wrong answer {row['clean_prefers_answer']:.0%}; the "
+        f"metric's clean-minus-counterfactual gap is {_f(row['gap'])} +- {_f(row['gap_se'])} "
+        "(s.e. over the pairs)." + (f" **This row is {why}.**" if why else "")
     )
 
 
@@ -255,7 +273,8 @@ def _figure(out: Path, details: dict, models) -> str | None:
         ax.set_xscale("log")
         ax.axhline(1, color="grey", ls=":")
         ax.axhline(0, color="grey", ls=":")
-        ax.set_title(f"{t}, {m}", fontsize=9)
+        gone = "\nnot measurable: the metric gap is within the pairs' noise"
+        ax.set_title(f"{t}, {m}" + (gone if _unsolved(row) else ""), fontsize=9)
         ax.set_xlabel("fraction of edges (signed ranking)")
     axes[0][0].set_ylabel("faithfulness f")
     axes[0][-1].legend(fontsize=6)
