@@ -98,6 +98,10 @@ REPRODUCTIONS = {
         "mechjax.analyses.mib",
         "Circuit localization (MIB, Mueller et al. 2025): CPR/CMD of EAP, EAP-IG, IFR, "
         "learned masks and random on IOI and addition; AUROC on a known circuit; SmolLM2, Gemma 3",
+        paper=(
+            "MIB: A Mechanistic Interpretability Benchmark (Mueller, Geiger, "
+            "Wiegreffe et al., ICML 2025)"
+        ),
     ),
     "mechanistic-probe": Reproduction(
         "mechjax.analyses.mechanistic_probe",
