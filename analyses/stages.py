@@ -98,9 +98,12 @@ class Stages:
         write_json(self.path, {**partial, "complete": False, "stage_seconds": self.timings})
 
 
-def prior_details(path: Path, settings: dict, free: Sequence[str] = ()) -> dict:
+def prior_details(
+    path: Path, settings: dict, free: Sequence[str] | Callable[[dict], Sequence[str]] = ()
+) -> dict:
     """An earlier run's details.json for `--resume`, checked to have been written with the
-    same settings (but for the keys in `free`, which may differ); {} if there is none.
+    same settings (but for the keys in `free`, which may differ; or `free(prior)`, the keys
+    that may differ given what the earlier run holds); {} if there is none.
 
     Raises an InputError naming the settings that differ, so a resumed run never mixes
     results of two configurations.
@@ -111,6 +114,8 @@ def prior_details(path: Path, settings: dict, free: Sequence[str] = ()) -> dict:
     if not path.is_file():
         return {}
     prior = json.loads(path.read_text())
+    if callable(free):
+        free = free(prior)
     old = {k: v for k, v in prior.get("settings", {}).items() if k not in free}
     new = {k: v for k, v in settings.items() if k not in free}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

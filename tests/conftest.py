@@ -85,3 +85,23 @@ def tiny_smollm2() -> mj.Model:
     )
     params = real.family.init(jax.random.PRNGKey(0), cfg)
     return mj.Model(params, cfg, real.family, real.tokenizer)
+
+
+def stop_resumed_run(monkeypatch, out, drop, module, name: str) -> None:
+    """Set up a resumed run that stops early: remove one kept result from
+    out/details.json (`drop`, its key path) so the run has a stage to do, and make
+    `module.name` raise when that stage starts."""
+    import json
+
+    path = out / "details.json"
+    details = json.loads(path.read_text())
+    node = details
+    for key in drop[:-1]:
+        node = node[key]
+    node.pop(drop[-1])
+    path.write_text(json.dumps(details))
+
+    def stopped(*a, **k):
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(module, name, stopped)

@@ -5,6 +5,7 @@ results.json's promised layout, the report quoting details.json and regenerating
 import json
 
 import pytest
+from conftest import stop_resumed_run
 
 import mechjax as mj
 from mechjax.analyses import das as repro
@@ -61,15 +62,9 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
     assert not any("iia" in line or "[" in line for line in logs), logs
     assert json.loads((out / "results.json").read_text()) == res
     # a resumed run that stops in its first new stage still holds everything it kept
-    details = json.loads((out / "details.json").read_text())
-    details["smollm2-135m"]["io_name"].pop("pca")
-    (out / "details.json").write_text(json.dumps(details))
     from mechjax.causal import das as das_mod
 
-    def crash(*a, **k):
-        raise RuntimeError("stopped")
-
-    monkeypatch.setattr(das_mod, "search", crash)
+    stop_resumed_run(monkeypatch, out, ("smollm2-135m", "io_name", "pca"), das_mod, "search")
     with pytest.raises(RuntimeError):
         repro.reproduce(
             out, smoke=True, models=["smollm2-135m"], resume=True, log=logs.append, sae=sae_dir

@@ -6,6 +6,7 @@ where not run), the report quoting details.json and regenerating byte for byte."
 import json
 
 import pytest
+from conftest import stop_resumed_run
 
 import mechjax as mj
 from mechjax.analyses import mib as repro
@@ -62,14 +63,7 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2, mib_
     assert "ground truth" in again["resumed"] and any("kept" in x for x in logs)
     assert "Resumed (`--resume`)" in (out / "report.md").read_text()
     # a resumed run that stops before its first task still holds what it kept
-    details = json.loads((out / "details.json").read_text())
-    details["smollm2-135m"]["ioi"].pop("masks")
-    (out / "details.json").write_text(json.dumps(details))
-
-    def crash(*a, **k):
-        raise RuntimeError("stopped")
-
-    monkeypatch.setattr(repro, "run_task", crash)
+    stop_resumed_run(monkeypatch, out, ("smollm2-135m", "ioi", "masks"), repro, "run_task")
     with pytest.raises(RuntimeError):
         repro.reproduce(out, smoke=True, models=["smollm2-135m"], resume=True, log=logs.append)
     left = json.loads((out / "details.json").read_text())

@@ -33,7 +33,6 @@ from signed/absolute rankings) follows MIB's code.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -248,10 +247,7 @@ def reproduce(
     t0 = time.time()
     meta: dict = {"settings": {**s, "quick": quick, "models": list(models)}}
     details: dict = {}
-    prior = {}
-    if resume and (out / "details.json").is_file():
-        free = resume_free(json.loads((out / "details.json").read_text()))
-        prior = prior_details(out / "details.json", meta["settings"], free)
+    prior = prior_details(out / "details.json", meta["settings"], resume_free) if resume else {}
     kept = _kept_stages(prior, models, s)
     if kept:
         meta["resumed"] = kept
