@@ -42,9 +42,10 @@ demo: fetch-demo
 	$(PY) scripts/demo.py --out $(OUT)
 
 # two workers, one test file each at a time: XLA compiles on one thread, so the second
-# core is otherwise idle during the many small compiles of the suite
+# core is otherwise idle during the many small compiles of the suite; a worker that dies
+# ends the run with its error instead of being replaced
 test: fetch
-	$(PY) -m pytest -q -ra --durations=15 -n 2 --dist loadfile
+	$(PY) -m pytest -q -ra --durations=15 -n 2 --dist loadfile --max-worker-restart=0
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -11,7 +11,9 @@ A long reproduction that is interrupted (an error, Ctrl-C, a killed job) keeps e
 it finished: the results file is rewritten after each stage with `"complete": false`, and
 a failing stage adds `"failed": {"stage", "error"}`. Each stage's wall time is reported
 with the part JAX spent compiling apart (`mechjax.progress.CompileClock`), since on a
-first run most of a short stage is compilation.
+first run most of a short stage is compilation. After each stage, JAX's compiled programs
+are dropped if they hold over half the process's memory-mapping limit
+(`mechjax.progress.release_compiled`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from mechjax.progress import CompileClock, progress_bar, show_progress, timing_note
+from mechjax.progress import (
+    CompileClock,
+    progress_bar,
+    release_compiled,
+    show_progress,
+    timing_note,
+)
 
 
 def write_json(path: Path, obj) -> None:
@@ -82,6 +90,7 @@ class Stages:
         self.timings[name] = {"seconds": round(secs, 2), "compile_seconds": round(clock.seconds, 2)}
         self._bar.update(1)
         self.log(f"  [{name}: {timing_note(clock.seconds, secs)}]")
+        release_compiled()  # a long run's many programs must not exhaust the mapping limit
 
     def save(self, partial: dict) -> None:
         """The results so far, written with `"complete": false`."""

@@ -7,11 +7,20 @@ is off unless asked for or on a terminal (`show_progress`).
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import jax
 
-__all__ = ["CompileClock", "exclude_compile", "progress_bar", "show_progress", "timing_note"]
+__all__ = [
+    "CompileClock",
+    "exclude_compile",
+    "memory_maps",
+    "progress_bar",
+    "release_compiled",
+    "show_progress",
+    "timing_note",
+]
 
 _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -75,3 +84,36 @@ def exclude_compile(bar, seconds: float) -> None:
 def timing_note(compile_s: float, total_s: float) -> str:
     """'compile 1.2s, run 0.8s': compile time apart from the rest of `total_s`."""
     return f"compile {compile_s:.1f}s, run {max(total_s - compile_s, 0.0):.1f}s"
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """(memory mappings this process holds, the kernel's per-process limit), or None where
+    /proc does not tell (not Linux)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            used = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return used, limit
+
+
+def release_compiled(fraction: float = 0.5) -> bool:
+    """Drop JAX's compiled programs once they hold over `fraction` of the mapping limit.
+
+    Each program XLA compiles for the CPU keeps a few memory mappings (about six for a
+    small one) for as long as a jit cache holds it. A process that compiles thousands of
+    distinct programs (many shapes, many sweeps, a test suite) reaches Linux's limit
+    (`vm.max_map_count`, 65530 by default) and then dies of a segmentation fault inside
+    the compiler, with no Python error. Called between pieces of long work (the
+    reproductions call it after each stage), this clears JAX's caches
+    (`jax.clear_caches()`) when the mappings pass the fraction, so later programs compile
+    again instead of crashing. Returns whether it cleared.
+    """
+    maps = memory_maps()
+    if maps is None or maps[0] <= fraction * maps[1]:
+        return False
+    jax.clear_caches()
+    gc.collect()
+    return True

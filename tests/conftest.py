@@ -12,6 +12,17 @@ from mechjax.models.llama import Config as LlamaConfig
 jax.config.update("jax_enable_x64", False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """After each test file, drop JAX's compiled programs if they hold over half the
+    process's memory-mapping limit: a worker that runs a few hundred files compiles
+    thousands of programs, and at the limit XLA's compiler dies of a segmentation fault."""
+    yield
+    from mechjax.progress import release_compiled
+
+    release_compiled()
+
+
 def max_diff(a, b) -> str:
     d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
     return f"max |diff| = {d.max():.3g}, mean |diff| = {d.mean():.3g}"
