@@ -1,6 +1,7 @@
 """The DAS reproduction end to end at smoke size (the toy model's smoke setting, a 2-layer
-random Llama with SmolLM2's tokenizer): the files of the reproduction contract,
-results.json's promised layout, the report quoting details.json and regenerating."""
+random Llama with SmolLM2's tokenizer): DAS finds the toy's variable at the right site
+only, the files of the reproduction contract, results.json's promised layout, the report
+quoting details.json and regenerating."""
 
 import json
 
@@ -9,6 +10,21 @@ from conftest import stop_resumed_run
 
 import mechjax as mj
 from mechjax.analyses import das as repro
+from mechjax.analyses.das import toy
+
+
+def check_toy_findings(res: dict) -> None:
+    """DAS finds S at the right site only, in the toy's smoke setting (trained here, by the
+    reproduction's smoke run, and nowhere else in the suite)."""
+    assert res["model_acc_s"] == 1.0 and res["model_acc_y"] >= 0.99
+    assert res["iia_right_site"] >= 0.95
+    # chance is 1/9 (uniform among the 9 labels that differ from the base output); by
+    # construction neither the wrong site nor the wrong variable (c, unseen at b) can beat
+    # it in expectation; 0.5 leaves room for sampling noise and nothing else
+    assert res["chance"] == pytest.approx(1 / 9)
+    assert res["iia_wrong_site"] <= 0.5 and res["iia_wrong_variable"] <= 0.5
+    assert res["iia_random_rotation_right_site"] <= 0.5
+    assert res["per_seed"][0]["iia_wrong_variables"].keys() == {"c"}
 
 
 @pytest.mark.slow
@@ -36,6 +52,8 @@ def test_smoke_run_writes_the_contract(tmp_path, monkeypatch, tiny_smollm2):
         for f, xs in m[var].items():
             assert len(xs) == 2 and all(0.0 <= x <= 1.0 for x in xs), (var, f)
     details = json.loads((out / "details.json").read_text())
+    assert details["toy"]["settings"] == json.loads(json.dumps(toy.SETTINGS["smoke"]))
+    check_toy_findings(details["toy"])
     row = details["smollm2-135m"]["io_position"]
     # a random model answers few IOI prompts right: every pair is kept, and it says so
     assert row["filtered"] is False and (row["n_train"], row["n_test"]) == (32, 16)

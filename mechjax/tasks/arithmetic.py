@@ -9,6 +9,7 @@ operands up to 300 with the same digit count in base and alt).
 from __future__ import annotations
 
 import random
+from typing import no_type_check
 
 from mechjax.tasks.batch import TaskBatch, TaskError, _build, _is_single, single_token
 
@@ -49,6 +50,7 @@ ARITHMETIC_TEMPLATES = {
 _OP_WORD_INDEX = (5, 4, 7, 4, 1, 1)  # the operator's word index in each template
 
 
+@no_type_check  # millions of calls by rejection sampling: tests' run-time checks skip it
 def _calc(x: int, op: str, y: int):
     r = {"+": x + y, "-": x - y, "*": x * y, "/": x / y}[op]
     return int(r) if float(r).is_integer() else None
