@@ -2,7 +2,9 @@
 
 `CompileClock` listens to JAX's own compile events, so compile time is reported apart
 from run time without timing a second call; `progress_bar` is a tqdm bar on stderr that
-is off unless asked for or on a terminal (`show_progress`).
+is off unless asked for or on a terminal (`show_progress`); `release_compiled` drops JAX's
+compiled programs between pieces of long work before they exhaust the process's
+memory-mapping limit.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import pytest
 import mechjax as mj
 from mechjax.io.families import family_of_module
 from mechjax.models.llama import Config as LlamaConfig
+from mechjax.progress import release_compiled
 
 jax.config.update("jax_enable_x64", False)
 
@@ -18,8 +19,6 @@ def _release_compiled_programs():
     process's memory-mapping limit: a worker that runs a few hundred files compiles
     thousands of programs, and at the limit XLA's compiler dies of a segmentation fault."""
     yield
-    from mechjax.progress import release_compiled
-
     release_compiled()
 
 
